@@ -1,0 +1,189 @@
+"""Audio adapter: waveform or log-mel features -> normalised frames -> SpecAugment (training
+only) -> conv subsampling x4 -> frame tokens with positions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+from encoders.attention import lengths_to_padding_mask
+from encoders.positional import SinusoidalPositionalEmbedding
+
+FEATURES = ("waveform", "fbank")
+
+
+class LogMel(nn.Module):
+    """Log mel filterbank (torchaudio). Frames are not centred, so a frame only ever sees samples
+    of its own utterance and padding cannot change real frames."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int) -> None:
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            center=False,
+            power=2.0,
+        )
+
+    def num_frames(self, num_samples: Tensor) -> Tensor:
+        """Closed form of the frame count: floor((S - n_fft) / hop) + 1, at least 0."""
+        return ((num_samples - self.n_fft).div(self.hop_length, rounding_mode="floor") + 1).clamp(
+            min=0
+        )
+
+    def forward(self, wave: Tensor) -> Tensor:
+        """(B, S) waveform -> (B, T, n_mels) log-mel."""
+        with torch.autocast(wave.device.type, enabled=False):  # the FFT wants fp32
+            spec = self.mel(wave.float())  # (B, n_mels, T)
+        return torch.log(spec + 1e-6).transpose(1, 2)
+
+
+class SpecAugment(nn.Module):
+    """Frequency and time masking (Park et al. 2019) with torchaudio, a different mask per
+    utterance; identity outside training."""
+
+    def __init__(
+        self,
+        freq_mask: int = 27,
+        time_mask: int = 40,
+        num_masks: int = 2,
+        max_time_ratio: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.num_masks = num_masks
+        self.freq = torchaudio.transforms.FrequencyMasking(freq_mask, iid_masks=True)
+        # p bounds a time mask to a fraction of the utterance, so short clips keep their content
+        self.time = torchaudio.transforms.TimeMasking(time_mask, iid_masks=True, p=max_time_ratio)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, F) -> (B, T, F), masked in training mode."""
+        if not self.training:
+            return x
+        spec = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T): iid masks need a channel axis
+        for _ in range(self.num_masks):
+            spec = self.time(self.freq(spec))
+        return spec.squeeze(1).transpose(1, 2)
+
+
+class Conv2dSubsampling(nn.Module):
+    """Two 3x3 convolutions with stride 2 over (time, frequency): T -> ~T/4 frames of width D."""
+
+    def __init__(self, n_mels: int, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, dim, 3, stride=2), nn.ReLU(), nn.Conv2d(dim, dim, 3, stride=2), nn.ReLU()
+        )
+        freq = ((n_mels - 1) // 2 - 1) // 2  # frequency bins left after the two convs
+        self.out = nn.Linear(dim * freq, dim)
+
+    @staticmethod
+    def output_lengths(lengths: Tensor) -> Tensor:
+        """Frames after subsampling: L -> floor((L - 3) / 2) + 1, applied twice."""
+        for _ in range(2):
+            lengths = (lengths - 3).div(2, rounding_mode="floor") + 1
+        return lengths.clamp(min=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, F) -> (B, T', D)."""
+        h = self.conv(x.unsqueeze(1))  # (B, D, T', F')
+        b, c, t, f = h.shape
+        return self.out(h.transpose(1, 2).reshape(b, t, c * f))  # (B, T', D*F') -> (B, T', D)
+
+
+def normalize_frames(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-utterance mean/variance normalisation over the real frames of (B, T, F)."""
+    if mask is None:
+        mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
+    else:
+        keep = (~mask).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        count = keep.sum(1, keepdim=True).clamp(min=1)
+        mean = (x * keep).sum(1, keepdim=True) / count
+        var = (((x - mean) * keep) ** 2).sum(1, keepdim=True) / count
+    return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+class AudioAdapter(nn.Module):
+    """Speech front end: (waveform or log-mel, lengths) -> (frames (B, T', D), padding mask).
+
+    Args:
+        dim: width D.
+        n_mels: mel bins.
+        sample_rate: expected sample rate of waveforms (resample before, in the data pipeline).
+        n_fft: FFT/window size in samples (25 ms at 16 kHz).
+        hop_length: hop in samples (10 ms at 16 kHz).
+        features: "waveform" (compute log-mel here) or "fbank" (input is already (B, T, n_mels)).
+        spec_augment: apply SpecAugment in training mode.
+        pos: "sinusoidal" or "none" (e.g. with a rotary core).
+        dropout: dropout on the output frames.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_mels: int = 80,
+        sample_rate: int = 16000,
+        n_fft: int = 400,
+        hop_length: int = 160,
+        features: str = "waveform",
+        spec_augment: bool = True,
+        pos: str = "sinusoidal",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if features not in FEATURES:
+            raise ValueError(f"unknown audio features '{features}'; expected one of {FEATURES}")
+        self.dim, self.n_mels, self.features = dim, n_mels, features
+        self.frontend = (
+            LogMel(sample_rate, n_fft, hop_length, n_mels) if features == "waveform" else None
+        )
+        self.specaug = SpecAugment() if spec_augment else nn.Identity()
+        self.subsample = Conv2dSubsampling(n_mels, dim)
+        self.pos_embed = SinusoidalPositionalEmbedding(dim) if pos == "sinusoidal" else None
+        self.drop = nn.Dropout(dropout)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Input lengths (samples or frames) (B,) -> output frame counts (B,), closed form."""
+        if self.frontend is not None:
+            lengths = self.frontend.num_frames(lengths)
+        return Conv2dSubsampling.output_lengths(lengths)
+
+    def _features(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if self.frontend is None:
+            if x.ndim != 3 or x.shape[-1] != self.n_mels:
+                raise ValueError(
+                    f"expected features of shape (B, T, {self.n_mels}), got {tuple(x.shape)}"
+                )
+            return x, lengths
+        if x.ndim != 2:
+            raise ValueError(f"expected a waveform batch of shape (B, S), got {tuple(x.shape)}")
+        return self.frontend(x), self.frontend.num_frames(lengths)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Args:
+            x: waveforms (B, S) or log-mel features (B, T, n_mels).
+            lengths: (B,) samples (or frames) per utterance; None means all full length.
+        Returns:
+            frames (B, T', D) and padding mask (B, T') True at padding (None if no padding).
+        """
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        feats, frame_lengths = self._features(x, lengths)
+        out_lengths = Conv2dSubsampling.output_lengths(frame_lengths)
+        if int(out_lengths.min()) < 1:
+            raise ValueError(
+                f"audio too short: an utterance of {int(lengths.min())} input steps leaves no "
+                "frame after subsampling (need at least 7 feature frames)"
+            )
+        mask = lengths_to_padding_mask(frame_lengths, feats.shape[1])
+        feats = self.specaug(normalize_frames(feats, mask))
+        h = self.subsample(feats) * math.sqrt(self.dim)  # ESPnet-style scale before positions
+        if self.pos_embed is not None:
+            h = self.pos_embed(h)
+        out_mask = lengths_to_padding_mask(out_lengths, h.shape[1])
+        return self.drop(h), (out_mask if bool(out_mask.any()) else None)

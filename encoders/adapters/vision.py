@@ -1,0 +1,81 @@
+"""Vision adapter: images -> patch tokens (+ cls token) + learned positions (ViT)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from encoders.positional import interpolate_pos_embed
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided convolution: (B, C, H, W) -> (B, H/p * W/p, D)."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, Gh, Gw) -> (B, Gh*Gw, D)
+
+
+class VisionAdapter(nn.Module):
+    """ViT front end (Dosovitskiy et al. 2021). Parameter names follow timm
+    (``patch_embed.proj``, ``cls_token``, ``pos_embed``) so its weights load by renaming.
+
+    Args:
+        img_size: the image size the position table is made for.
+        patch_size: patch side p; the image sides must be multiples of p.
+        in_chans: image channels C.
+        dim: width D.
+        class_token: prepend a learned cls token.
+        dropout: dropout after adding positions.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        dim: int = 768,
+        class_token: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
+        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.grid = (img_size // patch_size, img_size // patch_size)
+        self.num_prefix = 1 if class_token else 0
+        self.patch_embed = PatchEmbed(patch_size, in_chans, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
+        num_pos = self.grid[0] * self.grid[1] + self.num_prefix
+        self.pos_embed = nn.Parameter(torch.empty(1, num_pos, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        self.pos_drop = nn.Dropout(dropout)
+
+    def _check(self, x: Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"expected images of shape (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} image channels, got {x.shape[1]}")
+        h, w = x.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by the patch size {self.patch_size}"
+            )
+
+    def _pos_embed(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        pos = interpolate_pos_embed(self.pos_embed, self.grid, grid, self.num_prefix)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.pos_drop(x + pos)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, None]:
+        """Images (B, C, H, W) -> tokens (B, P + Gh*Gw, D) and no padding mask."""
+        self._check(x)
+        grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        return self._pos_embed(self.patch_embed(x), grid), None

@@ -1,0 +1,207 @@
+"""Multi-head attention: the one attention implementation of the zoo.
+
+Self- or cross-attention with padding and causal masks and a KV cache for incremental decoding.
+The default path is ``F.scaled_dot_product_attention``; ``need_weights=True`` takes an explicit
+softmax path that returns the attention weights and the same output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from encoders.positional import RotaryEmbedding
+
+
+@dataclass
+class KVCache:
+    """Keys and values of one attention layer kept across decoding steps.
+
+    Attributes:
+        k: keys (B, H, N, Dh), or None before the first step.
+        v: values (B, H, N, Dh), or None before the first step.
+    """
+
+    k: Tensor | None = None
+    v: Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (B',) in this order, e.g. the surviving beams."""
+        if self.k is not None:
+            self.k = self.k.index_select(0, index)
+            self.v = self.v.index_select(0, index)
+
+
+def lengths_to_padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
+    """Lengths (B,) -> bool padding mask (B, N), True at padding."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    positions = torch.arange(max_len, device=lengths.device)
+    return positions[None, :] >= lengths[:, None]
+
+
+def build_attention_mask(
+    padding_mask: Tensor | None, causal: bool, num_queries: int, num_keys: int, device: torch.device
+) -> Tensor | None:
+    """Combine key padding and causality into one bool mask, True where a query may attend.
+
+    This is the single place where the zoo's padding convention (True at padding) is turned into
+    the convention of ``scaled_dot_product_attention`` (True = attend).
+
+    Args:
+        padding_mask: (B, Nk) bool, True at padded keys, or None.
+        causal: whether query i may only see keys up to its own position. With a cache the queries
+            are the last ``num_queries`` positions of the ``num_keys`` keys.
+    Returns:
+        (B or 1, 1, Nq, Nk) bool mask, or None when nothing is masked.
+    """
+    mask = None
+    if padding_mask is not None:
+        mask = ~padding_mask[:, None, None, :]  # (B, 1, 1, Nk)
+    if causal:
+        offset = num_keys - num_queries  # queries sit at the end of the key sequence
+        allowed = torch.ones(num_queries, num_keys, dtype=torch.bool, device=device)
+        allowed = allowed.tril(diagonal=offset)[None, None]  # (1, 1, Nq, Nk)
+        mask = allowed if mask is None else mask & allowed
+    return mask
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention softmax(QK^T / sqrt(d_k)) V over several heads.
+
+    Self-attention uses one fused ``qkv`` projection (parameter names as in timm's ViT);
+    cross-attention projects queries with ``q`` and the context with ``kv``.
+
+    Args:
+        dim: model width D.
+        num_heads: number of heads H; D must be divisible by H.
+        qkv_bias: bias on the input projections.
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after the output projection.
+        cross: build a cross-attention layer (queries from x, keys/values from a context).
+        rope: rotary position embedding applied to queries and keys (self-attention only).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        cross: bool = False,
+        rope: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.cross = cross
+        if cross:
+            self.q = nn.Linear(dim, dim, bias=qkv_bias)
+            self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.rope = rope
+
+    def _split_heads(self, x: Tensor, parts: int) -> tuple[Tensor, ...]:
+        # (B, N, parts*D) -> (B, N, parts, H, Dh) -> parts x (B, H, N, Dh)
+        b, n, _ = x.shape
+        x = x.view(b, n, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return x.unbind(0)
+
+    def _project(self, x: Tensor, context: Tensor | None, cache: KVCache | None):
+        """Queries, keys and values, each (B, H, N, Dh), using and updating the cache."""
+        if not self.cross:
+            q, k, v = self._split_heads(self.qkv(x), 3)
+            offset = len(cache) if cache is not None else 0
+            if self.rope is not None:
+                q, k = self.rope(q, offset), self.rope(k, offset)
+            if cache is not None:
+                if cache.k is not None:
+                    k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+                cache.k, cache.v = k, v
+            return q, k, v
+        (q,) = self._split_heads(self.q(x), 1)
+        if cache is not None and cache.k is not None:
+            return q, cache.k, cache.v  # the context is encoded once per source
+        if context is None:
+            raise ValueError("cross-attention needs a context tensor (B, M, D)")
+        k, v = self._split_heads(self.kv(context), 2)
+        if cache is not None:
+            cache.k, cache.v = k, v
+        return q, k, v
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        padding_mask: Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attend from ``x`` to itself or to ``context``.
+
+        Args:
+            x: queries (B, N, D).
+            context: keys/values source (B, M, D) for cross-attention.
+            padding_mask: (B, Nk) bool, True at padded keys (over the whole key sequence,
+                cached keys included).
+            causal: mask future keys.
+            cache: KV cache updated in place for incremental decoding.
+            need_weights: also return the attention weights (B, H, N, Nk).
+        Returns:
+            (B, N, D), or ((B, N, D), (B, H, N, Nk)) when ``need_weights``.
+        """
+        q, k, v = self._project(x, context, cache)
+        nq, nk = q.shape[2], k.shape[2]
+        drop = self.attn_drop if self.training else 0.0
+        # Plain causal self-attention needs no mask tensor: SDPA builds it inside its kernel.
+        plain_causal = causal and padding_mask is None and nq == nk and not need_weights
+        mask = (
+            None if plain_causal else build_attention_mask(padding_mask, causal, nq, nk, x.device)
+        )
+        empty_rows = None
+        if mask is not None:
+            # A query with no visible key would give NaN; let it see everything, then zero it.
+            has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, Nq, 1)
+            mask = mask | ~has_key
+            empty_rows = ~has_key
+        weights = None
+        if need_weights:
+            out, weights = self._explicit_attention(q, k, v, mask, drop)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=drop, is_causal=plain_causal
+            )
+        b, _, n, _ = out.shape
+        out = out.transpose(1, 2).reshape(b, n, -1)  # (B, H, N, Dh) -> (B, N, D)
+        out = self.proj_drop(self.proj(out))
+        if empty_rows is not None:  # queries that saw no key output exact zeros
+            out = out.masked_fill(empty_rows[:, 0], 0.0)  # (B, 1, Nq, 1) -> (B, Nq, 1)
+            if weights is not None:
+                weights = weights.masked_fill(empty_rows, 0.0)
+        return (out, weights) if need_weights else out
+
+    def _explicit_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, drop: float
+    ) -> tuple[Tensor, Tensor]:
+        """softmax(QK^T / sqrt(Dh)) V written out, for when the weights are wanted."""
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, Nq, Nk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        out = F.dropout(weights, drop, training=drop > 0) @ v
+        return out, weights

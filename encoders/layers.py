@@ -1,0 +1,241 @@
+"""Building blocks of the core: feed-forward, stochastic depth, layer scale, conformer convolution,
+and the encoder and decoder layers. Parameter names follow timm's ViT blocks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from encoders.attention import KVCache, MultiHeadAttention
+from encoders.positional import RotaryEmbedding
+
+ACTIVATIONS = ("gelu", "relu", "swiglu")
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: fc1 -> activation -> dropout -> fc2 -> dropout.
+
+    Args:
+        dim: input and output width D.
+        mlp_ratio: hidden width = mlp_ratio * D.
+        act: "gelu", "relu" or "swiglu" (fc1 then produces a value and a gate half).
+        dropout: dropout after the activation and after fc2.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, act: str = "gelu", dropout: float = 0.0):
+        super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation '{act}'; expected one of {ACTIVATIONS}")
+        hidden = int(dim * mlp_ratio)
+        self.act = act
+        self.fc1 = nn.Linear(dim, 2 * hidden if act == "swiglu" else hidden)
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, N, D) -> (B, N, D)."""
+        h = self.fc1(x)
+        if self.act == "swiglu":
+            value, gate = h.chunk(2, dim=-1)
+            h = value * F.silu(gate)
+        elif self.act == "gelu":
+            h = F.gelu(h)
+        else:
+            h = F.relu(h)
+        return self.drop2(self.fc2(self.drop1(h)))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample (Huang et al. 2016)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one draw per sample
+        return x * x.new_empty(shape).bernoulli_(keep) / keep
+
+
+class LayerScale(nn.Module):
+    """Per-channel learned scale of a residual branch (CaiT, Touvron et al. 2021)."""
+
+    def __init__(self, dim: int, init_value: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(init_value * torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class ConvModule(nn.Module):
+    """Conformer convolution module (Gulati et al. 2020): pointwise conv + GLU, depthwise conv,
+    batch norm, SiLU, pointwise conv. Padded frames are zeroed before the depthwise conv so they
+    never leak into real frames."""
+
+    def __init__(self, dim: int, kernel_size: int = 31, dropout: float = 0.0) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd to keep lengths, got {kernel_size}")
+        self.pw1 = nn.Conv1d(dim, 2 * dim, 1)
+        self.dw = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.bn = nn.BatchNorm1d(dim)
+        self.pw2 = nn.Conv1d(dim, dim, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """x: (B, T, D), padding_mask: (B, T) True at padding -> (B, T, D)."""
+        h = F.glu(self.pw1(x.transpose(1, 2)), dim=1)  # (B, D, T)
+        if padding_mask is not None:
+            h = h.masked_fill(padding_mask[:, None, :], 0.0)
+        h = self.pw2(F.silu(self.bn(self.dw(h))))
+        return self.drop(h.transpose(1, 2))
+
+
+class _ResidualLayer(nn.Module):
+    """Shared residual wiring of the encoder and decoder layers."""
+
+    norm_first: bool
+    drop_path: DropPath
+
+    def _residual(self, x: Tensor, norm: nn.Module, branch, scale: float = 1.0) -> Tensor:
+        if self.norm_first:
+            return x + scale * self.drop_path(branch(norm(x)))
+        return norm(x + scale * self.drop_path(branch(x)))
+
+
+class EncoderLayer(_ResidualLayer):
+    """One encoder layer: self-attention and feed-forward, each a residual branch.
+
+    Pre-norm by default (x + f(norm(x))); post-norm (norm(x + f(x))) as in the original
+    Transformer. With ``conformer=True`` the layer becomes a Conformer block: a half-step
+    macaron feed-forward before attention, a convolution module after it, a half-step
+    feed-forward and a final norm.
+
+    Args:
+        dim: width D.
+        num_heads: attention heads.
+        mlp_ratio: feed-forward hidden width over D.
+        qkv_bias: bias on the attention projections.
+        dropout: dropout on residual branches and inside the feed-forward.
+        attn_drop: dropout on attention weights.
+        drop_path: stochastic depth rate of this layer.
+        act: feed-forward activation.
+        norm_first: pre-norm (True) or post-norm (False).
+        layer_scale: initial LayerScale value, or None for none.
+        conformer: add the macaron feed-forward and convolution module.
+        conv_kernel: depthwise kernel size of the conformer convolution.
+        rope: shared rotary embedding, or None.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        act: str = "gelu",
+        norm_first: bool = True,
+        layer_scale: float | None = None,
+        conformer: bool = False,
+        conv_kernel: int = 31,
+        rope: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.conformer = conformer
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, attn_drop, dropout, rope=rope)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_ratio, act, dropout)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+        if conformer:
+            self.norm_ff1 = nn.LayerNorm(dim)
+            self.ff1 = FeedForward(dim, mlp_ratio, act, dropout)
+            self.norm_conv = nn.LayerNorm(dim)
+            self.conv = ConvModule(dim, conv_kernel, dropout)
+            self.norm_out = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """x: (B, N, D), padding_mask: (B, N) True at padding -> (B, N, D)."""
+        if self.conformer:
+            x = self._residual(x, self.norm_ff1, self.ff1, 0.5)
+
+        def attend(h: Tensor) -> Tensor:
+            return self.ls1(self.attn(h, padding_mask=padding_mask))
+
+        x = self._residual(x, self.norm1, attend)
+        if self.conformer:
+            x = self._residual(x, self.norm_conv, lambda h: self.conv(h, padding_mask))
+        ff_scale = 0.5 if self.conformer else 1.0  # macaron: two half-step feed-forwards
+        x = self._residual(x, self.norm2, lambda h: self.ls2(self.mlp(h)), ff_scale)
+        return self.norm_out(x) if self.conformer else x
+
+
+class DecoderLayer(_ResidualLayer):
+    """One decoder layer: causal self-attention, cross-attention to the encoder output,
+    feed-forward; pre- or post-norm. Arguments as in ``EncoderLayer``."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        dropout: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        act: str = "gelu",
+        norm_first: bool = True,
+        layer_scale: float | None = None,
+        rope: RotaryEmbedding | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, attn_drop, dropout, rope=rope)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.norm_cross = nn.LayerNorm(dim)
+        self.cross_attn = MultiHeadAttention(
+            dim, num_heads, qkv_bias, attn_drop, dropout, cross=True
+        )
+        self.ls_cross = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_ratio, act, dropout)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        memory_padding_mask: Tensor | None = None,
+        padding_mask: Tensor | None = None,
+        cache: tuple[KVCache, KVCache] | None = None,
+    ) -> Tensor:
+        """x: (B, N, D) target states; memory: (B, M, D) encoder output (may be None once the
+        cross-attention cache is filled); masks True at padding; cache: (self, cross) KV caches.
+        Returns (B, N, D)."""
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+
+        def self_attend(h: Tensor) -> Tensor:
+            out = self.attn(h, padding_mask=padding_mask, causal=True, cache=self_cache)
+            return self.ls1(out)
+
+        def cross_attend(h: Tensor) -> Tensor:
+            out = self.cross_attn(h, memory, padding_mask=memory_padding_mask, cache=cross_cache)
+            return self.ls_cross(out)
+
+        x = self._residual(x, self.norm1, self_attend)
+        x = self._residual(x, self.norm_cross, cross_attend)
+        return self._residual(x, self.norm2, lambda h: self.ls2(self.mlp(h)))

@@ -1,0 +1,16 @@
+"""Task packages: each combines an adapter, the shared core and a head, plus its data, loss,
+metrics and decoding. Imports ``encoders`` only, never ``zoo``."""
+
+from tasks.classification import ImageClassifier, ViTConfig
+from tasks.speech import ASRConfig, SpeechOutput, SpeechRecognizer
+from tasks.translation import Seq2SeqConfig, Seq2SeqTransformer
+
+__all__ = [
+    "ASRConfig",
+    "ImageClassifier",
+    "Seq2SeqConfig",
+    "Seq2SeqTransformer",
+    "SpeechOutput",
+    "SpeechRecognizer",
+    "ViTConfig",
+]

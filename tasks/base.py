@@ -1,0 +1,132 @@
+"""The Task contract: everything the training engine needs to know about one task.
+
+A task owns its data (building datasets from a recipe's ``data`` section), batching, loss,
+metrics and prediction. The engine owns the loop. Tasks never import ``zoo``: the recipe
+sections arrive as plain objects with attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+Batch = dict[str, Any]
+
+
+class Task:
+    """Base class of the tasks. Subclasses set ``name``, ``metric`` and ``metric_mode`` and
+    implement the methods that raise ``NotImplementedError``.
+
+    Args:
+        recipe: the experiment recipe (``zoo.config.Recipe`` or any object with the same
+            attributes): ``recipe.data`` (dataset, root, val_fraction, max_samples, options, ...),
+            ``recipe.train`` (seed, label_smoothing, ...), ``recipe.eval`` (beam_size, ...).
+        run_dir: the run directory, where a task may save files it creates (a tokenizer).
+    """
+
+    name: ClassVar[str] = ""
+    metric: ClassVar[str] = ""  # the metric that chooses the best checkpoint
+    metric_mode: ClassVar[str] = "max"  # "max" or "min"
+    unit: ClassVar[str] = "samples"  # what throughput counts
+
+    def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
+        self.recipe = recipe
+        self.data = recipe.data
+        self.seed = recipe.train.seed
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    # -- data ---------------------------------------------------------------------------------
+    def prepare(self) -> dict[str, Any]:
+        """Read or generate the data once, before the model exists.
+
+        Returns:
+            model overrides the data implies (``num_classes``, ``vocab_size``, ``in_chans``...).
+        """
+        raise NotImplementedError
+
+    def datasets(self) -> dict[str, Dataset]:
+        """The splits: ``train`` and ``val`` always, ``test`` when the data has one."""
+        raise NotImplementedError
+
+    def collate(self, samples: list[Any]) -> Batch:
+        """Samples of a dataset -> a batch dict of tensors."""
+        raise NotImplementedError
+
+    def batches(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, epoch_seed: int
+    ) -> list[list[int]]:
+        """The batches of one epoch as lists of dataset indices, a pure function of its
+        arguments (exact resume replays it). Default: a seeded shuffle cut into equal batches;
+        a task may override it (e.g. token-budget buckets for text)."""
+        n = len(dataset)
+        if shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed)).tolist()
+        else:
+            order = list(range(n))
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+    def loader(self, dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+        """An evaluation loader in dataset order."""
+        return DataLoader(
+            dataset,
+            batch_sampler=self.batches(dataset, batch_size, shuffle=False, epoch_seed=0),
+            collate_fn=self.collate,
+            num_workers=num_workers,
+        )
+
+    def count(self, batch: Batch) -> int:
+        """How many ``unit``s a batch holds (for throughput)."""
+        return len(next(iter(v for v in batch.values() if isinstance(v, Tensor))))
+
+    # -- model --------------------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """Forward a batch; return the scalar loss to minimise and values to log."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """Metrics of ``model`` over a loader; must include ``self.metric``."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, inputs: Sequence[str], **options: Any) -> list[str]:
+        """Human-readable predictions for the CLI (inputs are file paths or sentences)."""
+        raise NotImplementedError
+
+    # -- saved with the model -----------------------------------------------------------------
+    def save_extra(self, directory: Path) -> dict[str, Any]:
+        """Write files the task needs at prediction time into ``directory`` (beside the model)
+        and return JSON-able metadata stored in config.json under "task"."""
+        return {}
+
+    def load_extra(self, directory: Path, meta: dict[str, Any]) -> None:
+        """Restore what ``save_extra`` wrote, so ``predict`` works on a saved model."""
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available under ``cls.name``."""
+    if cls.name in TASKS:
+        raise ValueError(f"task '{cls.name}' is already registered")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered as ``name``."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task '{name}'; expected one of {sorted(TASKS)}") from None
+
+
+def iterate(loader: DataLoader, device: torch.device) -> Iterator[Batch]:
+    """Batches of a loader with their tensors moved to ``device``."""
+    for batch in loader:
+        yield {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}

@@ -1,0 +1,145 @@
+"""Speech recognition: audio adapter + shared encoder core (transformer or conformer) + CTC head,
+with an optional attention decoder for joint CTC/attention training (Watanabe et al. 2017)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from encoders import AudioAdapter, TextAdapter, TransformerDecoder, TransformerEncoder
+
+
+@dataclass
+class ASRConfig:
+    """Speech recogniser hyperparameters. Token 0 is the CTC blank (and the decoder's padding);
+    token ``eos_id`` starts and ends decoder sequences."""
+
+    task: ClassVar[str] = "speech_recognition"
+    modality: ClassVar[str] = "audio"
+
+    vocab_size: int = 32
+    dim: int = 144
+    depth: int = 12
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    conformer: bool = False
+    conv_kernel: int = 31
+    dropout: float = 0.1
+    attn_drop: float = 0.0
+    drop_path: float = 0.0
+    pos: str = "sinusoidal"  # "sinusoidal" (added to frames) or "rotary" (inside attention)
+    n_mels: int = 80
+    sample_rate: int = 16000
+    features: str = "waveform"  # "waveform" or "fbank" (precomputed log-mel)
+    spec_augment: bool = True
+    decoder_depth: int = 0  # > 0 adds an attention decoder
+    blank_id: int = 0
+    eos_id: int = 1
+
+    def build(self) -> SpeechRecognizer:
+        return SpeechRecognizer(self)
+
+
+class SpeechOutput(NamedTuple):
+    """What a speech model returns: CTC logits (B, T, V), their lengths (B,), and the attention
+    decoder's logits (B, U, V) when target inputs were given and a decoder exists."""
+
+    logits: Tensor
+    lengths: Tensor
+    decoder_logits: Tensor | None = None
+
+
+class SpeechRecognizer(nn.Module):
+    """``adapter`` (log-mel, subsampling) -> ``core`` -> ``head`` (CTC); optional ``decoder``."""
+
+    def __init__(self, cfg: ASRConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        rotary = cfg.pos == "rotary"
+        sr, mels = cfg.sample_rate, cfg.n_mels
+        n_fft, hop = sr * 25 // 1000, sr * 10 // 1000  # 25 ms windows, 10 ms hop
+        self.adapter = AudioAdapter(
+            cfg.dim,
+            mels,
+            sr,
+            n_fft,
+            hop,
+            cfg.features,
+            cfg.spec_augment,
+            pos="none" if rotary else "sinusoidal",
+            dropout=cfg.dropout,
+        )
+        self.core = TransformerEncoder(
+            cfg.dim,
+            cfg.depth,
+            cfg.num_heads,
+            cfg.mlp_ratio,
+            cfg.qkv_bias,
+            cfg.dropout,
+            cfg.attn_drop,
+            cfg.drop_path,
+            conformer=cfg.conformer,
+            conv_kernel=cfg.conv_kernel,
+            rotary=rotary,
+        )
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.dim, cfg.vocab_size))
+        self.decoder = None
+        if cfg.decoder_depth > 0:
+            self.tgt_adapter = TextAdapter(
+                cfg.vocab_size,
+                cfg.dim,
+                pad_id=cfg.blank_id,
+                dropout=cfg.dropout,
+                pos="none" if rotary else "sinusoidal",
+            )
+            self.decoder = TransformerDecoder(
+                cfg.dim,
+                cfg.decoder_depth,
+                cfg.num_heads,
+                cfg.mlp_ratio,
+                cfg.qkv_bias,
+                cfg.dropout,
+                cfg.attn_drop,
+                rotary=rotary,
+            )
+            self.decoder_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+            self.decoder_head.weight = self.tgt_adapter.embed.weight  # tied
+
+    def forward_features(
+        self, audio: Tensor, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Audio (B, S) or features (B, T, F) -> frames (B, T', D), mask (B, T'), lengths (B,)."""
+        if lengths is None:
+            lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
+        tokens, mask = self.adapter(audio, lengths)
+        out_lengths = self.adapter.output_lengths(lengths)
+        return self.core(tokens, mask), mask, out_lengths
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """(B, T', D) -> (B, T', V) CTC logits."""
+        return self.head(features)
+
+    def decode(
+        self, tgt_in: Tensor, memory: Tensor, memory_mask: Tensor | None, cache=None
+    ) -> Tensor:
+        """Attention decoder: (B, U) target inputs (EOS first) -> (B, U, V) logits."""
+        if self.decoder is None:
+            raise ValueError("this speech model has no attention decoder (decoder_depth=0)")
+        start = cache.offset if cache is not None else 0
+        x, _ = self.tgt_adapter(tgt_in, start_pos=start)
+        return self.decoder_head(self.decoder(x, memory, memory_mask, cache=cache))
+
+    def forward(
+        self, audio: Tensor, lengths: Tensor | None = None, tgt_in: Tensor | None = None
+    ) -> SpeechOutput:
+        """CTC logits for audio (B, S) with sample lengths (B,); decoder logits too when target
+        inputs (B, U) are given and the model has a decoder."""
+        memory, mask, out_lengths = self.forward_features(audio, lengths)
+        dec = None
+        if tgt_in is not None and self.decoder is not None:
+            dec = self.decode(tgt_in, memory, mask)
+        return SpeechOutput(self.forward_head(memory), out_lengths, dec)

@@ -1,0 +1,5 @@
+"""Named variants of each model family; importing this registers them."""
+
+from zoo.models import speech, translation, vision
+
+__all__ = ["speech", "translation", "vision"]

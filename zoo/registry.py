@@ -1,0 +1,110 @@
+"""The model registry: a variant is a function returning its config; its name is the model name."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+_MODELS: dict[str, Callable[[], Any]] = {}
+
+
+def register_model(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Register a variant function under its own name. A name registered twice raises."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model '{name}' is already registered")
+    _MODELS[name] = fn
+    return fn
+
+
+def _variant(name: str) -> Callable[[], Any]:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_MODELS), n=5, cutoff=0.4)
+        hint = f"; closest: {', '.join(close)}" if close else "; see `zoo list`"
+        raise ValueError(f"unknown model '{name}'{hint}") from None
+
+
+def get_config(name: str, **overrides: Any) -> Any:
+    """The config dataclass of variant ``name`` with ``overrides`` applied.
+
+    Raises:
+        ValueError: unknown model name (the message lists the closest names).
+        TypeError: an override that is not a field of the model's config.
+    """
+    cfg = _variant(name)()
+    valid = [f.name for f in dataclasses.fields(cfg)]
+    for key, value in overrides.items():
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise TypeError(f"model '{name}' has no setting '{key}'{hint}")
+        if isinstance(value, list):  # JSON turns tuples into lists
+            overrides[key] = tuple(value)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def build_model(name: str, cfg: Any) -> nn.Module:
+    """Build the model of a config, and tag it with its name and config."""
+    model = cfg.build()
+    model.cfg, model.model_name = cfg, name
+    return model
+
+
+def create_model(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model by name.
+
+    Args:
+        name: a registered variant, e.g. ``"vit_tiny_patch16_224"``.
+        pretrained: a saved model directory (``save_pretrained``) or a run directory holding
+            one; its architecture settings are used, then ``overrides``.
+        **overrides: config fields to change, e.g. ``num_classes=10``.
+    """
+    if pretrained is None:
+        return build_model(name, get_config(name, **overrides))
+    from zoo.checkpoint import find_model_dir, load_weights, read_model_config
+
+    model_dir = find_model_dir(pretrained)
+    saved = read_model_config(model_dir)
+    model = build_model(name, get_config(name, **{**saved["config"], **overrides}))
+    load_weights(model, model_dir / "model.safetensors")
+    return model
+
+
+def list_models(
+    pattern: str = "*", task: str | None = None, modality: str | None = None
+) -> list[str]:
+    """Sorted registered names matching an fnmatch ``pattern``, optionally one task/modality."""
+    names = []
+    for name, fn in _MODELS.items():
+        if not fnmatch.fnmatch(name, pattern):
+            continue
+        cfg_cls = type(fn())
+        if task is not None and cfg_cls.task != task:
+            continue
+        if modality is not None and cfg_cls.modality != modality:
+            continue
+        names.append(name)
+    return sorted(names)
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """Task, modality, parameter count and default config of a registered model."""
+    cfg = get_config(name)
+    with torch.device("meta"):  # count parameters without allocating them
+        model = cfg.build()
+    return {
+        "name": name,
+        "task": cfg.task,
+        "modality": cfg.modality,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "config": dataclasses.asdict(cfg),
+    }
