@@ -1,0 +1,494 @@
+"""Experiment recipes: YAML files validated against typed dataclasses, plus dotted CLI overrides.
+
+A recipe names a task, a registered model, and the data, optimizer, schedule, training and
+evaluation settings::
+
+    task: classification
+    model: {name: test_vit, overrides: {num_classes: 10}}
+    optim: {lr: 1e-3}
+    train: {max_steps: 300, batch_size: 64}
+
+Every key is checked against the field annotations of the dataclasses below (no per-key code):
+an unknown key, a value of the wrong type or an invalid choice raises `ConfigError` with one
+sentence naming the file, the dotted key and what was expected. Two mappings are deliberately
+free-form: ``model.overrides`` (passed to ``create_model``, which checks them) and
+``data.options`` (dataset-specific settings).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import functools
+import operator
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataSection",
+    "EvalSection",
+    "ModelSection",
+    "OptimSection",
+    "Recipe",
+    "ScheduleSection",
+    "TrainSection",
+    "apply_overrides",
+    "load_recipe",
+    "recipe_from_dict",
+    "recipe_to_dict",
+    "save_recipe",
+]
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message names the file or override and the key."""
+
+
+def _bounds(**limits: float) -> dict[str, float]:
+    """Field metadata for a numeric range check: any of ge, gt, le, lt (None always passes)."""
+    return limits
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema. Field annotations drive all validation; `_bounds` metadata adds range checks.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelSection:
+    """Which registered model to build, and keyword overrides for its config dataclass."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)  # checked by create_model
+
+
+@dataclass
+class DataSection:
+    """Where the data comes from. ``options`` is the one escape hatch for dataset-only settings."""
+
+    dataset: str = "synthetic"  # "synthetic" is the built-in generated data (no download)
+    root: str | None = None
+    val_fraction: float = field(default=0.1, metadata=_bounds(ge=0, lt=1))
+    num_workers: int = field(default=0, metadata=_bounds(ge=0))
+    image_size: int | None = field(default=None, metadata=_bounds(ge=1))
+    max_samples: int | None = field(default=None, metadata=_bounds(ge=1))
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    vocab_size: int | None = field(default=None, metadata=_bounds(ge=1))
+    sample_rate: int | None = field(default=None, metadata=_bounds(ge=1))
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimSection:
+    """Optimizer settings."""
+
+    name: Literal["adamw"] = "adamw"  # the one optimizer zoo/optim.py builds; add choices there
+    lr: float = field(default=1e-3, metadata=_bounds(ge=0))
+    weight_decay: float = field(default=0.05, metadata=_bounds(ge=0))
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = field(default=1e-8, metadata=_bounds(gt=0))
+
+
+@dataclass
+class ScheduleSection:
+    """Learning-rate schedule: linear warmup, then the named decay."""
+
+    name: Literal["cosine", "inverse_sqrt", "constant"] = "cosine"
+    warmup_steps: int = field(default=0, metadata=_bounds(ge=0))
+    min_lr_ratio: float = field(default=0.0, metadata=_bounds(ge=0, le=1))  # floor, x lr
+
+
+@dataclass
+class TrainSection:
+    """Training loop settings. Step counts are optimizer steps; set max_steps, epochs or both."""
+
+    max_steps: int | None = field(default=None, metadata=_bounds(ge=1))
+    epochs: int | None = field(default=None, metadata=_bounds(ge=1))
+    batch_size: int = field(default=32, metadata=_bounds(ge=1))  # per process, per micro-step
+    eval_every: int = field(default=200, metadata=_bounds(ge=1))
+    checkpoint_every: int = field(default=200, metadata=_bounds(ge=1))
+    keep_last: int = field(default=3, metadata=_bounds(ge=1))
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    grad_accum: int = field(default=1, metadata=_bounds(ge=1))
+    clip_grad: float | None = field(default=1.0, metadata=_bounds(gt=0))  # None: no clipping
+    ema_decay: float | None = field(default=None, metadata=_bounds(gt=0, lt=1))  # None: no EMA
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    log_every: int = field(default=10, metadata=_bounds(ge=1))
+    label_smoothing: float = field(default=0.0, metadata=_bounds(ge=0, lt=1))
+
+
+@dataclass
+class EvalSection:
+    """Evaluation settings. ``metric`` None means the task's default metric."""
+
+    batch_size: int | None = field(default=None, metadata=_bounds(ge=1))  # None: train's
+    split: str = "val"
+    metric: str | None = None
+    mode: Literal["max", "min"] = "max"  # whether a larger metric is better
+    beam_size: int = field(default=1, metadata=_bounds(ge=1))
+
+
+@dataclass
+class Recipe:
+    """A full experiment: what to train, on what, and how."""
+
+    task: Literal["classification", "translation", "speech_recognition"]
+    model: ModelSection
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    out_dir: str | None = None  # None: the CLI picks runs/<recipe name>
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML loading
+# ---------------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that reads ``1e-3`` as a float and rejects duplicate keys.
+
+    PyYAML follows YAML 1.1, where a float needs a dot, so ``lr: 1e-3`` would load as the
+    string "1e-3". A duplicate key would silently keep the last value.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"cannot parse {where}{at}: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse {where}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Type checking driven by annotations
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    """A type as a user reads it in a message, in YAML words (null, mapping, list)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} ({', '.join(_describe(a) for a in args)})"
+    if origin is list:
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if tp is dict or origin is dict or dataclasses.is_dataclass(tp):
+        return "a mapping"
+    names = {int: "an int", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(tp, "null" if tp is type(None) else getattr(tp, "__name__", str(tp)))
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _type_error(value: Any, tp: Any, key: str, where: str) -> ConfigError:
+    return ConfigError(f"key '{key}' in {where} expects {_describe(tp)}, got {_show(value)}")
+
+
+def _convert(value: Any, tp: Any, key: str, where: str, shown: Any = None) -> Any:
+    """Check `value` against annotation `tp` and return it in canonical form.
+
+    ints are accepted for floats (and become floats), bools are not ints, lists are accepted for
+    tuples, None only where the annotation allows it, mappings for nested dataclasses. `shown`
+    is the type named in a type error (the whole ``int | None`` rather than its ``int``).
+    """
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return copy.deepcopy(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, where)
+    if origin in (typing.Union, types.UnionType):
+        return _convert_union(value, tp, key, where)
+    if origin is Literal:
+        return _check_choice(value, args, key, where)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    if origin in (tuple, list) and isinstance(value, list | tuple):
+        return _convert_sequence(value, tp, key, where)
+    if (tp is dict or origin is dict) and isinstance(value, Mapping):
+        kt, vt = args or (Any, Any)
+        return {
+            _convert(k, kt, key, where): _convert(v, vt, f"{key}.{k}", where)
+            for k, v in value.items()
+        }
+    raise _type_error(value, shown or tp, key, where)
+
+
+def _convert_union(value: Any, tp: Any, key: str, where: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise _type_error(value, tp, key, where)
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # X | None: X's own error, naming the whole type
+        return _convert(value, options[0], key, where, shown=tp)
+    for option in options:
+        try:
+            return _convert(value, option, key, where)
+        except ConfigError:
+            continue
+    raise _type_error(value, tp, key, where)
+
+
+def _check_choice(value: Any, choices: tuple, key: str, where: str) -> Any:
+    if any(type(value) is type(c) and value == c for c in choices):
+        return value
+    listed = ", ".join(repr(c) for c in choices)
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"key '{key}' in {where} must be one of {listed}, got {_show(value)}{hint}")
+
+
+def _convert_sequence(value: Sequence, tp: Any, key: str, where: str) -> tuple | list:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list:
+        item = args[0] if args else Any
+        return [_convert(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if len(args) == 2 and args[1] is Ellipsis:
+        args = (args[0],) * len(value)
+    if len(args) != len(value):
+        raise _type_error(value, tp, key, where)
+    return tuple(_convert(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args)))
+
+
+_BOUND_TESTS = {
+    "ge": (operator.ge, ">="),
+    "gt": (operator.gt, ">"),
+    "le": (operator.le, "<="),
+    "lt": (operator.lt, "<"),
+}
+
+
+def _check_bounds(value: Any, limits: Mapping[str, float], key: str, where: str) -> None:
+    for name, bound in limits.items():
+        ok, symbol = _BOUND_TESTS[name]
+        if value is not None and not ok(value, bound):
+            raise ConfigError(f"key '{key}' in {where} must be {symbol} {bound}, got {value}")
+
+
+def _unknown_key(key: str, valid: list[str], prefix: str, where: str) -> ConfigError:
+    dotted = prefix + str(key)
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    if close:
+        return ConfigError(f"unknown key '{dotted}' in {where}; did you mean '{prefix}{close[0]}'?")
+    return ConfigError(f"unknown key '{dotted}' in {where}; valid keys: {', '.join(valid)}")
+
+
+def _build(cls: type, value: Any, key: str, where: str) -> Any:
+    """Build dataclass `cls` from a mapping; `key` is its dotted path ("" for the recipe)."""
+    if value is None and key:  # a section whose keys are all commented out
+        value = {}
+    if not isinstance(value, Mapping):
+        what = f"key '{key}'" if key else "the recipe"
+        raise ConfigError(f"{what} in {where} must be a mapping, got {_show(value)}")
+    prefix = f"{key}." if key else ""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in value:
+        if name not in fields:
+            raise _unknown_key(name, list(fields), prefix, where)
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing required key '{prefix}{name}' in {where}")
+            continue
+        kwargs[name] = _convert(value[name], _hints(cls)[name], prefix + name, where)
+        _check_bounds(kwargs[name], f.metadata, prefix + name, where)
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def recipe_from_dict(d: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
+    """Validate a plain mapping (as loaded from YAML) and build a `Recipe`.
+
+    Args:
+        d: the recipe as nested mappings.
+        source: where it came from (a file name), used in error messages.
+
+    Raises:
+        ConfigError: an unknown or missing key, a wrong type, an invalid choice or range.
+    """
+    recipe = _build(Recipe, d, "", source)
+    if recipe.train.max_steps is None and recipe.train.epochs is None:
+        raise ConfigError(f"{source} must set train.max_steps or train.epochs (or both)")
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain YAML-safe types (tuples become lists); inverse of `recipe_from_dict`."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, Mapping):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(dataclasses.asdict(recipe))
+
+
+def _field_type(parts: list[str], where: str) -> Any:
+    """The annotation at a dotted path, or Any below a free-form mapping (model.overrides...)."""
+    tp: Any = Recipe
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(tp):
+            if tp is dict or typing.get_origin(tp) is dict:
+                return Any
+            raise ConfigError(f"key '{'.'.join(parts[:i])}' in {where} is a value, not a section")
+        hints = _hints(tp)
+        if part not in hints:
+            prefix = ".".join(parts[:i]) + "." if i else ""
+            raise _unknown_key(part, list(hints), prefix, where)
+        tp = hints[part]
+    return tp
+
+
+def _takes_str(tp: Any) -> bool:
+    return tp is str or (
+        typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp)
+    )
+
+
+def apply_overrides(recipe_dict: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides to a recipe mapping and return a new mapping.
+
+    Values are parsed as YAML (``3e-4`` is a float, ``null`` is None, ``[0.9, 0.98]`` a list)
+    and checked against the field's annotation; a string field keeps the text as written
+    (``data.tgt_lang=no`` is "no", not false). Keys below ``model.overrides`` and
+    ``data.options`` are free-form. Missing sections are created. The input is not modified.
+
+    Args:
+        recipe_dict: the recipe as nested mappings.
+        overrides: e.g. ``["optim.lr=3e-4", "model.overrides.num_classes=5"]``.
+
+    Raises:
+        ConfigError: a malformed override, an unknown key or a value of the wrong type.
+    """
+    result = copy.deepcopy(dict(recipe_dict))
+    for text in overrides:
+        where = f"override '{text}'"
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise ConfigError(f"{where} must look like dotted.key=value, e.g. optim.lr=3e-4")
+        parts = key.split(".")
+        value = _parse_yaml(raw, where) if raw.strip() else None
+        tp = _field_type(parts, where)
+        if _takes_str(tp) and isinstance(value, bool | int | float):
+            value = raw.strip()  # data.tgt_lang=no, data.root=2024: YAML reads a bool, an int
+        _convert(value, tp, key, where)  # fail here, naming the override, not the file
+        node = result
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"key '{'.'.join(parts[: i + 1])}' in {where} is not a mapping")
+            node = child
+        node[parts[-1]] = value  # the parsed YAML value: plain types, re-checked on build
+    return result
+
+
+def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a YAML recipe, apply dotted overrides, validate, and return the `Recipe`.
+
+    Args:
+        path: the YAML file.
+        overrides: ``dotted.key=value`` strings, applied in order (see `apply_overrides`).
+
+    Raises:
+        ConfigError: the file is missing or unparsable, or the recipe is invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a recipe file" if path.is_dir() else "not found"
+        raise ConfigError(f"recipe file {what}: {path}")
+    data = _parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    if data is None:
+        raise ConfigError(f"recipe file is empty: {path}")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"the recipe in {path} must be a mapping, got {_show(data)}")
+    return recipe_from_dict(apply_overrides(data, overrides), source=str(path))
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    """Write the recipe as YAML, atomically (temp file in the same directory, then rename).
+
+    Args:
+        recipe: the recipe to save.
+        path: the destination file; its directory is created if missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a recipe is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
