@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from encoders.attention import KVCache
-from encoders.layers import DecoderLayer, EncoderLayer
+from encoders.layers import NORM_EPS, DecoderLayer, EncoderLayer
 from encoders.positional import RotaryEmbedding
 
 
@@ -86,7 +86,7 @@ class TransformerEncoder(nn.Module):
             )
             for dpr in _drop_path_rates(drop_path, depth)
         )
-        self.norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
+        self.norm = nn.LayerNorm(dim, eps=NORM_EPS) if norm_first else nn.Identity()
         self.apply(_init_weights)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
@@ -118,6 +118,9 @@ class TransformerEncoder(nn.Module):
         elif isinstance(indices, int):
             wanted = set(range(self.depth - indices, self.depth))
         else:
+            bad = [i for i in indices if not -self.depth <= i < self.depth]
+            if bad:  # i % depth would silently pick another layer
+                raise ValueError(f"layer index {bad[0]} out of range for depth {self.depth}")
             wanted = {i % self.depth for i in indices}
         intermediates = []
         for i, block in enumerate(self.blocks):
@@ -185,7 +188,7 @@ class TransformerDecoder(nn.Module):
             )
             for dpr in _drop_path_rates(drop_path, depth)
         )
-        self.norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
+        self.norm = nn.LayerNorm(dim, eps=NORM_EPS) if norm_first else nn.Identity()
         self.apply(_init_weights)
 
     def new_cache(self) -> DecoderCache:

@@ -11,6 +11,7 @@ from encoders.attention import KVCache, MultiHeadAttention
 from encoders.positional import RotaryEmbedding
 
 ACTIVATIONS = ("gelu", "relu", "swiglu")
+NORM_EPS = 1e-6  # LayerNorm epsilon of every norm in the core, as timm's ViT (weights load exactly)
 
 
 class FeedForward(nn.Module):
@@ -152,19 +153,19 @@ class EncoderLayer(_ResidualLayer):
         super().__init__()
         self.norm_first = norm_first
         self.conformer = conformer
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, attn_drop, dropout, rope=rope)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = FeedForward(dim, mlp_ratio, act, dropout)
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path)
         if conformer:
-            self.norm_ff1 = nn.LayerNorm(dim)
+            self.norm_ff1 = nn.LayerNorm(dim, eps=NORM_EPS)
             self.ff1 = FeedForward(dim, mlp_ratio, act, dropout)
-            self.norm_conv = nn.LayerNorm(dim)
+            self.norm_conv = nn.LayerNorm(dim, eps=NORM_EPS)
             self.conv = ConvModule(dim, conv_kernel, dropout)
-            self.norm_out = nn.LayerNorm(dim)
+            self.norm_out = nn.LayerNorm(dim, eps=NORM_EPS)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """x: (B, N, D), padding_mask: (B, N) True at padding -> (B, N, D)."""
@@ -202,15 +203,15 @@ class DecoderLayer(_ResidualLayer):
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, attn_drop, dropout, rope=rope)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.norm_cross = nn.LayerNorm(dim)
+        self.norm_cross = nn.LayerNorm(dim, eps=NORM_EPS)
         self.cross_attn = MultiHeadAttention(
             dim, num_heads, qkv_bias, attn_drop, dropout, cross=True
         )
         self.ls_cross = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = FeedForward(dim, mlp_ratio, act, dropout)
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path)

@@ -8,6 +8,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from encoders import TransformerEncoder, VisionAdapter
+from encoders.layers import NORM_EPS
 
 POOLS = ("cls", "avg")
 
@@ -49,7 +50,7 @@ class ClassifierHead(nn.Module):
         if pool not in POOLS:
             raise ValueError(f"unknown global_pool '{pool}'; expected one of {POOLS}")
         self.pool, self.num_prefix = pool, num_prefix
-        self.norm = nn.LayerNorm(dim) if pool == "avg" else nn.Identity()
+        self.norm = nn.LayerNorm(dim, eps=NORM_EPS) if pool == "avg" else nn.Identity()
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
 

@@ -1,0 +1,199 @@
+"""Our ViT against timm's VisionTransformer of the identical configuration, in one process.
+
+Rows: training step (fp32, bf16 autocast) and inference (fp32, bf16 autocast, and bf16 autocast
+with torch.compile for both), at 224 px (vit_tiny_patch16_224) and 28 px (vit_tiny_patch4_28).
+The two models are timed interleaved, several repeats each; the median is reported with the
+fraction of the machine's measured matmul peak.
+
+    python benchmarks/vision.py                 # all rows
+    python benchmarks/vision.py --repeats 3 --models vit_tiny_patch4_28
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import timm
+import torch
+from torch import nn
+
+import zoo
+
+BATCH = {"vit_tiny_patch16_224": 32, "vit_tiny_patch4_28": 256}
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048) -> float:
+    """Measured FLOP/s of a square matmul, the machine's practical peak for this dtype."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        _sync(device)
+        times.append((time.perf_counter() - start) / 5)
+    return 2 * n**3 / min(times)
+
+
+def vit_flops(cfg, train: bool) -> float:
+    """Matmul FLOPs per image: patch embedding, attention and MLP per layer, head; x3 to train."""
+    n = (cfg.img_size // cfg.patch_size) ** 2 + (cfg.global_pool == "cls")
+    d = cfg.dim
+    patch = 2 * (n - 1) * cfg.patch_size**2 * cfg.in_chans * d
+    per_layer = 2 * n * d * (3 * d + d + 2 * int(cfg.mlp_ratio * d)) + 4 * n * n * d
+    forward = patch + cfg.depth * per_layer + 2 * d * cfg.num_classes
+    return forward * (3 if train else 1)
+
+
+def timm_twin(model: nn.Module) -> nn.Module:
+    """timm's VisionTransformer with the same configuration and the same weights."""
+    cfg = model.cfg
+    twin = timm.models.vision_transformer.VisionTransformer(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        in_chans=cfg.in_chans,
+        num_classes=cfg.num_classes,
+        embed_dim=cfg.dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        qkv_bias=cfg.qkv_bias,
+        global_pool="token",
+    )
+    from zoo.interop.timm import from_timm
+
+    model.load_state_dict(from_timm(twin).state_dict())
+    return twin
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def infer_step(model: nn.Module, images: torch.Tensor, bf16: bool):
+    @torch.inference_mode()
+    def step() -> None:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
+            model(images)
+
+    return step
+
+
+def interleaved(steps: dict[str, Callable[[], None]], repeats: int, iters: int, device) -> dict:
+    """Median seconds per call of each step, timing the contenders in turn."""
+    for step in steps.values():  # warm up (and compile)
+        for _ in range(3):
+            step()
+    samples: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(iters):
+                step()
+            _sync(device)
+            samples[name].append((time.perf_counter() - start) / iters)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tuple]:
+    torch.manual_seed(0)
+    ours = zoo.create_model(name).to(device)
+    theirs = timm_twin(ours).to(device)
+    batch = args.batch or BATCH.get(name, 32)
+    cfg = ours.cfg
+    images = torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device)
+    labels = torch.randint(0, cfg.num_classes, (batch,), device=device)
+    rows = []
+    for bf16 in (False, True):
+        ours.train(), theirs.train()
+        t = interleaved(
+            {
+                "ours": train_step(ours, images, labels, bf16),
+                "timm": train_step(theirs, images, labels, bf16),
+            },
+            args.repeats,
+            args.iters,
+            device,
+        )
+        rows.append((name, "train " + ("bf16" if bf16 else "fp32"), batch, t, cfg, True, bf16))
+    ours.eval(), theirs.eval()
+    for bf16 in (False, True):
+        t = interleaved(
+            {"ours": infer_step(ours, images, bf16), "timm": infer_step(theirs, images, bf16)},
+            args.repeats,
+            args.iters,
+            device,
+        )
+        rows.append((name, "infer " + ("bf16" if bf16 else "fp32"), batch, t, cfg, False, bf16))
+    if args.compile:  # both compiled the same way, so the ratio stays like for like
+        t = interleaved(
+            {
+                "ours": infer_step(torch.compile(ours), images, True),
+                "timm": infer_step(torch.compile(theirs), images, True),
+            },
+            args.repeats,
+            args.iters,
+            device,
+        )
+        rows.append((name, "infer bf16+compile", batch, t, cfg, False, True))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(BATCH))
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    peaks = {False: matmul_peak(torch.float32, device), True: matmul_peak(torch.bfloat16, device)}
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}, "
+        f"timm {timm.__version__}"
+    )
+    fp32, bf16 = peaks[False] / 1e9, peaks[True] / 1e9
+    print(f"matmul peak: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s")
+    header = f"{'model':<22} {'row':<20} {'batch':>5} {'ours img/s':>10} {'timm img/s':>10} "
+    print(header + f"{'ratio':>6} {'ours %peak':>10}")
+    eager_fp32 = {}
+    for name in args.models:
+        for model, row, batch, t, cfg, train, bf16 in bench_model(name, args, device, peaks):
+            ours, theirs = batch / t["ours"], batch / t["timm"]
+            frac = ours * vit_flops(cfg, train) / peaks[bf16]
+            if row == "infer fp32":
+                eager_fp32[model] = ours
+            extra = ""
+            if row == "infer bf16+compile":
+                extra = f"  ({ours / eager_fp32[model]:.1f}x our eager fp32)"
+            print(
+                f"{model:<22} {row:<20} {batch:>5} {ours:>10.1f} {theirs:>10.1f} "
+                f"{ours / theirs:>5.2f}x {100 * frac:>9.0f}%{extra}"
+            )
+
+
+if __name__ == "__main__":
+    main()

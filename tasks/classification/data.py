@@ -1,0 +1,309 @@
+"""Image data: readers of the standard layouts (IDX, CIFAR python batches, ImageFolder), the
+dataset wrapper and the torchvision ``transforms.v2`` pipelines.
+
+Every reader returns ``Split``s: images as one uint8 tensor (N, C, H, W) when the whole set fits
+in memory (IDX, CIFAR, generated), or a list of file paths read lazily (ImageFolder).
+Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.transforms import v2
+
+AUGMENTS = ("none", "flip", "randaugment", "trivialaugment")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
+@dataclass
+class Split:
+    """One split: ``images`` (N, C, H, W) uint8 or N image paths, and ``labels`` (N,) int64."""
+
+    images: Tensor | list[Path]
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: Tensor) -> Split:
+        """The samples at ``index`` (K,), in that order."""
+        if isinstance(self.images, Tensor):
+            return Split(self.images[index], self.labels[index])
+        return Split([self.images[i] for i in index.tolist()], self.labels[index])
+
+
+def load_image(path: str | Path, channels: int = 3) -> Tensor:
+    """Read an image file as a (C, H, W) uint8 tensor with ``channels`` 1 (grey) or 3 (RGB).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            return v2.functional.pil_to_tensor(im.convert("L" if channels == 1 else "RGB"))
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for unknown/truncated files
+        raise ValueError(f"cannot read image {path}: it is not a valid image file ({e})") from e
+
+
+def match_channels(image: Tensor, channels: int) -> Tensor:
+    """(C, H, W) -> (channels, H, W): grey is repeated to RGB, RGB is turned grey."""
+    if image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1:
+        return image.expand(channels, -1, -1)
+    if image.shape[0] == 3 and channels == 1:
+        return v2.functional.rgb_to_grayscale(image)
+    raise ValueError(f"cannot turn a {image.shape[0]}-channel image into {channels} channels")
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX (MNIST, Fashion-MNIST)
+
+
+def read_idx(path: Path) -> Tensor:
+    """An IDX file of unsigned bytes (``.gz`` or raw) as a uint8 tensor of its dimensions.
+
+    torchvision's ``read_sn3_pascalvincent_tensor`` reads raw files only and asserts on bad
+    input; this reads both and names the file at fault.
+    """
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"cannot read IDX file {path}: {e}") from e
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":  # magic: 0, 0, type 0x08 (ubyte), ndim
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])  # big-endian sizes
+    payload = data[4 + 4 * ndim :]
+    if len(payload) != math.prod(dims):
+        raise ValueError(f"IDX file {path} holds {len(payload)} bytes, its header says {dims}")
+    if not payload:  # frombuffer refuses an empty buffer
+        return torch.zeros(dims, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(payload), dtype=torch.uint8).reshape(dims)
+
+
+def _find_idx(root: Path, prefix: str, kind: str) -> Path:
+    names = [f"{prefix}-{kind}-ubyte", f"{prefix}-{kind.replace('-', '.')}-ubyte"]
+    dirs = [root, root / "raw", root / "FashionMNIST" / "raw", root / "MNIST" / "raw"]
+    for d in dirs:
+        for name in names:
+            for suffix in (".gz", ""):
+                if (d / (name + suffix)).is_file():
+                    return d / (name + suffix)
+    raise FileNotFoundError(f"IDX file {root / (names[0] + '.gz')} does not exist (nor unzipped)")
+
+
+def load_idx(root: Path) -> dict[str, Split]:
+    """``train`` and ``test`` splits of an MNIST-style folder (``train-images-idx3-ubyte.gz``,
+    ``train-labels-idx1-ubyte.gz``, ``t10k-*``; also accepts torchvision's ``<Name>/raw``)."""
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(_find_idx(root, prefix, "images-idx3"))
+        labels = read_idx(_find_idx(root, prefix, "labels-idx1"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"IDX {split} files in {root} disagree: images {tuple(images.shape)}, "
+                f"labels {tuple(labels.shape)}"
+            )
+        splits[split] = Split(images.unsqueeze(1), labels.long())  # (N, H, W) -> (N, 1, H, W)
+    return splits
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR python batches
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles: allow numpy arrays and nothing else (no code objects)."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        module = module.replace("numpy.core.", "numpy._core.")  # numpy 1 pickles under numpy 2
+        if (module, name) in self.ALLOWED or (
+            module == "numpy._core.multiarray" and name in ("_reconstruct", "scalar")
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+
+
+def _read_batch(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"CIFAR batch {path} does not exist")
+    try:
+        with path.open("rb") as f:
+            batch = _ArrayUnpickler(f, encoding="latin1").load()
+    except Exception as e:  # truncated file, not a pickle, forbidden class
+        raise ValueError(f"cannot read CIFAR batch {path}: {e}") from e
+    if not isinstance(batch, dict):
+        raise ValueError(f"CIFAR batch {path} holds a {type(batch).__name__}, not a dict")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def _cifar_split(paths: list[Path], label_key: str) -> Split:
+    batches = [_read_batch(p) for p in paths]
+    try:
+        data = [
+            torch.as_tensor(b["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32) for b in batches
+        ]
+        labels = [torch.as_tensor(b[label_key], dtype=torch.long) for b in batches]
+    except (KeyError, RuntimeError) as e:
+        raise ValueError(f"CIFAR batch in {paths[0].parent} lacks or mis-shapes {e}") from e
+    return Split(torch.cat(data), torch.cat(labels))
+
+
+def load_cifar(root: Path, num_classes: int) -> tuple[dict[str, Split], list[str]]:
+    """``train``/``test`` splits and class names of CIFAR-10 or -100 python batches; ``root`` is
+    the ``cifar-10-batches-py`` (``cifar-100-python``) folder or its parent.
+
+    torchvision's CIFAR classes would work too, but they check the official MD5 sums (so a
+    re-packed copy fails) and unpickle without restriction.
+    """
+    folder = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
+    if (root / folder).is_dir():
+        root = root / folder
+    if num_classes == 10:
+        train_files = sorted(root.glob("data_batch_*")) or [root / "data_batch_1"]
+        test_files, meta_file, label_key = [root / "test_batch"], root / "batches.meta", "labels"
+        names_key = "label_names"
+    else:
+        train_files, test_files = [root / "train"], [root / "test"]
+        meta_file, label_key, names_key = root / "meta", "fine_labels", "fine_label_names"
+    splits = {"train": _cifar_split(train_files, label_key)}
+    splits["test"] = _cifar_split(test_files, label_key)
+    names = [str(i) for i in range(num_classes)]
+    if meta_file.is_file():
+        names = list(_read_batch(meta_file).get(names_key, names))
+    return splits, names
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageFolder
+
+
+def _folder(directory: Path, class_to_idx: dict[str, int] | None) -> tuple[Split, list[str]]:
+    classes = sorted(d.name for d in directory.iterdir() if d.is_dir() and d.name[0] != ".")
+    if not classes:
+        raise ValueError(f"image folder {directory} holds no class folders")
+    if class_to_idx is None:
+        class_to_idx = {c: i for i, c in enumerate(classes)}
+    unknown = [c for c in classes if c not in class_to_idx]
+    if unknown:
+        raise ValueError(f"class folder {directory / unknown[0]} is not among the training classes")
+    samples = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not samples:
+        raise ValueError(f"image folder {directory} holds no images ({', '.join(IMG_EXTENSIONS)})")
+    paths = [Path(p) for p, _ in samples]
+    return Split(paths, torch.tensor([c for _, c in samples], dtype=torch.long)), classes
+
+
+def load_imagefolder(root: Path) -> tuple[dict[str, Split], list[str]]:
+    """Splits of an ImageFolder tree: ``root/train`` (+ ``root/val``, ``root/test``), or class
+    folders right under ``root`` (one split, ``train``)."""
+    if not (root / "train").is_dir():
+        split, classes = _folder(root, None)
+        return {"train": split}, classes
+    train, classes = _folder(root / "train", None)
+    splits = {"train": train}
+    index = {c: i for i, c in enumerate(classes)}
+    for name in ("val", "test"):
+        if (root / name).is_dir():
+            splits[name] = _folder(root / name, index)[0]
+    return splits, classes
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset and transforms
+
+
+class ImageDataset(Dataset):
+    """Transformed samples of a ``Split``: ``(image (C, H, W) float, label, mixable)``.
+
+    Args:
+        split: the images and labels.
+        transform: a ``transforms.v2`` pipeline from uint8 (C, H, W) to a float tensor.
+        channels: channels the model takes; images are converted to it.
+        mixable: samples may be mixed (MixUp/CutMix) when batched (the training split).
+    """
+
+    def __init__(self, split: Split, transform: v2.Transform, channels: int, mixable: bool):
+        self.split, self.transform = split, transform
+        self.channels, self.mixable = channels, mixable
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, bool]:
+        images = self.split.images
+        image = images[i] if isinstance(images, Tensor) else load_image(images[i], self.channels)
+        image = tv_tensors.Image(match_channels(image, self.channels))
+        out = self.transform(image).as_subclass(Tensor)
+        return out, int(self.split.labels[i]), self.mixable
+
+
+def build_transform(
+    img_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    train: bool = False,
+    augment: str = "none",
+    crop_pct: float = 1.0,
+    random_resized_crop: bool = False,
+) -> v2.Compose:
+    """uint8 (C, H, W) image -> normalised float (C, img_size, img_size).
+
+    Args:
+        img_size: the model's input side.
+        mean: per-channel mean (of images scaled to [0, 1]).
+        std: per-channel standard deviation.
+        train: add the training augmentation.
+        augment: "none", "flip", "randaugment" or "trivialaugment" (the last two also flip).
+        crop_pct: evaluation resizes the short side to img_size / crop_pct, then centre-crops.
+        random_resized_crop: train on random crops of random scale (ImageNet style).
+    """
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment '{augment}'; expected one of {AUGMENTS}")
+    if train and random_resized_crop:
+        ops: list[v2.Transform] = [v2.RandomResizedCrop(img_size, antialias=True)]
+    else:
+        ops = [v2.Resize(math.floor(img_size / crop_pct), antialias=True), v2.CenterCrop(img_size)]
+    if train and augment != "none":
+        ops.append(v2.RandomHorizontalFlip())
+    if train and augment == "randaugment":
+        ops.append(v2.RandAugment())
+    elif train and augment == "trivialaugment":
+        ops.append(v2.TrivialAugmentWide())
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(ops)
+
+
+def build_mixing(mixup: float, cutmix: float, num_classes: int) -> v2.Transform | None:
+    """Batch-level MixUp and/or CutMix (one of the two per batch when both are on), or None."""
+    ops = [
+        op(alpha=alpha, num_classes=num_classes)
+        for op, alpha in ((v2.MixUp, mixup), (v2.CutMix, cutmix))
+        if alpha
+    ]
+    if not ops:
+        return None
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)

@@ -1,0 +1,313 @@
+"""The image classification task: datasets from a recipe, batching, loss, top-1/top-5, predict.
+
+Recipe ``data`` settings it reads: ``dataset`` (synthetic, fashion_mnist, mnist, cifar10,
+cifar100, imagefolder), ``root``, ``val_fraction``, ``max_samples``, ``image_size`` and
+``options``::
+
+    augment: none | flip | randaugment | trivialaugment   (training only; default none)
+    mixup: 0.8, cutmix: 1.0          Beta alphas of batch mixing (soft targets); 0 = off
+    mean: [...], std: [...]          normalisation (default 0.5 per channel)
+    crop_pct: 0.875                  evaluation: resize to img_size / crop_pct, centre-crop
+    random_resized_crop: true        training crops of random scale (default on for imagefolder)
+    class_names: [...]               names shown by predict
+    max_eval_samples: 2000           cap the validation and test splits
+    synthetic only: num_train (6000), num_val (1000), num_test (1000), image_size (32),
+                    channels (3), num_classes (10), seed (0)
+    imagefolder only: in_chans (3)
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from tasks.base import Batch, Task, iterate, register_task
+from tasks.classification.data import (
+    FASHION_MNIST_CLASSES,
+    ImageDataset,
+    Split,
+    build_mixing,
+    build_transform,
+    load_cifar,
+    load_idx,
+    load_image,
+    load_imagefolder,
+)
+from tasks.classification.metrics import topk_correct
+from tasks.classification.synthetic import SYNTHETIC_CLASSES, make_synthetic
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("synthetic", "fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder")
+NATIVE_SIZE = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
+COMMON_OPTIONS = (
+    "augment", "mixup", "cutmix", "mean", "std", "crop_pct", "random_resized_crop",
+    "class_names", "max_eval_samples",
+)  # fmt: skip
+DATASET_OPTIONS = {
+    "synthetic": (
+        "num_train", "num_val", "num_test", "image_size", "channels", "num_classes", "seed",
+    ),
+    "imagefolder": ("in_chans",),
+}  # fmt: skip
+
+
+def _random_subset(split: Split, n: int | None, seed: int) -> Split:
+    """At most ``n`` samples, drawn without replacement by ``seed`` (all when n is None)."""
+    if n is None or n >= len(split):
+        return split
+    return split.subset(
+        torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
+    )
+
+
+def _carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(train, val): a seeded ``fraction`` of ``split`` becomes the validation split."""
+    n_val = max(1, round(len(split) * fraction))
+    if n_val >= len(split):
+        raise ValueError(f"val_fraction {fraction} leaves no training samples of {len(split)}")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return split.subset(order[n_val:]), split.subset(order[:n_val])
+
+
+@register_task
+class ClassificationTask(Task):
+    """Image classification with ``ImageClassifier`` models (ViT)."""
+
+    name = "classification"
+    metric = "top1"
+    metric_mode = "max"
+    unit = "samples"
+
+    def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
+        super().__init__(recipe, run_dir)
+        self.options = dict(self.data.options or {})
+        self.label_smoothing = float(recipe.train.label_smoothing)
+        self.meta: dict[str, Any] = {}  # class_names, img_size, in_chans, mean, std, crop_pct
+        self.splits: dict[str, Split] = {}
+        self._mixing = None
+
+    # -- data ---------------------------------------------------------------------------------
+    def _check_options(self) -> None:
+        dataset = self.data.dataset
+        if dataset not in DATASETS:
+            close = difflib.get_close_matches(str(dataset), DATASETS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {DATASETS}"
+            raise ValueError(f"unknown classification dataset '{dataset}'{hint}")
+        valid = [*COMMON_OPTIONS, *DATASET_OPTIONS.get(dataset, ())]
+        for key in self.options:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(valid)}"
+                raise ValueError(
+                    f"data.options.{key} is not an option of dataset '{dataset}'{hint}"
+                )
+
+    def _root(self) -> Path:
+        if self.data.root is None:
+            raise ValueError(f"dataset '{self.data.dataset}' needs data.root (its folder)")
+        root = Path(self.data.root).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"data root {root} does not exist")
+        return root
+
+    def _where(self) -> str:
+        root = f" at {self.data.root}" if self.data.root else ""
+        return f"dataset '{self.data.dataset}'{root}"
+
+    def _load(self) -> tuple[dict[str, Split], list[str]]:
+        """The dataset's own splits (train, maybe val/test) and class names."""
+        dataset, opt = self.data.dataset, self.options
+        if dataset == "synthetic":
+            size, chans = opt.get("image_size", 32), opt.get("channels", 3)
+            k, seed = opt.get("num_classes", 10), opt.get("seed", 0)
+            counts = {"train": 6000, "val": 1000, "test": 1000}
+            splits = {
+                split: Split(
+                    *make_synthetic(opt.get(f"num_{split}", n), size, chans, 3 * seed + i, k)
+                )
+                for i, (split, n) in enumerate(counts.items())
+            }
+            return splits, list(SYNTHETIC_CLASSES[:k])
+        if dataset in ("fashion_mnist", "mnist"):
+            names = FASHION_MNIST_CLASSES if dataset == "fashion_mnist" else range(10)
+            return load_idx(self._root()), [str(n) for n in names]
+        if dataset in ("cifar10", "cifar100"):
+            return load_cifar(self._root(), 10 if dataset == "cifar10" else 100)
+        return load_imagefolder(self._root())
+
+    def _split(self, splits: dict[str, Split]) -> dict[str, Split]:
+        """Carve val from train when the data has none; cap the sizes."""
+        fraction = self.data.val_fraction
+        for name, split in splits.items():
+            if len(split) == 0:
+                raise ValueError(f"the {name} split of {self._where()} is empty")
+        if "val" not in splits:
+            if not fraction:
+                raise ValueError(f"{self._where()} has no validation split and val_fraction is 0")
+            splits["train"], splits["val"] = _carve(splits["train"], fraction, self.seed)
+        splits["train"] = _random_subset(splits["train"], self.data.max_samples, self.seed)
+        for name in ("val", "test"):
+            if name in splits:
+                splits[name] = _random_subset(splits[name], self.options.get("max_eval_samples"), 0)
+        return {name: splits[name] for name in ("train", "val", "test") if name in splits}
+
+    def prepare(self) -> dict[str, Any]:
+        """Load (or generate) the data; return the model settings it implies: ``num_classes``,
+        ``in_chans``, ``img_size``, and the normalisation ``mean``/``std`` kept with the model."""
+        self._check_options()
+        splits, names = self._load()
+        self.splits = self._split(splits)
+        names = [str(n) for n in self.options.get("class_names", names)]
+        k = self._num_classes(names)
+        self.meta = {"class_names": names, **self._image_settings()}
+        self._mixing = build_mixing(self.options.get("mixup", 0), self.options.get("cutmix", 0), k)
+        log.info("%s: %s", self._where(), {n: len(s) for n, s in self.splits.items()})
+        m = self.meta
+        return dict(
+            num_classes=k, in_chans=m["in_chans"], img_size=m["img_size"],
+            mean=tuple(m["mean"]), std=tuple(m["std"]),
+        )  # fmt: skip
+
+    def _num_classes(self, names: list[str]) -> int:
+        k = max(int(s.labels.max()) for s in self.splits.values()) + 1
+        if len(names) < k:
+            raise ValueError(f"data.options.class_names has {len(names)} names for {k} classes")
+        k = max(k, len(names))  # a small subset may miss the last classes
+        if self.recipe.model.overrides.get("num_classes", k) < k:
+            raise ValueError(f"model.overrides.num_classes is below the {k} classes of the data")
+        return k
+
+    def _image_settings(self) -> dict[str, Any]:
+        """img_size, in_chans, mean, std, crop_pct: model overrides, else data settings, else
+        the dataset's native size and channels."""
+        overrides, opt, dataset = self.recipe.model.overrides, self.options, self.data.dataset
+        first = self.splits["train"].images
+        native_chans = first.shape[1] if isinstance(first, Tensor) else opt.get("in_chans", 3)
+        chans = overrides.get("in_chans", native_chans)
+        native_size = opt.get("image_size", 32) if dataset == "synthetic" else NATIVE_SIZE[dataset]
+        size = overrides.get("img_size", self.data.image_size or native_size)
+        mean = list(overrides.get("mean", opt.get("mean", (0.5,) * chans)))
+        std = list(overrides.get("std", opt.get("std", (0.5,) * chans)))
+        if len(mean) != chans or len(std) != chans:
+            raise ValueError(
+                f"mean and std need {chans} values (one per channel), got {mean}, {std}"
+            )
+        crop_pct = opt.get("crop_pct", 0.875 if dataset == "imagefolder" else 1.0)
+        return dict(img_size=size, in_chans=chans, mean=mean, std=std, crop_pct=crop_pct)
+
+    def datasets(self) -> dict[str, Dataset]:
+        """``train``, ``val`` and (when the data has one) ``test``, with their transforms."""
+        if not self.splits:
+            self.prepare()
+        m = self.meta
+        augment = self.options.get("augment", "none")
+        rrc = self.options.get("random_resized_crop", self.data.dataset == "imagefolder")
+        out = {}
+        for name, split in self.splits.items():
+            train = name == "train"
+            transform = build_transform(
+                m["img_size"], m["mean"], m["std"], train, augment, m["crop_pct"], rrc
+            )
+            out[name] = ImageDataset(split, transform, m["in_chans"], mixable=train)
+        return out
+
+    def collate(self, samples: list[tuple[Tensor, int, bool]]) -> Batch:
+        """Samples -> ``{"images": (B, C, H, W) float, "labels": (B,) int64}``; training batches
+        with MixUp/CutMix on get soft ``labels`` (B, K) instead."""
+        images = torch.stack([s[0] for s in samples])
+        labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
+        if self._mixing is not None and samples[0][2]:
+            images, labels = self._mixing(images, labels)
+        return {"images": images, "labels": labels}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers under spawn pickle the task with its collate: the datasets hold
+        # their own samples, so leave the full splits behind.
+        return {**self.__dict__, "splits": {}}
+
+    # -- model --------------------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """Cross-entropy (hard or soft targets, with ``train.label_smoothing``) and accuracy."""
+        logits = model(batch["images"])
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        hard = labels.argmax(1) if labels.ndim == 2 else labels
+        acc = (logits.argmax(1) == hard).float().mean() * 100
+        return loss, {"loss": loss.item(), "acc": acc.item()}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, float]:
+        """``top1`` and ``top5`` accuracy in percent and the mean cross-entropy ``loss``."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        n, loss_sum, top1, top5 = 0, 0.0, 0, 0
+        for batch in iterate(loader, device):
+            logits = model(batch["images"]).float()
+            labels = batch["labels"]
+            labels = labels.argmax(1) if labels.ndim == 2 else labels
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            c1, c5 = topk_correct(logits, labels, (1, 5))
+            n, top1, top5 = n + len(labels), top1 + c1, top5 + c5
+        model.train(was_training)
+        if n == 0:
+            raise ValueError("cannot evaluate on an empty loader")
+        return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss_sum / n}
+
+    @torch.no_grad()
+    def predict(
+        self, model: nn.Module, inputs: Sequence[str], topk: int = 5, batch_size: int = 64
+    ) -> list[str]:
+        """``"path: label (p=0.93), label2 (p=0.03), ..."`` for each image file.
+
+        Raises:
+            FileNotFoundError: an image file does not exist.
+            ValueError: an image file is not a readable image.
+        """
+        meta = self._predict_meta(model)
+        transform = build_transform(
+            meta["img_size"], meta["mean"], meta["std"], crop_pct=meta["crop_pct"]
+        )
+        names = meta["class_names"]
+        model.eval()
+        device = next(model.parameters()).device
+        lines = []
+        for i in range(0, len(inputs), batch_size):
+            chunk = inputs[i : i + batch_size]
+            x = torch.stack([transform(load_image(p, meta["in_chans"])) for p in chunk])
+            probs = model(x.to(device)).float().softmax(-1)
+            top = probs.topk(min(topk, probs.shape[1]), dim=1)
+            for path, p_row, i_row in zip(chunk, top.values, top.indices):
+                shown = [
+                    f"{names[j] if j < len(names) else j} (p={p:.2f})"
+                    for p, j in zip(p_row.tolist(), i_row.tolist())
+                ]
+                lines.append(f"{path}: {', '.join(shown)}")
+        return lines
+
+    def _predict_meta(self, model: nn.Module) -> dict[str, Any]:
+        """What predict needs: saved task metadata, else the model's own config."""
+        cfg = model.cfg
+        defaults = dict(
+            class_names=[str(i) for i in range(cfg.num_classes)], img_size=cfg.img_size,
+            in_chans=cfg.in_chans, mean=list(cfg.mean), std=list(cfg.std), crop_pct=1.0,
+        )  # fmt: skip
+        return {**defaults, **self.meta}
+
+    # -- saved with the model -----------------------------------------------------------------
+    def save_extra(self, directory: Path) -> dict[str, Any]:
+        """Class names and the image settings predict needs (JSON, no files)."""
+        return dict(self.meta)
+
+    def load_extra(self, directory: Path, meta: dict[str, Any]) -> None:
+        """Restore ``save_extra``'s metadata."""
+        self.meta = dict(meta)
