@@ -76,6 +76,10 @@ class RotaryEmbedding(nn.Module):
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """x: (B, H, N, Dh) at positions offset .. offset+N-1 -> rotated x, same shape."""
         n = x.shape[2]
+        if offset + n > self.cos.shape[0]:  # slicing would silently come up short
+            raise ValueError(
+                f"sequence of {offset + n} positions exceeds max_len {self.cos.shape[0]}"
+            )
         cos = self.cos[offset : offset + n].to(x.dtype)  # (N, Dh/2)
         sin = self.sin[offset : offset + n].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)

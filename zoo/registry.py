@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 _MODELS: dict[str, Callable[[], Any]] = {}
@@ -102,7 +103,8 @@ def list_models(
 def model_info(name: str) -> dict[str, Any]:
     """Task, modality, parameter count and default config of a registered model."""
     cfg = get_config(name)
-    model = cfg.build()  # even the largest variant builds in about a second on CPU
+    with torch.device("meta"):  # count parameters without allocating or initialising them
+        model = cfg.build()
     return {
         "name": name,
         "task": cfg.task,

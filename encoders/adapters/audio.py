@@ -13,6 +13,7 @@ from encoders.attention import lengths_to_padding_mask
 from encoders.positional import SinusoidalPositionalEmbedding
 
 FEATURES = ("waveform", "fbank")
+POSITIONS = ("sinusoidal", "none")
 
 
 class LogMel(nn.Module):
@@ -22,14 +23,17 @@ class LogMel(nn.Module):
     def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int) -> None:
         super().__init__()
         self.n_fft, self.hop_length = n_fft, hop_length
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            center=False,
-            power=2.0,
-        )
+        # Built on the CPU even under a meta-device context (parameter counting): torchaudio
+        # checks the filterbank's values while building it. It holds buffers only.
+        with torch.device("cpu"):
+            self.mel = torchaudio.transforms.MelSpectrogram(
+                sample_rate=sample_rate,
+                n_fft=n_fft,
+                hop_length=hop_length,
+                n_mels=n_mels,
+                center=False,
+                power=2.0,
+            )
 
     def num_frames(self, num_samples: Tensor) -> Tensor:
         """Closed form of the frame count: floor((S - n_fft) / hop) + 1, at least 0."""
@@ -138,6 +142,8 @@ class AudioAdapter(nn.Module):
         super().__init__()
         if features not in FEATURES:
             raise ValueError(f"unknown audio features '{features}'; expected one of {FEATURES}")
+        if pos not in POSITIONS:
+            raise ValueError(f"unknown position type '{pos}'; expected one of {POSITIONS}")
         self.dim, self.n_mels, self.features = dim, n_mels, features
         self.frontend = (
             LogMel(sample_rate, n_fft, hop_length, n_mels) if features == "waveform" else None
@@ -153,15 +159,26 @@ class AudioAdapter(nn.Module):
             lengths = self.frontend.num_frames(lengths)
         return Conv2dSubsampling.output_lengths(lengths)
 
+    def _check(self, x: Tensor, lengths: Tensor) -> None:
+        if self.frontend is None and (x.ndim != 3 or x.shape[-1] != self.n_mels):
+            raise ValueError(
+                f"expected features of shape (B, T, {self.n_mels}), got {tuple(x.shape)}"
+            )
+        if self.frontend is not None and x.ndim != 2:
+            raise ValueError(f"expected a waveform batch of shape (B, S), got {tuple(x.shape)}")
+        # Checked before the STFT, which fails with an opaque error on clips shorter than n_fft.
+        if int(self.output_lengths(lengths).min()) < 1:
+            need, unit = 7, "feature frames"  # 7 frames -> 3 -> 1 through the two convolutions
+            if self.frontend is not None:
+                need, unit = self.frontend.n_fft + 6 * self.frontend.hop_length, "samples"
+            raise ValueError(
+                f"audio too short: an utterance of {int(lengths.min())} input steps leaves no "
+                f"frame after subsampling (need at least {need} {unit})"
+            )
+
     def _features(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if self.frontend is None:
-            if x.ndim != 3 or x.shape[-1] != self.n_mels:
-                raise ValueError(
-                    f"expected features of shape (B, T, {self.n_mels}), got {tuple(x.shape)}"
-                )
             return x, lengths
-        if x.ndim != 2:
-            raise ValueError(f"expected a waveform batch of shape (B, S), got {tuple(x.shape)}")
         return self.frontend(x), self.frontend.num_frames(lengths)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -173,13 +190,9 @@ class AudioAdapter(nn.Module):
         """
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        self._check(x, lengths)
         feats, frame_lengths = self._features(x, lengths)
         out_lengths = Conv2dSubsampling.output_lengths(frame_lengths)
-        if int(out_lengths.min()) < 1:
-            raise ValueError(
-                f"audio too short: an utterance of {int(lengths.min())} input steps leaves no "
-                "frame after subsampling (need at least 7 feature frames)"
-            )
         mask = lengths_to_padding_mask(frame_lengths, feats.shape[1])
         feats = self.specaug(normalize_frames(feats, mask))
         h = self.subsample(feats) * math.sqrt(self.dim)  # ESPnet-style scale before positions

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 from encoders import AudioAdapter, TextAdapter, TransformerDecoder, TransformerEncoder
 
+POSITIONS = ("sinusoidal", "rotary")
+
 
 @dataclass
 class ASRConfig:
@@ -58,6 +60,8 @@ class SpeechRecognizer(nn.Module):
 
     def __init__(self, cfg: ASRConfig) -> None:
         super().__init__()
+        if cfg.pos not in POSITIONS:  # anything else would silently mean sinusoidal
+            raise ValueError(f"unknown position type '{cfg.pos}'; expected one of {POSITIONS}")
         self.cfg = cfg
         rotary = cfg.pos == "rotary"
         sr, mels = cfg.sample_rate, cfg.n_mels

@@ -1,0 +1,160 @@
+"""The shared core: encoder padding invariance, intermediates, options; decoder causality,
+KV-cached incremental decoding, the cross-attention cache and cache reordering."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from encoders.attention import lengths_to_padding_mask
+from encoders.core import DecoderCache, TransformerDecoder, TransformerEncoder
+from encoders.layers import LayerScale
+
+DIM, HEADS = 16, 4
+
+
+def _encoder(**kwargs) -> TransformerEncoder:
+    torch.manual_seed(0)
+    return TransformerEncoder(DIM, kwargs.pop("depth", 2), HEADS, **kwargs).eval()
+
+
+def _decoder(**kwargs) -> TransformerDecoder:
+    torch.manual_seed(0)
+    return TransformerDecoder(DIM, kwargs.pop("depth", 2), HEADS, **kwargs).eval()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"norm_first": False}, {"rotary": True}, {"conformer": True, "conv_kernel": 3}],
+    ids=["pre_norm", "post_norm", "rotary", "conformer"],
+)
+def test_encoder_padded_sample_equals_its_unpadded_run(options: dict) -> None:
+    enc = _encoder(**options)
+    x = torch.randn(2, 7, DIM)
+    x[1, 4:] = 50.0  # padding content must not matter
+    mask = lengths_to_padding_mask(torch.tensor([7, 4]))
+    out = enc(x, mask)
+    torch.testing.assert_close(out[1, :4], enc(x[1:, :4])[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[0], enc(x[:1])[0], atol=1e-5, rtol=0)
+
+
+def test_encoder_options_reach_the_layers() -> None:
+    post = _encoder(norm_first=False)
+    assert isinstance(post.norm, nn.Identity) and not post.blocks[0].norm_first
+    scaled = _encoder(layer_scale=0.1)
+    assert all(isinstance(b.ls1, LayerScale) for b in scaled.blocks)
+    swiglu = _encoder(act="swiglu")
+    assert swiglu.blocks[0].mlp.act == "swiglu"
+    rates = [b.drop_path.p for b in _encoder(depth=5, drop_path=0.4).blocks]
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])  # linear in depth
+
+
+def test_drop_path_is_inactive_in_eval() -> None:
+    enc = _encoder(drop_path=0.9)
+    x = torch.randn(4, 5, DIM)
+    torch.testing.assert_close(enc(x), enc(x))
+    enc.train()
+    assert not torch.allclose(enc(x), enc.eval()(x))
+
+
+def test_forward_intermediates_returns_the_requested_layers() -> None:
+    enc = _encoder(depth=4)
+    x = torch.randn(2, 5, DIM)
+    final, everything = enc.forward_intermediates(x, norm=True)
+    assert len(everything) == 4
+    torch.testing.assert_close(final, enc(x))
+    torch.testing.assert_close(everything[-1], enc(x))
+    # the raw output of each block, run by hand
+    h, raw = x, []
+    for block in enc.blocks:
+        h = block(h)
+        raw.append(h)
+    _, last_two = enc.forward_intermediates(x, indices=2)
+    torch.testing.assert_close(last_two, raw[2:])
+    _, chosen = enc.forward_intermediates(x, indices=[0, -1])
+    torch.testing.assert_close(chosen, [raw[0], raw[3]])
+    _, normed = enc.forward_intermediates(x, indices=[1], norm=True)
+    torch.testing.assert_close(normed, [enc.norm(raw[1])])
+    with pytest.raises(ValueError, match="layer index 4 out of range for depth 4"):
+        enc.forward_intermediates(x, indices=[0, 4])
+
+
+def _memory(b: int = 2, m: int = 6):
+    memory = torch.randn(b, m, DIM)
+    mask = lengths_to_padding_mask(torch.tensor([m] + [m - 2] * (b - 1)))
+    return memory, mask
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_decoder_outputs_ignore_future_targets(rotary: bool) -> None:
+    dec = _decoder(rotary=rotary)
+    memory, mask = _memory()
+    tgt = torch.randn(2, 5, DIM)
+    changed = tgt.clone()
+    changed[:, 2:] = torch.randn(2, 3, DIM)
+    a, b = dec(tgt, memory, mask), dec(changed, memory, mask)
+    torch.testing.assert_close(a[:, :2], b[:, :2], atol=1e-6, rtol=0)
+    assert not torch.allclose(a[:, 2:], b[:, 2:])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"rotary": True}, {"norm_first": False}],
+    ids=["pre_norm", "rotary", "post_norm"],
+)
+def test_decoder_kv_cache_equals_a_full_pass(options: dict) -> None:
+    dec = _decoder(**options)
+    memory, mask = _memory()
+    tgt = torch.randn(2, 6, DIM)
+    full = dec(tgt, memory, mask)
+    cache = dec.new_cache()
+    outs = []
+    for start, stop in ((0, 1), (1, 2), (2, 4), (4, 5), (5, 6)):  # single steps and a chunk
+        outs.append(dec(tgt[:, start:stop], memory if start == 0 else None, mask, cache=cache))
+        assert cache.offset == stop
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=0)
+
+
+def test_cross_attention_keys_are_computed_once_per_source() -> None:
+    dec = _decoder()
+    calls = [0] * dec.depth
+
+    def count(i: int):
+        def hook(module, args, output):
+            calls[i] += 1
+
+        return hook
+
+    for i, block in enumerate(dec.blocks):
+        block.cross_attn.kv.register_forward_hook(count(i))
+    memory, mask = _memory()
+    cache = dec.new_cache()
+    for _ in range(5):
+        dec(torch.randn(2, 1, DIM), memory, mask, cache=cache)  # memory passed every step
+    assert calls == [1] * dec.depth
+    assert all(len(cross) == memory.shape[1] for _, cross in cache.layers)
+
+
+def test_decoder_cache_reorder_continues_like_a_full_pass_on_the_reordered_batch() -> None:
+    dec = _decoder(rotary=True)
+    memory, mask = _memory(b=3)
+    tgt = torch.randn(3, 5, DIM)
+    cache = dec.new_cache()
+    dec(tgt[:, :3], memory, mask, cache=cache)
+    index = torch.tensor([2, 0, 0])  # e.g. beam 2 survives once, beam 0 twice
+    cache.reorder(index)
+    assert all(len(s) == 3 and s.k.shape[0] == 3 for s, _ in cache.layers)
+    step = dec(tgt[index, 3:], None, mask[index], cache=cache)
+    full = dec(tgt[index], memory[index], mask[index])
+    torch.testing.assert_close(step, full[:, 3:], atol=1e-5, rtol=0)
+
+
+def test_decoder_cache_starts_empty() -> None:
+    cache = DecoderCache(3)
+    assert len(cache.layers) == 3 and cache.offset == 0
+
+
+def test_decoder_without_memory_or_cache_says_what_it_needs() -> None:
+    with pytest.raises(ValueError, match="needs a context tensor"):
+        _decoder()(torch.randn(1, 2, DIM), None)

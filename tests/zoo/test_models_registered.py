@@ -1,0 +1,163 @@
+"""Every registered model, shrunk to one layer: forward shape, finite outputs, a gradient for every
+parameter, a save/load round trip, and overrides that reach the head (timm's test_models.py).
+Also: the test cores transfer between modalities, and broken saved models give clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+import zoo
+from zoo.checkpoint import CheckpointError
+
+MODELS = zoo.list_models()
+
+
+def _shrink(name: str) -> dict:
+    """One encoder layer, and one decoder layer where the family has a decoder (speech models
+    then get an attention decoder, so it is tested too). Image sizes stay: 224 px is fine at
+    depth 1."""
+    fields = zoo.get_config(name).__dataclass_fields__
+    return {"depth": 1, **({"decoder_depth": 1} if "decoder_depth" in fields else {})}
+
+
+def _create(name: str, **overrides) -> nn.Module:
+    torch.manual_seed(0)
+    return zoo.create_model(name, **{**_shrink(name), **overrides})
+
+
+def _inputs(model: nn.Module) -> tuple:
+    """A small batch of two for the model's task, the second sample shorter where it can be."""
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(1)
+    if cfg.task == "classification":
+        return (torch.randn(2, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen),)
+    if cfg.task == "translation":
+        src = torch.randint(3, cfg.vocab_size, (2, 7), generator=gen)
+        src[1, 5:] = cfg.pad_id
+        tgt = torch.randint(3, cfg.vocab_size, (2, 5), generator=gen)
+        tgt[:, 0] = cfg.bos_id
+        return src, tgt
+    assert cfg.task == "speech_recognition", cfg.task
+    if cfg.features == "waveform":
+        audio, lengths = torch.randn(2, 4000, generator=gen), torch.tensor([4000, 3000])
+    else:
+        audio, lengths = torch.randn(2, 40, cfg.n_mels, generator=gen), torch.tensor([40, 30])
+    tgt = torch.randint(2, cfg.vocab_size, (2, 4), generator=gen)
+    tgt[:, 0] = cfg.eos_id
+    return audio, lengths, (tgt if cfg.decoder_depth > 0 else None)
+
+
+def _outputs(model: nn.Module, inputs: tuple) -> list[Tensor]:
+    out = model(*inputs)
+    if model.cfg.task != "speech_recognition":
+        return [out]
+    return [out.logits] + ([out.decoder_logits] if out.decoder_logits is not None else [])
+
+
+def _expected_shapes(model: nn.Module, inputs: tuple, classes: int) -> list[tuple]:
+    cfg = model.cfg
+    if cfg.task == "classification":
+        return [(2, classes)]
+    if cfg.task == "translation":
+        return [(2, inputs[1].shape[1], classes)]
+    frames = int(model.adapter.output_lengths(inputs[1]).max())
+    shapes = [(2, frames, classes)]
+    return shapes + ([(2, inputs[2].shape[1], classes)] if inputs[2] is not None else [])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_shape_is_finite_and_every_parameter_gets_a_gradient(name: str) -> None:
+    model = _create(name).train()
+    inputs = _inputs(model)
+    outputs = _outputs(model, inputs)
+    classes = model.cfg.num_classes if model.cfg.task == "classification" else model.cfg.vocab_size
+    assert [tuple(o.shape) for o in outputs] == _expected_shapes(model, inputs, classes)
+    assert all(torch.isfinite(o).all() for o in outputs)
+    gen = torch.Generator().manual_seed(2)
+    loss = sum((o * torch.randn(o.shape, generator=gen)).sum() for o in outputs)
+    loss.backward()
+    params = dict(model.named_parameters())  # tied tensors appear once
+    missing = [n for n, p in params.items() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in params.values())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_round_trip_gives_identical_outputs(name: str, tmp_path: Path) -> None:
+    model = _create(name).eval()
+    inputs = _inputs(model)
+    with torch.no_grad():
+        expected = _outputs(model, inputs)
+    zoo.save_pretrained(model, tmp_path / "saved")
+    loaded = zoo.load_pretrained(tmp_path / "saved")
+    assert not loaded.training and loaded.model_name == name and loaded.cfg == model.cfg
+    rebuilt = zoo.create_model(name, pretrained=tmp_path / "saved").eval()
+    assert rebuilt.cfg == model.cfg
+    with torch.no_grad():
+        for other in (loaded, rebuilt):
+            for got, want in zip(_outputs(other, inputs), expected, strict=True):
+                torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_num_classes_or_vocab_size_override_reaches_the_head(name: str) -> None:
+    key = "num_classes" if zoo.get_config(name).task == "classification" else "vocab_size"
+    model = _create(name, **{key: 7}).eval()
+    assert getattr(model.cfg, key) == 7
+    inputs = _inputs(model)
+    with torch.no_grad():
+        outputs = _outputs(model, inputs)
+    assert [tuple(o.shape) for o in outputs] == _expected_shapes(model, inputs, 7)
+
+
+def test_test_cores_match_across_image_and_speech() -> None:
+    vit, asr = zoo.create_model("test_vit"), zoo.create_model("test_asr_transformer")
+    vit_core, asr_core = vit.core.state_dict(), asr.core.state_dict()
+    assert list(vit_core) == list(asr_core)
+    assert all(vit_core[k].shape == asr_core[k].shape for k in vit_core)
+    full_keys = {k for k in vit.state_dict() if k.startswith("core.")}
+    assert full_keys == {f"core.{k}" for k in vit_core}
+    assert not all(torch.equal(vit_core[k], asr_core[k]) for k in vit_core)
+    asr.core.load_state_dict(vit.core.state_dict())  # strict: one call moves the core
+    assert all(torch.equal(v, asr.core.state_dict()[k]) for k, v in vit_core.items())
+
+
+def _saved_test_vit(tmp_path: Path) -> tuple[nn.Module, Path]:
+    model = _create("test_vit", depth=2)
+    return model, zoo.save_pretrained(model, tmp_path / "saved")
+
+
+def test_truncated_weights_give_an_error_naming_the_file(tmp_path: Path) -> None:
+    _, directory = _saved_test_vit(tmp_path)
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for load in (zoo.load_pretrained, lambda d: zoo.create_model("test_vit", pretrained=d)):
+        with pytest.raises(CheckpointError, match="corrupt") as err:
+            load(directory)
+        assert str(weights) in str(err.value)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_config_that_does_not_fit_the_weights_names_file_and_first_key(tmp_path, depth):
+    model, directory = _saved_test_vit(tmp_path)
+    config_path = directory / "config.json"
+    config = json.loads(config_path.read_text())
+    config["config"]["depth"] = depth
+    config_path.write_text(json.dumps(config))
+    saved_keys = list(load_file(directory / "model.safetensors"))
+    expected_keys = list(zoo.create_model("test_vit", depth=depth).state_dict())
+    if depth < 2:  # the file has a layer too many, the first is unexpected
+        first = next(k for k in saved_keys if k not in expected_keys)
+    else:  # the file lacks the model's last layer
+        first = next(k for k in expected_keys if k not in saved_keys)
+    assert first.startswith(f"core.blocks.{min(depth, 2)}.")
+    with pytest.raises(CheckpointError) as err:
+        zoo.load_pretrained(directory)
+    message = str(err.value)
+    assert str(directory / "model.safetensors") in message and repr(first) in message

@@ -1,0 +1,157 @@
+"""The model registry (names, overrides, filters, info) and the `zoo list` / `zoo info` commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import zoo
+from tasks.classification import ViTConfig
+from zoo import registry
+from zoo.cli import main
+
+FAMILIES = {
+    "classification": ("image", "vit_"),
+    "translation": ("text", "mt_"),
+    "speech_recognition": ("audio", "asr_"),
+}
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A copy of the registry that a test may add to without leaking names."""
+    models = dict(registry._MODELS)
+    monkeypatch.setattr(registry, "_MODELS", models)
+    return models
+
+
+def test_register_model_uses_the_function_name(scratch_registry: dict) -> None:
+    @registry.register_model
+    def test_scratch_vit() -> ViTConfig:
+        return ViTConfig(img_size=8, patch_size=4, dim=8, depth=1, num_heads=2, num_classes=3)
+
+    assert "test_scratch_vit" in zoo.list_models()
+    model = zoo.create_model("test_scratch_vit")
+    assert model.model_name == "test_scratch_vit" and model.cfg.num_classes == 3
+
+
+def test_registering_a_name_twice_raises(scratch_registry: dict) -> None:
+    def test_vit() -> ViTConfig:
+        return ViTConfig()
+
+    with pytest.raises(ValueError, match="model 'test_vit' is already registered"):
+        registry.register_model(test_vit)
+    assert scratch_registry["test_vit"] is not test_vit  # the original stays
+
+
+@pytest.mark.parametrize("call", [zoo.create_model, zoo.get_config, zoo.model_info])
+def test_unknown_model_lists_the_closest_names(call) -> None:
+    with pytest.raises(ValueError, match="unknown model 'vit_tiny_patch16_22'") as err:
+        call("vit_tiny_patch16_22")
+    assert "closest: vit_tiny_patch16_224" in str(err.value)
+
+
+def test_unknown_model_without_close_names_points_to_zoo_list() -> None:
+    with pytest.raises(ValueError, match="unknown model 'qqqqqqqqqqqqqqqq'; see `zoo list`"):
+        zoo.create_model("qqqqqqqqqqqqqqqq")
+
+
+def test_unknown_override_names_the_key_and_its_nearest_spelling() -> None:
+    with pytest.raises(TypeError, match="model 'test_vit' has no setting 'num_class'") as err:
+        zoo.create_model("test_vit", num_class=3)
+    assert "did you mean 'num_classes'?" in str(err.value)
+    with pytest.raises(TypeError, match="has no setting 'zzz'"):
+        zoo.get_config("test_mt_transformer", zzz=1)
+
+
+def test_overrides_reach_the_config_and_lists_become_tuples() -> None:
+    cfg = zoo.get_config("test_vit", depth=1, mean=[0.1, 0.2, 0.3])
+    assert cfg.depth == 1 and cfg.mean == (0.1, 0.2, 0.3)
+    assert zoo.get_config("test_vit").depth == 2  # the variant itself is unchanged
+
+
+def test_create_model_tags_the_model_with_its_name_and_config() -> None:
+    model = zoo.create_model("test_vit", num_classes=4)
+    assert model.model_name == "test_vit"
+    assert model.cfg == zoo.get_config("test_vit", num_classes=4)
+    assert len(model.core.blocks) == model.cfg.depth
+
+
+def test_every_family_registers_a_test_variant_and_names_follow_the_family() -> None:
+    names = zoo.list_models()
+    assert names == sorted(names) and len(names) == len(set(names))
+    for task, (modality, prefix) in FAMILIES.items():
+        family = zoo.list_models(task=task)
+        assert family and all(n.startswith((prefix, "test_")) for n in family)
+        assert zoo.list_models(modality=modality) == family
+        assert sum(n.startswith("test_") for n in family) == 1
+
+
+def test_list_models_filters() -> None:
+    vits = zoo.list_models("vit_*")
+    assert vits and all(n.startswith("vit_") for n in vits)
+    assert "vit_tiny_patch16_224" in vits and "test_vit" not in vits
+    assert zoo.list_models("*_224", modality="image") == [n for n in vits if n.endswith("_224")]
+    assert zoo.list_models("vit_*", task="translation") == []
+    assert zoo.list_models("test_*") == ["test_asr_transformer", "test_mt_transformer", "test_vit"]
+    assert zoo.list_models("nothing*") == []
+
+
+def test_model_info_fields() -> None:
+    info = zoo.model_info("test_mt_transformer")
+    assert set(info) == {"name", "task", "modality", "num_params", "config"}
+    assert (info["name"], info["task"], info["modality"]) == (
+        "test_mt_transformer",
+        "translation",
+        "text",
+    )
+    cfg = zoo.get_config("test_mt_transformer")
+    assert info["config"] == dataclasses.asdict(cfg)
+    model = zoo.create_model("test_mt_transformer")
+    assert info["num_params"] == sum(p.numel() for p in model.parameters())  # tied: once
+    json.dumps(info)  # the CLI prints it
+
+
+def test_cli_list_prints_the_three_families(capsys: pytest.CaptureFixture) -> None:
+    # the test_* variants, one per family: listing builds each model to count its parameters
+    assert main(["list", "test_*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "task", "modality", "params"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert set(rows) == set(zoo.list_models("test_*")) and len(rows) == 3
+    assert {(task, modality) for task, modality, _ in rows.values()} == {
+        (task, modality) for task, (modality, _) in FAMILIES.items()
+    }
+    shown = rows["test_vit"][2]  # e.g. "0.11M" or "52.3K"
+    count = float(shown[:-1]) * {"K": 1e3, "M": 1e6}[shown[-1]]
+    assert count == pytest.approx(zoo.model_info("test_vit")["num_params"], rel=0.05)
+
+
+def test_cli_list_filters(capsys: pytest.CaptureFixture) -> None:
+    assert main(["list", "*_tiny*", "--task", "translation"]) == 0
+    out = capsys.readouterr().out
+    assert "mt_transformer_tiny" in out and "vit_" not in out and "asr_" not in out
+    assert main(["list", "*_tiny*", "--modality", "audio"]) == 0
+    out = capsys.readouterr().out
+    assert "asr_conformer_ctc_tiny" in out and "mt_" not in out and "vit_" not in out
+    assert main(["list", "nothing*"]) == 1
+    assert "no model matches 'nothing*'" in capsys.readouterr().out
+
+
+def test_cli_info_prints_config_and_parameter_count(capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", "test_vit"]) == 0
+    out = capsys.readouterr().out
+    info = zoo.model_info("test_vit")
+    assert f"{info['num_params']:,} parameters" in out
+    assert "test_vit: classification / image" in out
+    config = json.loads(out[out.index("{") :])
+    assert config == json.loads(json.dumps(info["config"]))
+
+
+def test_cli_info_of_an_unknown_model_is_one_line_error(capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", "test_vitt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model 'test_vitt'") and "test_vit" in err
+    assert "Traceback" not in err
