@@ -184,7 +184,7 @@ def save_pretrained(
     text = _config_json(model, extra)  # fails before anything is written
     atomic_save_safetensors(model.state_dict(), directory / WEIGHTS_NAME)
     atomic_write_bytes(directory / CONFIG_NAME, text.encode("utf-8"))
-    logger.info("saved %s to %s", model.model_name, directory)
+    logger.debug("saved %s to %s", model.model_name, directory)
     return directory
 
 

@@ -9,12 +9,19 @@ import logging
 import sys
 from collections.abc import Callable
 
+from zoo.checkpoint import CheckpointError
 from zoo.registry import list_models, model_info
 
 log = logging.getLogger("zoo")
 
 # Exceptions whose message is written for the user; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, FileNotFoundError, OSError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    OSError,
+    CheckpointError,
+)
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {}
 
@@ -83,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script and ``python -m zoo``."""
     import zoo  # noqa: F401  (registers models)
+    from zoo import commands, commands_translate  # noqa: F401  (register their subcommands)
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

@@ -116,7 +116,7 @@ class TrainSection:
 
     max_steps: int | None = field(default=None, metadata=_bounds(ge=1))
     epochs: int | None = field(default=None, metadata=_bounds(ge=1))
-    batch_size: int = field(default=32, metadata=_bounds(ge=1))  # per process, per micro-step
+    batch_size: int = field(default=32, metadata=_bounds(ge=1))  # global, per micro-step
     eval_every: int = field(default=200, metadata=_bounds(ge=1))
     checkpoint_every: int = field(default=200, metadata=_bounds(ge=1))
     keep_last: int = field(default=3, metadata=_bounds(ge=1))

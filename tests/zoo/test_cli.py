@@ -1,0 +1,289 @@
+"""The training subcommands: train, eval, demo, plot, average, and one clear sentence (exit 2,
+no traceback, nothing lost) for each kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from zoo.checkpoint import load_pretrained
+from zoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {
+    "task": "classification",
+    "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
+    "data": {
+        "dataset": "synthetic",
+        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "image_size": 16},
+    },
+    "schedule": {"warmup_steps": 1},
+    "train": {"max_steps": 4, "batch_size": 16, "eval_every": 2, "checkpoint_every": 1,
+              "keep_last": 3},
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """Tiny models gain nothing from threads, and on a busy machine threads cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_plot(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plotting takes about a second per run; only the plot test draws curves."""
+    if request.node.name != "test_plot_draws_the_curves":
+        monkeypatch.setattr("zoo.engine.plot_curves", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture
+def run(recipe: Path, tmp_path: Path) -> Path:
+    """A finished tiny run."""
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(out)]) == 0
+    return out
+
+
+def fails(args: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> str:
+    """Run the CLI, expect exit 2 and one line ``error: ...`` holding ``words``."""
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    assert "Traceback" not in "\n".join(err)
+    for word in words:
+        assert word in err[-1], err[-1]
+    return err[-1]
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands
+
+
+def test_train_prints_the_run_and_metrics(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (run / "best" / "model.safetensors").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["task"] == "classification"
+
+
+def test_train_default_out_dir_and_overrides(
+    recipe: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(recipe), "train.max_steps=2", "optim.lr=3e-4"]) == 0
+    saved = yaml.safe_load((tmp_path / "runs" / "tiny" / "config.yaml").read_text())
+    assert saved["train"]["max_steps"] == 2 and saved["optim"]["lr"] == 3e-4
+    assert "run directory: runs/tiny" in capsys.readouterr().out
+
+
+def test_resume_continues_a_run(run: Path, recipe: Path) -> None:
+    # overrides may come before or after the options
+    assert main(["train", str(recipe), "--out", str(run), "--resume", "train.max_steps=6"]) == 0
+    assert (run / "checkpoints" / "step_00000006").is_dir()
+
+
+def test_eval_prints_metrics_of_best(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["eval", str(run), "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run / 'best'} on test" in out and "top1:" in out
+    assert main(["eval", str(run / "checkpoints" / "step_00000004")]) == 0
+    assert "top1:" in capsys.readouterr().out
+
+
+def test_eval_unknown_split(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fails(["eval", str(run), "--split", "dev"], capsys, "split 'dev'")
+
+
+def test_plot_draws_the_curves(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (run / "curves.png").unlink(missing_ok=True)
+    assert main(["plot", str(run)]) == 0
+    assert (run / "curves.png").stat().st_size > 0
+
+
+def test_average_the_last_checkpoints(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "avg"
+    assert main(["average", str(run), "--last", "2", "--out", str(out)]) == 0
+    a, b = (
+        load_file(run / "checkpoints" / s / "model.safetensors")
+        for s in ("step_00000003", "step_00000004")
+    )
+    avg = load_file(out / "model.safetensors")
+    torch.testing.assert_close(
+        avg["head.fc.weight"], (a["head.fc.weight"] + b["head.fc.weight"]) / 2
+    )
+    assert load_pretrained(out).model_name == "test_vit"
+    assert json.loads((out / "config.json").read_text())["task"] == "classification"
+
+
+def test_average_needs_enough_checkpoints(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fails(["average", str(run), "--last", "9"], capsys, "cannot average the last 9")
+
+
+def test_demo_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "demo",
+        "--only",
+        "vision",
+        "train.max_steps=2",
+        "schedule.warmup_steps=0",
+        "data.options.num_train=64",
+        "data.options.num_val=32",
+        "data.options.num_test=32",
+    ]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].split()[:6] == ["demo", "task", "model", "steps", "metric", "value"]
+    assert lines[-1].split()[:5] == ["vision", "classification", "test_vit", "2", "top1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one sentence each, exit 2, nothing lost
+
+
+def test_missing_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fails(["train", str(tmp_path / "nope.yaml")], capsys, "recipe file not found", "nope.yaml")
+
+
+def test_bad_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("task: classification\nmodel: [unclosed\n")
+    fails(["train", str(path)], capsys, "cannot parse", "bad.yaml")
+
+
+def test_unknown_key(recipe: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fails(["train", str(recipe), "train.lr=0.1"], capsys, "unknown key 'train.lr'")
+
+
+def test_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "batch_size": "big"}}))
+    fails(["train", str(path)], capsys, "train.batch_size", "expects an int")
+
+
+def test_missing_data_directory(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = ["data.dataset=imagefolder", "data.options={}", f"data.root={tmp_path / 'gone'}"]
+    fails(
+        ["train", str(recipe), *folder, "--out", str(tmp_path / "r")],
+        capsys,
+        "does not exist",
+        "gone",
+    )
+
+
+def test_empty_dataset(recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    out = tmp_path / "r"
+    folder = ["data.dataset=imagefolder", "data.options={}", f"data.root={tmp_path / 'empty'}"]
+    fails(["train", str(recipe), *folder, "--out", str(out)], capsys, "empty")
+    # a run that failed to start leaves nothing in the way of the corrected command
+    assert main(["train", str(recipe), "train.max_steps=1", "--out", str(out)]) == 0
+
+
+def test_output_directory_not_writable(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    fails(
+        ["train", str(recipe), "--out", str(blocker / "run")],
+        capsys,
+        "cannot write to output directory",
+    )
+    assert blocker.read_text() == "not a directory"
+
+
+def test_resume_with_nothing_to_resume(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails(
+        ["train", str(recipe), "--out", str(tmp_path / "new"), "--resume"],
+        capsys,
+        "nothing to resume",
+    )
+
+
+def test_existing_run_is_not_overwritten(
+    run: Path, recipe: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = snapshot(run)
+    fails(["train", str(recipe), "--out", str(run)], capsys, "already holds a run", "--resume")
+    fails(
+        ["train", str(recipe), "train.batch_size=oops", "--out", str(run), "--resume"],
+        capsys,
+        "train.batch_size",
+    )
+    assert snapshot(run) == before
+
+
+def test_corrupt_checkpoint_on_resume(
+    run: Path, recipe: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (run / "checkpoints" / "step_00000004" / "model.safetensors").write_bytes(b"garbage")
+    before = snapshot(run)
+    fails(
+        ["train", str(recipe), "--out", str(run), "--resume"],
+        capsys,
+        "step_00000004/model.safetensors",
+    )
+    assert snapshot(run) == before
+
+
+def test_fp16_on_cpu(recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fails(
+        [
+            "train",
+            str(recipe),
+            "train.precision=fp16",
+            "train.device=cpu",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capsys,
+        "train.precision fp16 needs a CUDA device",
+    )
+
+
+def test_eval_of_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fails(["eval", str(tmp_path / "nowhere")], capsys, "does not exist")
+
+
+def test_python_m_zoo_exit_code(tmp_path: Path) -> None:
+    """The real command: exit code 2 and one line on stderr, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo", "train", str(tmp_path / "x.yaml")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: recipe file not found: {tmp_path}/x.yaml"]

@@ -1,0 +1,410 @@
+"""The training engine: run directory, determinism, exact resume (also after SIGKILL),
+accumulation, precision, EMA, NaN handling, checkpoint errors and 2-process data parallelism.
+
+Everything trains ``test_vit`` shrunk to one layer on 16-pixel synthetic images, a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tasks.base import get_task
+from zoo.checkpoint import CheckpointError, load_pretrained, load_trainer_state
+from zoo.config import ConfigError, recipe_from_dict
+from zoo.engine import Trainer, TrainingError, train
+from zoo.records import read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """Tiny models gain nothing from threads, and on a busy machine threads cost 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_plot(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plotting takes about a second per run; only the layout test draws curves."""
+    if request.node.name != "test_run_directory_layout":
+        monkeypatch.setattr("zoo.engine.plot_curves", lambda *args, **kwargs: None)
+
+
+def tiny(train: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
+    """A recipe dict that trains in about a second."""
+    recipe = {
+        "task": "classification",
+        "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
+        "data": {
+            "dataset": "synthetic",
+            "options": {"num_train": 96, "num_val": 32, "num_test": 32, "image_size": 16},
+        },
+        "optim": {"lr": 2e-3},
+        "schedule": {"name": "cosine", "warmup_steps": 2},
+        "train": {
+            "max_steps": 8, "batch_size": 16, "eval_every": 4, "checkpoint_every": 4,
+            "log_every": 2, "keep_last": 2, **(train or {}),
+        },
+    }  # fmt: skip
+    recipe.update(sections)
+    return recipe
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def final_checkpoint(run: Path) -> Path:
+    return sorted((run / "checkpoints").glob("step_*"))[-1]
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    """Every file of a run, to show that a failed command changed nothing."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory
+
+
+def test_run_directory_layout(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    metrics = train(recipe_from_dict(tiny()), run)
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["max_steps"] == 8
+    events = read_metrics(run)
+    assert [e["step"] for e in events if e["type"] == "train"] == [2, 4, 6, 8]
+    assert [e["step"] for e in events if e["type"] == "eval"] == [4, 8]
+    assert all({"step", "epoch", "type"} <= e.keys() for e in events)
+    assert {"loss", "lr", "samples_per_s"} <= events[0].keys()
+    assert {"top1", "top5", "split"} <= events[-1].keys()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_00000004",
+        "step_00000008",
+    ]
+    ckpt = final_checkpoint(run)
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["task"] == "classification" and "class_names" in config["task_meta"]
+    state = load_trainer_state(ckpt / "trainer_state.pt")  # weights_only=True
+    assert state["step"] == 8 and "optimizer" in state and state["rng"]
+    best = load_pretrained(run / "best")
+    assert best.model_name == "test_vit"
+    assert metrics["best_top1"] == max(e["top1"] for e in events if e["type"] == "eval")
+    assert (run / "curves.png").stat().st_size > 0
+    assert not list(run.rglob(".tmp-*"))
+
+
+class FakeWriter:
+    """Stands in for TensorBoard's SummaryWriter (tensorboard is an optional extra)."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[str, list[int]] = {}
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars.setdefault(tag, []).append(step)
+
+    def close(self) -> None:
+        pass
+
+
+def test_log_lines_without_a_terminal_and_tensorboard_scalars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = FakeWriter()
+    monkeypatch.setattr("zoo.records._open_tensorboard", lambda run_dir: writer)
+    with caplog.at_level(logging.INFO, logger="zoo"):
+        train(recipe_from_dict(tiny({"max_steps": 4})), tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "zoo.records"]
+    assert any(line.startswith("step 2/4  epoch 0.33  loss ") for line in lines), lines
+    assert any(line.startswith("eval step 4 (val): top1 ") for line in lines), lines
+    assert writer.scalars["train/loss"] == [2, 4] and writer.scalars["eval/top1"] == [4]
+
+
+def test_keep_last_and_final_checkpoint(tmp_path: Path) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 7, "checkpoint_every": 2, "keep_last": 2})), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_00000006",
+        "step_00000007",
+    ]
+
+
+def test_epochs_bound_the_run(tmp_path: Path) -> None:
+    # 96 samples / 32 per batch = 3 steps per epoch
+    train(recipe_from_dict(tiny({"max_steps": None, "epochs": 2, "batch_size": 32})), tmp_path)
+    state = load_trainer_state(final_checkpoint(tmp_path) / "trainer_state.pt")
+    assert (state["step"], state["epoch"]) == (6, 2)
+
+
+def test_best_checkpoint_follows_metric_mode(tmp_path: Path) -> None:
+    recipe = tiny({"eval_every": 2}, eval={"metric": "loss", "mode": "min"})
+    metrics = train(recipe_from_dict(recipe), tmp_path)
+    evals = [e for e in read_metrics(tmp_path) if e["type"] == "eval"]
+    best = min(evals, key=lambda e: e["loss"])
+    assert metrics["best_step"] == best["step"]
+    assert json.loads((tmp_path / "best" / "config.json").read_text())["step"] == best["step"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism and exact resume
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    recipe = recipe_from_dict(tiny({"max_steps": 4}))
+    train(recipe, tmp_path / "a")
+    train(recipe, tmp_path / "b")
+    assert_bit_identical(
+        weights(final_checkpoint(tmp_path / "a")), weights(final_checkpoint(tmp_path / "b"))
+    )
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_in_process_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropout, drop_path, accumulation and EMA all resume exactly, from mid-epoch."""
+    recipe = tiny({"max_steps": 9, "grad_accum": 2, "ema_decay": 0.9, "checkpoint_every": 2})
+    recipe["model"]["overrides"].update(dropout=0.1, drop_path=0.1)
+    recipe = recipe_from_dict(recipe)
+    train(recipe, tmp_path / "full")
+
+    after_step = Trainer._after_step
+
+    def crash_at_step_5(self: Trainer) -> None:
+        after_step(self)
+        if self.pos.step == 5:
+            raise Interrupt
+
+    monkeypatch.setattr(Trainer, "_after_step", crash_at_step_5)
+    with pytest.raises(Interrupt):
+        train(recipe, tmp_path / "cut")
+    monkeypatch.undo()
+    train(recipe, tmp_path / "cut", resume=True)
+    for name in ("step_00000009", "../best"):
+        assert_bit_identical(
+            weights(tmp_path / "full/checkpoints" / name),
+            weights(tmp_path / "cut/checkpoints" / name),
+        )
+    full = load_trainer_state(tmp_path / "full/checkpoints/step_00000009/trainer_state.pt")
+    cut = load_trainer_state(tmp_path / "cut/checkpoints/step_00000009/trainer_state.pt")
+    assert_bit_identical(full["ema"]["module"], cut["ema"]["module"])
+    # metrics.jsonl: the steps redone after resuming appear once
+    steps = [e["step"] for e in read_metrics(tmp_path / "cut") if e["type"] == "train"]
+    assert steps == sorted(set(steps))
+
+
+def _zoo(*args: str, **kwargs: Any) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "zoo", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out
+    return out
+
+
+def _kill_after_checkpoint(proc: subprocess.Popen, run: Path, past: int) -> int:
+    """SIGKILL ``proc`` as soon as it has a checkpoint beyond step ``past``; return that step."""
+    deadline = time.monotonic() + 90
+
+    def newest() -> int:
+        steps = [int(p.name[5:]) for p in (run / "checkpoints").glob("step_*")]
+        return max(steps, default=0)
+
+    while newest() <= past and proc.poll() is None:
+        assert time.monotonic() < deadline, "no new checkpoint within 90 s"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    return newest()
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path: Path) -> None:
+    """The acceptance test: kill -9 a real `zoo train` after its first checkpoint, resume it,
+    kill the resumed run too, resume again, and compare the final weights with an
+    uninterrupted run's, bit for bit (dropout and drop_path on)."""
+    recipe = tiny({"max_steps": 80, "checkpoint_every": 5, "eval_every": 20, "keep_last": 3})
+    recipe["model"]["overrides"].update(drop_path=0.1, dropout=0.1)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    uninterrupted = _zoo("train", str(path), "--out", str(full))
+
+    first = _kill_after_checkpoint(_zoo("train", str(path), "--out", str(cut)), cut, 0)
+    resumed = _zoo("train", str(path), "--out", str(cut), "--resume")
+    second = _kill_after_checkpoint(resumed, cut, first)
+    assert 0 < first < second < 80
+    _finish(_zoo("train", str(path), "--out", str(cut), "--resume"))
+    _finish(uninterrupted)
+    assert_bit_identical(
+        weights(full / "checkpoints/step_00000080"), weights(cut / "checkpoints/step_00000080")
+    )
+    assert_bit_identical(weights(full / "best"), weights(cut / "best"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Accumulation, precision, EMA
+
+
+def test_grad_accum_matches_a_bigger_batch(tmp_path: Path) -> None:
+    """Two micro-batches of 16 = one batch of 32 (the epoch's order is the same)."""
+    train(recipe_from_dict(tiny({"max_steps": 3, "batch_size": 32})), tmp_path / "big")
+    train(
+        recipe_from_dict(tiny({"max_steps": 3, "batch_size": 16, "grad_accum": 2})),
+        tmp_path / "accum",
+    )
+    a, b = (
+        weights(final_checkpoint(tmp_path / "big")),
+        weights(final_checkpoint(tmp_path / "accum")),
+    )
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_trains_on_cpu(tmp_path: Path) -> None:
+    metrics = train(recipe_from_dict(tiny({"max_steps": 2, "precision": "bf16"})), tmp_path)
+    assert math.isfinite(metrics["loss"])
+    assert weights(final_checkpoint(tmp_path))["head.fc.weight"].dtype == torch.float32
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        train(recipe_from_dict(tiny({"precision": "fp16", "device": "cpu"})), tmp_path)
+
+
+def test_ema_weights_are_evaluated_and_saved_as_best(tmp_path: Path) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 4, "ema_decay": 0.5})), tmp_path)
+    state = load_trainer_state(final_checkpoint(tmp_path) / "trainer_state.pt")
+    best = weights(tmp_path / "best")
+    assert_bit_identical(best, {k: v for k, v in state["ema"]["module"].items() if k in best})
+    assert not torch.equal(
+        best["head.fc.weight"], weights(final_checkpoint(tmp_path))["head.fc.weight"]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures: NaN, resume errors, existing runs
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_cls = get_task("classification")
+    loss, calls = task_cls.loss, []
+
+    def nan_at_step_6(self: Any, model: Any, batch: Any) -> Any:
+        calls.append(1)
+        value, logs = loss(self, model, batch)
+        return (value * math.nan if len(calls) == 6 else value), logs
+
+    monkeypatch.setattr(task_cls, "loss", nan_at_step_6)
+    with pytest.raises(TrainingError, match="loss is nan at step 6.*step_00000004"):
+        train(recipe_from_dict(tiny()), tmp_path)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000004"]
+    assert load_trainer_state(tmp_path / "checkpoints/step_00000004/trainer_state.pt")["step"] == 4
+
+
+def test_resume_with_nothing_to_resume(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(recipe_from_dict(tiny()), tmp_path / "new", resume=True)
+
+
+def test_resume_from_a_corrupt_checkpoint_names_the_file(tmp_path: Path) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 4})), tmp_path)
+    state = tmp_path / "checkpoints/step_00000004/trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="trainer_state.pt"):
+        train(recipe_from_dict(tiny({"max_steps": 8})), tmp_path, resume=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_with_another_model_names_the_file(tmp_path: Path) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 4})), tmp_path)
+    before = snapshot(tmp_path)
+    other = tiny({"max_steps": 8})
+    other["model"]["overrides"]["dim"] = 48
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        train(recipe_from_dict(other), tmp_path, resume=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_new_run_refuses_a_used_directory(tmp_path: Path) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 2})), tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="already holds a run.*--resume"):
+        train(recipe_from_dict(tiny({"max_steps": 2})), tmp_path)
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 4})), tmp_path)
+    train(recipe_from_dict(tiny({"max_steps": 6})), tmp_path, resume=True)
+    assert final_checkpoint(tmp_path).name == "step_00000006"
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["max_steps"] == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# Data parallel
+
+
+def test_two_processes_match_one(tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes: the same global batch gives the same loss as 1 process."""
+    recipe = tiny({"max_steps": 4, "log_every": 1, "eval_every": 4, "checkpoint_every": 4})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "zoo",
+        "train",
+        str(path),
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
+    ddp = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    train(recipe_from_dict(recipe), tmp_path / "one")
+    out = ddp.communicate(timeout=180)[0].decode()
+    assert ddp.returncode == 0, out
+    one = [e for e in read_metrics(tmp_path / "one") if e["type"] == "train"]
+    two = [e for e in read_metrics(tmp_path / "ddp") if e["type"] == "train"]
+    assert [e["step"] for e in one] == [e["step"] for e in two] == [1, 2, 3, 4]
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    assert not list((tmp_path / "ddp").rglob(".tmp-*"))

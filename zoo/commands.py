@@ -1,0 +1,284 @@
+"""The ``zoo`` subcommands that train and use runs: train, eval, demo, plot, average.
+
+Each is a small function registered with ``@command``; the work is in ``zoo.engine`` and
+``zoo.checkpoint``. These functions are the only place here that prints (the CLI's output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks.base import get_task
+from zoo.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    atomic_save_safetensors,
+    atomic_write_bytes,
+    average_checkpoints,
+    find_model_dir,
+    load_pretrained,
+    read_model_config,
+)
+from zoo.cli import command
+from zoo.config import Recipe, load_recipe
+from zoo.distributed import resolve_device
+from zoo.engine import train
+from zoo.records import RECIPE_NAME, STATE_NAME, atomic_dir, checkpoint_dirs, plot_curves
+
+DEMO_RECIPES = Path(__file__).resolve().parent.parent / "configs" / "demo"
+DEMO_NAMES = ("vision", "translation", "speech")
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _overrides_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``key=value`` overrides come after options too (``zoo train R --out D k=v``).
+
+    argparse fills all positionals from the first run of them, so ``k=v`` after ``--out D``
+    would be rejected; intermixed parsing is what fixes that, but argparse cannot intermix at
+    the top level (it has subparsers), so this subcommand's parser uses it for itself.
+    """
+    plain = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        parser.parse_known_args = plain  # the intermixed parser calls it (Python < 3.13)
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            parser.parse_known_args = parse_known_args
+
+    parser.parse_known_args = parse_known_args
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo train
+
+
+def default_out_dir(recipe: Recipe, recipe_path: str | Path) -> Path:
+    """``recipe.out_dir``, else ``runs/<recipe file stem>``."""
+    return Path(recipe.out_dir) if recipe.out_dir else Path("runs") / Path(recipe_path).stem
+
+
+@command("train", "train a recipe (YAML) into a run directory")
+def cmd_train(args: argparse.Namespace) -> int:
+    if not _is_main_process():  # under torchrun, one process talks
+        logging.getLogger().setLevel(logging.WARNING)
+    recipe = load_recipe(args.recipe, args.overrides)
+    out = Path(args.out) if args.out else default_out_dir(recipe, args.recipe)
+    metrics = train(recipe, out, resume=args.resume)
+    if _is_main_process():
+        print(f"run directory: {out}")
+        for key, value in metrics.items():
+            print(f"{key}: {_cell(value)}")
+    return 0
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe YAML file, e.g. configs/demo/vision.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=3e-4")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    _overrides_anywhere(p)
+
+
+cmd_train.arguments = _train_args
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo eval
+
+
+def _run_recipe(path: Path, model_dir: Path) -> tuple[Path, Recipe]:
+    """The run directory and its recipe: ``config.yaml`` in ``path`` or above ``model_dir``."""
+    for folder in (path, model_dir, model_dir.parent, model_dir.parent.parent):
+        if (folder / RECIPE_NAME).is_file():
+            return folder, load_recipe(folder / RECIPE_NAME)
+    raise CheckpointError(f"no {RECIPE_NAME} beside {model_dir}: eval needs the run's recipe")
+
+
+def evaluate_run(
+    path: str | Path, split: str = "val", batch_size: int | None = None, device: str = "auto"
+) -> tuple[Path, dict[str, float]]:
+    """Evaluate the model saved in a run (its best/, else newest checkpoint) or a model dir.
+
+    Returns:
+        The model directory evaluated and its metrics on ``split``.
+    """
+    path = Path(path)
+    model_dir = find_model_dir(path)
+    run_dir, recipe = _run_recipe(path, model_dir)
+    config = read_model_config(model_dir)
+    task = get_task(config.get("task", recipe.task))(recipe, run_dir=run_dir)
+    task.prepare()
+    task.load_extra(model_dir, config.get("task_meta") or {})
+    splits = task.datasets()
+    if split not in splits:
+        raise ValueError(f"split '{split}' does not exist here; the data has {sorted(splits)}")
+    model = load_pretrained(model_dir).to(resolve_device(device))
+    batch_size = batch_size or recipe.eval.batch_size or recipe.train.batch_size
+    loader = task.loader(splits[split], batch_size)
+    with torch.no_grad():
+        return model_dir, {k: float(v) for k, v in task.evaluate(model, loader).items()}
+
+
+@command("eval", "evaluate a trained run on its validation or test split")
+def cmd_eval(args: argparse.Namespace) -> int:
+    model_dir, metrics = evaluate_run(args.run, args.split, args.batch_size, args.device)
+    print(f"{model_dir} on {args.split}:")
+    for key, value in metrics.items():
+        print(f"  {key}: {value:.4f}")
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory (uses best/) or saved model directory")
+    p.add_argument("--split", default="val", help="val or test (default: val)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+
+
+cmd_eval.arguments = _eval_args
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo demo
+
+
+@command("demo", "train every task briefly on built-in data and print the metrics")
+def cmd_demo(args: argparse.Namespace) -> int:
+    names = args.only or list(DEMO_NAMES)
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The demo models are tiny: a second thread gains little, and on a busy machine
+        # OpenMP threads that spin waiting for each other make a run 10x slower.
+        torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="zoo-demo-") as tmp:
+        out_root = Path(args.out) if args.out else Path(tmp)
+        for name in names:
+            path = DEMO_RECIPES / f"{name}.yaml"
+            if not path.is_file():
+                print(f"skipping {name}: no recipe {path}")
+                continue
+            rows.append(_demo_one(name, load_recipe(path, args.overrides), out_root / name))
+    if not rows:
+        print("no demo recipe found")
+        return 1
+    print()
+    _print_table(rows, ["demo", "task", "model", "steps", "metric", "value", "best", "time"])
+    return 0
+
+
+def _demo_one(name: str, recipe: Recipe, out: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    metrics = train(recipe, out)
+    metric = recipe.eval.metric or get_task(recipe.task).metric
+    return {
+        "demo": name, "task": recipe.task, "model": recipe.model.name,
+        "steps": checkpoint_dirs(out)[-1].name.removeprefix("step_").lstrip("0"),
+        "metric": metric, "value": metrics.get(metric), "best": metrics.get(f"best_{metric}"),
+        "time": f"{time.perf_counter() - start:.0f} s",
+    }  # fmt: skip
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every recipe")
+    p.add_argument("--only", action="append", choices=DEMO_NAMES, help="run only this demo")
+    p.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
+    _overrides_anywhere(p)
+
+
+cmd_demo.arguments = _demo_args
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo plot, zoo average
+
+
+@command("plot", "plot a run's loss and metric curves to RUN/curves.png")
+def cmd_plot(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory {run} does not exist")
+    path = plot_curves(run)
+    if path is None:
+        print(f"nothing plotted for {run} (no metrics.jsonl events, or matplotlib is missing)")
+        return 1
+    print(path)
+    return 0
+
+
+cmd_plot.arguments = lambda p: p.add_argument("run", help="run directory")
+
+
+def average_run(run: str | Path, last: int, out: str | Path | None = None) -> Path:
+    """Average the weights of a run's last ``last`` checkpoints into a saved model directory.
+
+    Raises:
+        ValueError: fewer checkpoints than ``last``, or ``out`` already exists.
+    """
+    run = Path(run)
+    found = checkpoint_dirs(run)
+    if last < 1 or len(found) < last:
+        raise ValueError(f"{run} has {len(found)} checkpoints; cannot average the last {last}")
+    chosen = found[-last:]
+    out = Path(out) if out else run / "averaged"
+    if out.exists():
+        raise ValueError(f"{out} already exists; choose another --out")
+    averaged = average_checkpoints([c / WEIGHTS_NAME for c in chosen])
+
+    def write(tmp: Path) -> None:
+        for item in chosen[-1].iterdir():  # config.json and the task's files
+            if item.name not in (WEIGHTS_NAME, STATE_NAME):
+                copy = shutil.copytree if item.is_dir() else shutil.copy2
+                copy(item, tmp / item.name)
+        config = json.loads((tmp / CONFIG_NAME).read_text(encoding="utf-8"))
+        config["averaged_from"] = [c.name for c in chosen]
+        atomic_write_bytes(tmp / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+        atomic_save_safetensors(averaged, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+        load_pretrained(tmp)  # the result must load
+
+    atomic_dir(out, write)
+    return out
+
+
+@command("average", "average the last N checkpoints of a run into a model directory")
+def cmd_average(args: argparse.Namespace) -> int:
+    out = average_run(args.run, args.last, args.out)
+    print(f"averaged the last {args.last} checkpoints of {args.run} into {out}")
+    return 0
+
+
+def _average_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory")
+    p.add_argument("--last", type=int, required=True, help="how many checkpoints to average")
+    p.add_argument("--out", default=None, help="output model directory (default: RUN/averaged)")
+
+
+cmd_average.arguments = _average_args

@@ -1,0 +1,473 @@
+"""The training engine: one loop for every task.
+
+A recipe names a task and a model; the task owns data, loss and metrics, the engine owns the
+loop: AdamW with warmup and a schedule, gradient accumulation and clipping, fp32/bf16/fp16,
+EMA, evaluation and best-checkpoint tracking, atomic checkpoints and exact resume, and
+data parallelism under torchrun.
+
+Exact resume: the batches of an epoch are a pure function of (seed, epoch) (``task.batches``),
+so a checkpoint records (epoch, batches done) and a resumed run skips those batches; together
+with the weights, optimizer, scheduler, scaler, EMA and every RNG state, a resumed CPU fp32 run
+ends bit-identical to an uninterrupted one. Nothing outside a checkpoint may draw from the global
+RNGs: the train DataLoader has its own generator and evaluation restores the RNG state after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tasks.base import get_task, iterate
+from zoo import distributed as dist
+from zoo.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    load_trainer_state,
+    load_weights,
+    read_model_config,
+    restore_rng_state,
+    save_pretrained,
+    save_trainer_state,
+)
+from zoo.checkpoint import keep_last as prune_checkpoints
+from zoo.config import ConfigError, Recipe, save_recipe
+from zoo.ema import ModelEMA, unwrap_model
+from zoo.optim import build_optimizer, build_scheduler
+from zoo.records import (
+    BEST,
+    CHECKPOINTS,
+    RECIPE_NAME,
+    STATE_NAME,
+    Meter,
+    Records,
+    atomic_dir,
+    check_run_dir,
+    checkpoint_dirs,
+    clean_run_dir,
+    plot_curves,
+    truncate_metrics,
+)
+from zoo.registry import create_model
+
+logger = logging.getLogger(__name__)
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+Batch = dict[str, Any]
+
+
+class TrainingError(ValueError):
+    """The run cannot go on (a NaN or inf loss). A ValueError, so the CLI shows one sentence."""
+
+
+@dataclass
+class Position:
+    """Where a run stands; saved in every checkpoint so that a resumed run goes on exactly."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch: int = 0  # micro-batches of `epoch` already trained on
+    best_metric: float | None = None
+    best_step: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces of the loop
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision the device cannot train in, naming the key to change."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"train.precision fp16 needs a CUDA device (it scales the loss with GradScaler), "
+            f"but this run is on {device.type}; use bf16 or fp32"
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision bf16 is not supported by this GPU; use fp16 or fp32")
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass (a no-op in fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AMP_DTYPES[precision])
+
+
+def grouped(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Micro-batches in groups of ``size`` (one optimizer step each); the last may be short."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    """Trains ``recipe`` into ``run_dir``; ``fit()`` runs the loop and returns the last metrics.
+
+    Args:
+        recipe: the validated recipe.
+        run_dir: the run directory (created; it must not already hold a run unless ``resume``).
+        resume: continue from the newest checkpoint in ``run_dir``.
+    """
+
+    def __init__(self, recipe: Recipe, run_dir: str | os.PathLike, resume: bool = False) -> None:
+        self.recipe, self.cfg, self.run_dir = recipe, recipe.train, Path(run_dir)
+        self.world = dist.setup(self.cfg.device)
+        self.device = self.world.device
+        check_precision(self.cfg.precision, self.device)
+        resume_from = check_run_dir(self.run_dir, resume)
+        dist.barrier(self.world)  # every rank has looked before rank 0 writes
+        if self.world.is_main:
+            clean_run_dir(self.run_dir)
+        seed_everything(self.cfg.seed)
+        self.task = get_task(recipe.task)(recipe, run_dir=self.run_dir)
+        self.model = self._build_model()
+        self.splits = self._datasets()
+        self.metric, self.mode = self._metric()
+        self.total_steps = self._total_steps()
+        self._build_optimization()
+        self.pos = Position()
+        self.last_metrics: dict[str, float] = {}
+        self._saved_step, self.epoch_size = -1, 1
+        if resume_from is not None:
+            self._resume(resume_from)
+        else:
+            dist.broadcast_model(self.model, self.world)
+            if self.world.rank:  # own dropout masks; rank 0 keeps those of a 1-process run
+                seed_everything(self.cfg.seed + self.world.rank)
+        if self.world.is_main:  # only now: a run that failed to start leaves no trace to trip on
+            save_recipe(recipe, self.run_dir / RECIPE_NAME)
+            truncate_metrics(self.run_dir, self.pos.step)  # a resumed run redoes later steps
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _build_model(self) -> nn.Module:
+        """``task.prepare()`` (rank 0 first: it may write files), then the model."""
+        if not self.world.is_main:
+            dist.barrier(self.world)  # wait for rank 0's prepare()
+        overrides = self.task.prepare()
+        if self.world.is_main:
+            dist.barrier(self.world)
+        name = self.recipe.model.name
+        model = create_model(name, **{**overrides, **self.recipe.model.overrides})
+        n = sum(p.numel() for p in model.parameters())
+        logger.info("model %s: %.2fM parameters, on %s", name, n / 1e6, self.device)
+        return model.to(self.device)
+
+    def _datasets(self) -> dict[str, Any]:
+        splits = self.task.datasets()
+        if self.recipe.eval.split not in splits:
+            raise ConfigError(
+                f"eval.split '{self.recipe.eval.split}' is not a split of this data (it has "
+                f"{', '.join(sorted(splits))})"
+            )
+        for split in ("train", self.recipe.eval.split):
+            if len(splits[split]) == 0:
+                raise ValueError(f"the {split} split of data '{self.recipe.data.dataset}' is empty")
+        return splits
+
+    def _metric(self) -> tuple[str, str]:
+        metric = self.recipe.eval.metric or self.task.metric
+        mode = self.task.metric_mode if metric == self.task.metric else self.recipe.eval.mode
+        return metric, mode
+
+    def _total_steps(self) -> int:
+        per_epoch = math.ceil(len(self._epoch_batches(0)) / self.cfg.grad_accum)
+        if per_epoch == 0:
+            raise ValueError(
+                f"the train split ({len(self.splits['train'])} samples) gives no batch for "
+                f"{self.world.size} processes; use more data or fewer processes"
+            )
+        bounds = [self.cfg.max_steps or math.inf, (self.cfg.epochs or math.inf) * per_epoch]
+        return int(min(bounds))
+
+    def _build_optimization(self) -> None:
+        o, s = self.recipe.optim, self.recipe.schedule
+        self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.eps)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if s.name == "cosine" and s.warmup_steps > self.total_steps:
+            raise ConfigError(
+                f"schedule.warmup_steps ({s.warmup_steps}) exceeds the run's "
+                f"{self.total_steps} steps"
+            )
+        self.scheduler = build_scheduler(
+            self.optimizer, s.name, self.total_steps, s.warmup_steps, s.min_lr_ratio
+        )
+        fp16 = self.cfg.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.ema = ModelEMA(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _extra(self, directory: Path) -> dict[str, Any]:
+        return {"task": self.recipe.task, "task_meta": self.task.save_extra(directory)}
+
+    def _state(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            **vars(self.pos),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "rng": rngs,  # one per rank
+            "last_metrics": self.last_metrics,
+            "data": {"batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum},
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoints/step_N`` (weights, config, trainer state), keep the last K."""
+        if self._saved_step == self.pos.step:
+            return
+        rngs = dist.all_gather(capture_rng_state(), self.world)
+        if self.world.is_main:
+            target = self.run_dir / CHECKPOINTS / f"step_{self.pos.step:08d}"
+
+            def write(tmp: Path) -> None:
+                save_pretrained(self.model, tmp, extra=self._extra(tmp))
+                save_trainer_state(self._state(rngs), tmp / STATE_NAME)
+
+            atomic_dir(target, write)
+            prune_checkpoints(self.run_dir / CHECKPOINTS, "step_*", self.cfg.keep_last)
+        self._saved_step = self.pos.step
+        dist.barrier(self.world)
+
+    def _save_best(self, model: nn.Module, metrics: dict[str, float]) -> None:
+        def write(tmp: Path) -> None:
+            extra = {**self._extra(tmp), "step": self.pos.step, "metrics": metrics}
+            save_pretrained(model, tmp, extra=extra)
+
+        atomic_dir(self.run_dir / BEST, write)
+
+    def _resume(self, ckpt: Path) -> None:
+        """Load weights and trainer state from ``ckpt``; any misfit names the file."""
+        config = read_model_config(ckpt)
+        found = (config["model"], config.get("task"))
+        if found != (self.recipe.model.name, self.recipe.task):
+            raise CheckpointError(
+                f"{ckpt / 'config.json'} holds model {found[0]} for task {found[1]}, but the "
+                f"recipe trains {self.recipe.model.name} for {self.recipe.task}"
+            )
+        load_weights(self.model, ckpt)
+        path = ckpt / STATE_NAME
+        state = load_trainer_state(path)
+        try:
+            self._load_state(state)
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"trainer state file {path} does not fit this run ({e})") from e
+        self._saved_step = self.pos.step
+        logger.info("resumed from %s (step %d, epoch %d)", ckpt, self.pos.step, self.pos.epoch)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.pos = Position(**{k: state[k] for k in vars(Position())})
+        self.last_metrics = dict(state["last_metrics"])
+        if state["data"] != {"batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum}:
+            logger.warning(
+                "batch_size or grad_accum changed since the checkpoint: "
+                "the resumed run will not see the same batches"
+            )
+        rngs = state["rng"]
+        restore_rng_state(rngs[self.world.rank % len(rngs)])
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train until ``max_steps`` or ``epochs``; return the last evaluation metrics."""
+        self.records = Records(
+            self.run_dir,
+            self.total_steps,
+            self.pos.step,
+            self.task.unit,
+            self.cfg.log_every,
+            enabled=self.world.is_main,
+        )
+        try:
+            if self._done():
+                logger.info(
+                    "the run in %s already finished at step %d", self.run_dir, self.pos.step
+                )
+            self.meter = Meter(self.task.unit)
+            while not self._done():
+                self._train_epoch()
+        finally:
+            self.records.close()
+        if self.world.is_main:
+            plot_curves(self.run_dir, self.metric)
+        dist.teardown(self.world)
+        best = {f"best_{self.metric}": self.pos.best_metric, "best_step": self.pos.best_step}
+        return {**self.last_metrics, **best}
+
+    def _done(self) -> bool:
+        over_steps = self.cfg.max_steps is not None and self.pos.step >= self.cfg.max_steps
+        over_epochs = self.cfg.epochs is not None and self.pos.epoch >= self.cfg.epochs
+        return over_steps or over_epochs
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of an epoch; under DDP, those too small to share are dropped."""
+        seed = self.cfg.seed + epoch
+        batches = self.task.batches(self.splits["train"], self.cfg.batch_size, True, seed)
+        return [b for b in batches if len(b) >= self.world.size]
+
+    def _train_epoch(self) -> None:
+        batches = self._epoch_batches(self.pos.epoch)
+        self.epoch_size = len(batches)
+        loader = DataLoader(
+            self.splits["train"],
+            batch_sampler=[dist.share(b, self.world) for b in batches[self.pos.batch :]],
+            collate_fn=self.task.collate,
+            num_workers=self.recipe.data.num_workers,
+            # Its own generator: creating an iterator must not draw from the global RNG.
+            generator=torch.Generator().manual_seed(self.cfg.seed + self.pos.epoch),
+        )
+        for group in grouped(iterate(loader, self.device), self.cfg.grad_accum):
+            self._train_step(group)
+            self._after_step()
+            if self._done():
+                return
+
+    def _train_step(self, group: list[Batch]) -> None:
+        """One optimizer step over a group of micro-batches (this rank's shares)."""
+        start = time.perf_counter()
+        self.model.train()
+        counts = [float(self.task.count(b)) for b in group]
+        # Weight each micro-batch's mean loss by its share of the global step's units, so the
+        # gradient is that of the mean over the whole global batch (ranks are then averaged).
+        total = dist.all_reduce_sum(torch.tensor(sum(counts)), self.world).item()
+        sums: dict[str, float] = {}
+        for batch, n in zip(group, counts):
+            with autocast(self.cfg.precision, self.device):
+                loss, logs = self.task.loss(self.model, batch)
+            self.scaler.scale(loss * (n * self.world.size / total)).backward()
+            for key, value in {**logs, "loss": loss.detach().float().item()}.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * n
+        self._check_finite(sums, total)
+        lr = self.optimizer.param_groups[0]["lr"]
+        grad_norm = self._optimizer_step()
+        self.pos.step += 1
+        self.pos.batch += len(group)
+        if self.pos.batch == self.epoch_size:  # the epoch is over, counted before any saving
+            self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+        self.meter.add(sums, total, lr, grad_norm, time.perf_counter() - start)
+
+    def _check_finite(self, sums: dict[str, float], total: float) -> None:
+        keys = sorted(sums)  # the same order on every rank
+        values = dist.all_reduce_sum(
+            torch.tensor([sums[k] for k in keys], dtype=torch.float64), self.world
+        )
+        sums.update(zip(keys, values.tolist()))
+        loss = sums["loss"] / total
+        if not math.isfinite(loss):
+            last = checkpoint_dirs(self.run_dir)
+            kept = f"the last good checkpoint is {last[-1]}" if last else "there is no checkpoint"
+            raise TrainingError(
+                f"loss is {loss} at step {self.pos.step + 1} (epoch {self.pos.epoch}); stopped, "
+                f"{kept}. Lower optim.lr, set train.clip_grad or use train.precision fp32"
+            )
+
+    def _optimizer_step(self) -> float:
+        dist.average_gradients(self.params, self.world)
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+        clip = self.cfg.clip_grad or math.inf  # inf: only measure the norm
+        grad_norm = nn.utils.clip_grad_norm_(self.params, clip).item()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return grad_norm
+
+    # -- logging, evaluation, saving --------------------------------------------------------------
+    def _epoch_float(self) -> float:
+        return self.pos.epoch + self.pos.batch / max(1, self.epoch_size)
+
+    def _after_step(self) -> None:
+        self.records.step_done()
+        done = self._done()
+        if self.pos.step % self.cfg.log_every == 0 or done:
+            self._log_train()
+        if self.pos.step % self.cfg.eval_every == 0 or done:
+            self.evaluate()
+        if self.pos.step % self.cfg.checkpoint_every == 0 or done:
+            self.save_checkpoint()
+
+    def _log_train(self) -> None:
+        if self.meter.steps:
+            self.records.train(self.pos.step, self._epoch_float(), self.meter.averages())
+            self.meter = Meter(self.task.unit)
+
+    def evaluate(self) -> dict[str, float] | None:
+        """Evaluate on rank 0 (the EMA weights when there are some); track the best checkpoint.
+
+        The global RNG state is restored afterwards, so evaluating never changes training.
+        """
+        metrics = None
+        if self.world.is_main:
+            model = self.ema.module if self.ema is not None else unwrap_model(self.model)
+            rng = capture_rng_state()
+            metrics = self._evaluate_model(model)
+            restore_rng_state(rng)
+            self.last_metrics = metrics
+            self.records.eval(self.pos.step, self._epoch_float(), self.recipe.eval.split, metrics)
+            if is_better(metrics[self.metric], self.pos.best_metric, self.mode):
+                self.pos.best_metric, self.pos.best_step = metrics[self.metric], self.pos.step
+                self._save_best(model, metrics)
+        dist.barrier(self.world)
+        return metrics
+
+    def _evaluate_model(self, model: nn.Module) -> dict[str, float]:
+        split = self.splits[self.recipe.eval.split]
+        batch_size = self.recipe.eval.batch_size or self.cfg.batch_size
+        loader = self.task.loader(split, batch_size, self.recipe.data.num_workers)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), autocast(self.cfg.precision, self.device):
+            metrics = {k: float(v) for k, v in self.task.evaluate(model, loader).items()}
+        model.train(was_training)
+        if self.metric not in metrics:
+            raise ConfigError(
+                f"eval.metric '{self.metric}' is not among the task's metrics "
+                f"({', '.join(sorted(metrics))})"
+            )
+        return metrics
+
+
+def train(recipe: Recipe, run_dir: str | os.PathLike, resume: bool = False) -> dict[str, float]:
+    """Train ``recipe`` into ``run_dir`` (see `Trainer`); return the last metrics and the best."""
+    return Trainer(recipe, run_dir, resume=resume).fit()

@@ -1,0 +1,345 @@
+"""The run directory and what a run leaves in it for people to read.
+
+Layout::
+
+    RUN/config.yaml                     the resolved recipe
+    RUN/metrics.jsonl                   one JSON object per train/eval event
+    RUN/checkpoints/step_00000100/      config.json, model.safetensors, trainer_state.pt
+    RUN/best/                           the best model so far by the task's metric
+    RUN/curves.png                      loss and metric curves
+    RUN/tensorboard/                    scalars, when tensorboard is installed
+
+``RUN/metrics.jsonl`` events look like::
+
+    {"type": "train", "step": 100, "epoch": 1.56, "loss": 0.93, "lr": 0.001, ...}
+    {"type": "eval", "step": 100, "epoch": 1.56, "split": "val", "accuracy": 0.71, ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from zoo.checkpoint import CheckpointError, atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+RECIPE_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+CURVES_NAME = "curves.png"
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+STATE_NAME = "trainer_state.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory
+
+
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """The finished checkpoints of a run, oldest first (hidden temporaries are not finished)."""
+    found = [p for p in (Path(run_dir) / CHECKPOINTS).glob("step_*") if p.is_dir()]
+    return sorted((p for p in found if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Check that ``run_dir`` can hold this run, before anything is written.
+
+    Returns:
+        The checkpoint to resume from (None for a new run).
+
+    Raises:
+        CheckpointError: ``resume`` and there is no checkpoint.
+        ValueError: a new run, but ``run_dir`` already holds one.
+        OSError: ``run_dir`` cannot be created or written.
+    """
+    if resume:
+        found = checkpoint_dirs(run_dir)
+        if not found:
+            raise CheckpointError(
+                f"nothing to resume: {run_dir} has no checkpoint in {CHECKPOINTS}/; "
+                "run without --resume to start a new run"
+            )
+        return found[-1]
+    taken = [n for n in (RECIPE_NAME, METRICS_NAME, CHECKPOINTS, BEST) if (run_dir / n).exists()]
+    if taken:
+        raise ValueError(
+            f"{run_dir} already holds a run ({taken[0]}); pass --resume to continue it, "
+            "or choose another --out"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"cannot write to output directory {run_dir} ({e.strerror or e})") from None
+    return None
+
+
+def atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
+    """Fill a hidden temporary directory with ``write(tmp)``, then rename it to ``target``.
+
+    A crash leaves the old ``target`` (or none), never half of a new one.
+    """
+    tag = secrets.token_hex(4)
+    tmp = target.with_name(f".tmp-{target.name}-{tag}")
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.with_name(f".old-{target.name}-{tag}")
+    if target.exists():
+        os.rename(target, old)
+    os.rename(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def clean_run_dir(run_dir: Path) -> None:
+    """Remove the temporaries a killed run left; put back a best/ caught mid-swap."""
+    for parent in (run_dir, run_dir / CHECKPOINTS):
+        for path in sorted(parent.glob(".old-*")) + sorted(parent.glob(".tmp-*")):
+            name = path.name.split("-")[1]
+            if path.name.startswith(".old-") and not (parent / name).exists():
+                os.rename(path, parent / name)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.jsonl, progress, TensorBoard
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The events of ``RUN/metrics.jsonl``; a torn last line (a killed run) is skipped."""
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def truncate_metrics(run_dir: str | Path, step: int) -> None:
+    """Keep only the events up to ``step``: on resume, the steps after the checkpoint are
+    trained again, and their events would otherwise appear twice."""
+    path = Path(run_dir) / METRICS_NAME
+    if path.is_file():
+        kept = [e for e in read_metrics(run_dir) if e.get("step", 0) <= step]
+        text = "".join(json.dumps(e) + "\n" for e in kept)
+        atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _finite(value: Any) -> Any:
+    # JSON has no NaN or inf; write them as strings so every line stays valid JSON.
+    return value if not isinstance(value, float) or math.isfinite(value) else str(value)
+
+
+class Records:
+    """Writes the events of one run (rank 0 only; other ranks get ``enabled=False``).
+
+    Args:
+        run_dir: the run directory.
+        total_steps: the run's length, for the progress bar.
+        initial_step: where a resumed run starts.
+        unit: what throughput counts (the task's ``unit``).
+        log_every: steps between log lines when there is no progress bar.
+        enabled: False on ranks other than 0: nothing is shown or written.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        total_steps: int,
+        initial_step: int,
+        unit: str,
+        log_every: int,
+        enabled: bool = True,
+    ) -> None:
+        self.run_dir, self.total_steps, self.unit = run_dir, total_steps, unit
+        self.log_every, self.enabled = log_every, enabled
+        self.bar_enabled = enabled and sys.stderr.isatty()
+        self._stack = contextlib.ExitStack()
+        self.bar: tqdm | None = None
+        self.file = None
+        self.tensorboard = None
+        if not enabled:
+            return
+        self.file = self._stack.enter_context(open(run_dir / METRICS_NAME, "a", encoding="utf-8"))
+        self.tensorboard = _open_tensorboard(run_dir)
+        if self.bar_enabled:
+            self._stack.enter_context(logging_redirect_tqdm())
+            self.bar = self._stack.enter_context(
+                tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True)
+            )
+
+    def train(self, step: int, epoch: float, values: dict[str, float]) -> None:
+        """Record the training values averaged over the last ``log_every`` steps."""
+        if not self.enabled:
+            return
+        self._write({"type": "train", "step": step, "epoch": round(epoch, 4), **values})
+        rate = values.get(f"{self.unit}_per_s", 0.0)
+        if self.bar is not None:
+            self.bar.set_postfix_str(
+                f"loss={values['loss']:.4f} lr={values['lr']:.2e} {self.unit}/s={rate:.0f}",
+                refresh=False,
+            )
+        else:
+            logger.info(
+                "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %s/s %.0f",
+                step,
+                self.total_steps,
+                epoch,
+                values["loss"],
+                values["lr"],
+                self.unit,
+                rate,
+            )
+
+    def step_done(self) -> None:
+        """Advance the progress bar by one optimizer step."""
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def eval(self, step: int, epoch: float, split: str, metrics: dict[str, float]) -> None:
+        """Record evaluation metrics (always shown as one log line)."""
+        if not self.enabled:
+            return
+        self._write(
+            {"type": "eval", "step": step, "epoch": round(epoch, 4), "split": split, **metrics}
+        )
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        logger.info("eval step %d (%s): %s", step, split, shown)
+
+    def _write(self, event: dict[str, Any]) -> None:
+        self.file.write(json.dumps({k: _finite(v) for k, v in event.items()}) + "\n")
+        self.file.flush()
+        if self.tensorboard is not None:
+            prefix = event["type"]
+            for key, value in event.items():
+                if key not in ("type", "step", "epoch") and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(f"{prefix}/{key}", value, event["step"])
+
+    def close(self) -> None:
+        """Close the bar, metrics.jsonl and TensorBoard writer."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
+        self._stack.close()
+
+
+class Meter:
+    """Training values between two log lines: unit-weighted sums, the step count and time.
+
+    Args:
+        unit: what throughput counts (``samples``, ``tokens``).
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.steps, self.units, self.seconds, self.grad_norm, self.lr = 0, 0.0, 0.0, 0.0, 0.0
+        self.sums: dict[str, float] = {}
+
+    def add(
+        self, sums: dict[str, float], units: float, lr: float, grad_norm: float, seconds: float
+    ) -> None:
+        """Add one optimizer step: ``sums`` are values x units, summed over ranks."""
+        self.steps += 1
+        self.units += units
+        self.seconds += seconds
+        self.grad_norm += grad_norm
+        self.lr = lr
+        for key, value in sums.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def averages(self) -> dict[str, float]:
+        """Unit-weighted means, the last lr, the mean gradient norm and the throughput."""
+        values = {k: v / max(self.units, 1e-9) for k, v in self.sums.items()}
+        values.update(lr=self.lr, grad_norm=self.grad_norm / max(self.steps, 1))
+        values[f"{self.unit}_per_s"] = self.units / max(self.seconds, 1e-9)
+        return values
+
+
+def _open_tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an optional extra
+        logger.debug("tensorboard is not installed; no TensorBoard scalars")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves
+
+
+def plot_curves(run_dir: str | Path, metric: str | None = None) -> Path | None:
+    """Plot training loss and evaluation metrics of a run to ``RUN/curves.png``.
+
+    Args:
+        run_dir: the run directory, holding metrics.jsonl.
+        metric: the evaluation metric to plot; None plots every eval value except the loss.
+
+    Returns:
+        The PNG's path, or None when matplotlib is missing or there is nothing to plot.
+    """
+    run_dir = Path(run_dir)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, no window
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.info("matplotlib is not installed; skipping %s", CURVES_NAME)
+        return None
+    events = read_metrics(run_dir)
+    train = [e for e in events if e.get("type") == "train" and _is_number(e.get("loss"))]
+    evals = [e for e in events if e.get("type") == "eval"]
+    if not train and not evals:
+        logger.info("no metrics in %s to plot", run_dir)
+        return None
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot([e["step"] for e in train], [e["loss"] for e in train], label="train")
+    if any(_is_number(e.get("loss")) for e in evals):
+        points = [(e["step"], e["loss"]) for e in evals if _is_number(e.get("loss"))]
+        ax_loss.plot(*zip(*points), "o-", label="eval")
+    ax_loss.set(xlabel="step", ylabel="loss", title="loss")
+    ax_loss.legend()
+    names = [metric] if metric else sorted({k for e in evals for k in e} - _NOT_METRICS)
+    for name in names:
+        points = [(e["step"], e[name]) for e in evals if _is_number(e.get(name))]
+        if points:
+            ax_metric.plot(*zip(*points), "o-", label=name)
+    ax_metric.set(xlabel="step", title="evaluation")
+    if ax_metric.has_data():
+        ax_metric.legend()
+    fig.tight_layout()
+    path = run_dir / CURVES_NAME
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+_NOT_METRICS = {"type", "step", "epoch", "split", "loss"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
