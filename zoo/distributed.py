@@ -4,15 +4,14 @@
 ``LOCAL_RANK``; a plain ``python -m zoo train`` is a world of one, where every helper here is a
 no-op, so the single-process path never touches ``torch.distributed``.
 
-Gradients are averaged by `average_gradients` after the backward passes of each optimizer step,
-rather than by wrapping the model in ``DistributedDataParallel``: DDP only syncs gradients when
-the forward pass goes through its own ``forward``, and a task may call any method of the model
-(``forward_features``, ``decode``...) or read ``model.cfg``, which would silently skip the sync or
-fail. The result is the same average DDP computes, in one flat all-reduce per dtype per step.
+Training runs the model wrapped in ``DistributedDataParallel``, which starts every rank from rank
+0's weights and averages gradients during the backward pass; tasks call the wrapper in ``loss``
+(``model(...)``) and unwrap it for anything else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from torch.nn.parallel import DistributedDataParallel
 
 logger = logging.getLogger(__name__)
 
@@ -120,34 +119,19 @@ def all_reduce_sum(values: torch.Tensor, world: World) -> torch.Tensor:
     return values
 
 
-def broadcast_model(model: torch.nn.Module, world: World) -> None:
-    """Copy rank 0's parameters and buffers to every rank (as DDP does when it starts)."""
-    if world.distributed:
-        for tensor in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(tensor.data, src=0)
-
-
-@torch.no_grad()
-def average_gradients(params: list[torch.nn.Parameter], world: World) -> None:
-    """Replace each gradient by its mean over the ranks.
-
-    A parameter that got no gradient on any rank keeps ``None`` (the optimizer skips it, as in
-    one process); one that got a gradient on some ranks only counts zeros on the others.
-    """
+def wrap_ddp(model: torch.nn.Module, world: World) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` under torchrun; the model itself in a world of one."""
     if not world.distributed:
-        return
-    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
-    all_reduce_sum(has_grad, world)
-    params = [p for p, n in zip(params, has_grad.tolist()) if n > 0]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    for dtype in sorted({p.grad.dtype for p in params}, key=str):  # same order on every rank
-        grads = [p.grad for p in params if p.grad.dtype == dtype]
-        flat = _flatten_dense_tensors(grads)  # one collective instead of one per tensor
-        all_reduce_sum(flat, world).div_(world.size)
-        for grad, mean in zip(grads, _unflatten_dense_tensors(flat, grads)):
-            grad.copy_(mean)
+        return model
+    device_ids = [world.device.index] if world.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def no_sync(model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Skip DDP's gradient all-reduce for a micro-batch that is not the step's last."""
+    if sync or not isinstance(model, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def all_gather(obj: Any, world: World) -> list[Any]:

@@ -165,10 +165,11 @@ class Trainer:
         self._saved_step, self.epoch_size = -1, 1
         if resume_from is not None:
             self._resume(resume_from)
-        else:
-            dist.broadcast_model(self.model, self.world)
-            if self.world.rank:  # own dropout masks; rank 0 keeps those of a 1-process run
-                seed_everything(self.cfg.seed + self.world.rank)
+        elif self.world.rank:  # own dropout masks; rank 0 keeps those of a 1-process run
+            seed_everything(self.cfg.seed + self.world.rank)
+        # Under torchrun, DDP copies rank 0's weights to every rank and averages gradients
+        # during backward; the task's loss calls the wrapper, so the sync cannot be skipped.
+        self.train_model = dist.wrap_ddp(self.model, self.world)
         if self.world.is_main:  # only now: a run that failed to start leaves no trace to trip on
             save_recipe(recipe, self.run_dir / RECIPE_NAME)
             truncate_metrics(self.run_dir, self.pos.step)  # a resumed run redoes later steps
@@ -369,10 +370,14 @@ class Trainer:
         # gradient is that of the mean over the whole global batch (ranks are then averaged).
         total = dist.all_reduce_sum(torch.tensor(sum(counts)), self.world).item()
         sums: dict[str, float] = {}
-        for batch, n in zip(group, counts):
-            with autocast(self.cfg.precision, self.device):
-                loss, logs = self.task.loss(self.model, batch)
-            self.scaler.scale(loss * (n * self.world.size / total)).backward()
+        for i, (batch, n) in enumerate(zip(group, counts)):
+            # DDP all-reduces gradients on the last micro-batch of the step only
+            sync = i == len(group) - 1
+            with dist.no_sync(self.train_model, sync):
+                with autocast(self.cfg.precision, self.device):
+                    loss, logs = self.task.loss(self.train_model, batch)
+                # DDP averages over ranks: scale each rank's mean loss to its share of the units
+                self.scaler.scale(loss * (n * self.world.size / total)).backward()
             for key, value in {**logs, "loss": loss.detach().float().item()}.items():
                 sums[key] = sums.get(key, 0.0) + float(value) * n
         self._check_finite(sums, total)
@@ -400,7 +405,6 @@ class Trainer:
             )
 
     def _optimizer_step(self) -> float:
-        dist.average_gradients(self.params, self.world)
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
         clip = self.cfg.clip_grad or math.inf  # inf: only measure the norm
