@@ -1,4 +1,4 @@
-"""The ``zoo`` subcommands that train and use runs: train, eval, demo, plot, average.
+"""The ``zoo`` subcommands that train and use runs: train, eval, demo, plot, average, classify.
 
 Each is a small function registered with ``@command``; the work is in ``zoo.engine`` and
 ``zoo.checkpoint``. These functions are the only place here that prints (the CLI's output).
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tasks.base import get_task
+from tasks.base import Task, get_task
 from zoo.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -31,7 +31,7 @@ from zoo.checkpoint import (
     read_model_config,
 )
 from zoo.cli import command
-from zoo.config import Recipe, load_recipe
+from zoo.config import Recipe, load_recipe, recipe_from_dict
 from zoo.distributed import resolve_device
 from zoo.engine import train
 from zoo.records import RECIPE_NAME, STATE_NAME, atomic_dir, checkpoint_dirs, plot_curves
@@ -115,12 +115,48 @@ cmd_train.arguments = _train_args
 # zoo eval
 
 
-def _run_recipe(path: Path, model_dir: Path) -> tuple[Path, Recipe]:
-    """The run directory and its recipe: ``config.yaml`` in ``path`` or above ``model_dir``."""
+def find_run_recipe(path: Path, model_dir: Path) -> tuple[Path, Recipe] | None:
+    """The run directory and its recipe (``config.yaml``) given to a command as ``path``, or
+    found above the model directory; None for a saved model that stands alone."""
     for folder in (path, model_dir, model_dir.parent, model_dir.parent.parent):
         if (folder / RECIPE_NAME).is_file():
             return folder, load_recipe(folder / RECIPE_NAME)
-    raise CheckpointError(f"no {RECIPE_NAME} beside {model_dir}: eval needs the run's recipe")
+    return None
+
+
+def _run_recipe(path: Path, model_dir: Path) -> tuple[Path, Recipe]:
+    found = find_run_recipe(path, model_dir)
+    if found is None:
+        raise CheckpointError(f"no {RECIPE_NAME} beside {model_dir}: eval needs the run's recipe")
+    return found
+
+
+def load_for_prediction(
+    run: str | Path, task_name: str, device: str = "auto"
+) -> tuple[Task, torch.nn.Module]:
+    """The task (with what it saved beside the model: vocabulary, class names) and the model
+    of a run directory (its best/, else newest checkpoint) or a saved model directory.
+
+    Raises:
+        CheckpointError: the path holds no saved model.
+        ValueError: the saved model belongs to another task.
+    """
+    run = Path(run)
+    model_dir = find_model_dir(run)
+    config = read_model_config(model_dir)
+    saved_task = config.get("task", task_name)
+    if saved_task != task_name:
+        raise ValueError(f"{model_dir} holds a {saved_task} model, not a {task_name} model")
+    found = find_run_recipe(run, model_dir)
+    if found is None:  # a bare saved model: the task's defaults
+        minimal = {"task": task_name, "model": {"name": config["model"]}, "train": {"max_steps": 1}}
+        recipe = recipe_from_dict(minimal)
+    else:
+        recipe = found[1]
+    task = get_task(task_name)(recipe)
+    task.load_extra(model_dir, config.get("task_meta") or {})
+    model = load_pretrained(model_dir).to(resolve_device(device))
+    return task, model
 
 
 def evaluate_run(
@@ -282,3 +318,25 @@ def _average_args(p: argparse.ArgumentParser) -> None:
 
 
 cmd_average.arguments = _average_args
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo classify
+
+
+@command("classify", "print the top-5 classes of images with a trained image classifier")
+def cmd_classify(args: argparse.Namespace) -> int:
+    task, model = load_for_prediction(args.run, "classification", args.device)
+    for line in task.predict(model, args.images, topk=args.topk):
+        print(line)
+    return 0
+
+
+def _classify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory (uses best/ or the newest checkpoint) or saved model")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+
+
+cmd_classify.arguments = _classify_args

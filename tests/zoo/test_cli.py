@@ -144,6 +144,40 @@ def test_average_needs_enough_checkpoints(run: Path, capsys: pytest.CaptureFixtu
     fails(["average", str(run), "--last", "9"], capsys, "cannot average the last 9")
 
 
+def test_classify_prints_top_classes(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(image)
+    capsys.readouterr()
+    assert main(["classify", str(run), str(image), "--topk", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{image}: ") and line.count("(p=") == 3, line
+    probs = [float(p.split(")")[0]) for p in line.split("(p=")[1:]]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-3
+
+
+def test_classify_names_a_corrupt_image(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    fails(["classify", str(run), str(bad)], capsys, "broken.png")
+
+
+def test_classify_refuses_a_model_of_another_task(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zoo import create_model, save_pretrained
+
+    save_pretrained(
+        create_model("test_mt_transformer"), tmp_path / "mt", extra={"task": "translation"}
+    )
+    fails(["classify", str(tmp_path / "mt"), "x.png"], capsys, "translation", "classification")
+
+
 def test_demo_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     args = [
         "demo",
