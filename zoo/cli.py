@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script and ``python -m zoo``."""
     import zoo  # noqa: F401  (registers models)
-    from zoo import commands, commands_translate  # noqa: F401  (register their subcommands)
+    from zoo import commands, commands_speech, commands_translate  # noqa: F401  (subcommands)
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

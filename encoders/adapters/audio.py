@@ -148,7 +148,9 @@ class AudioAdapter(nn.Module):
         self.frontend = (
             LogMel(sample_rate, n_fft, hop_length, n_mels) if features == "waveform" else None
         )
-        self.specaug = SpecAugment() if spec_augment else nn.Identity()
+        # Park et al. mask up to 27 of 80 mel bins; keep that fraction for other resolutions.
+        freq_mask = max(1, round(27 * n_mels / 80))
+        self.specaug = SpecAugment(freq_mask) if spec_augment else nn.Identity()
         self.subsample = Conv2dSubsampling(n_mels, dim)
         self.pos_embed = SinusoidalPositionalEmbedding(dim) if pos == "sinusoidal" else None
         self.drop = nn.Dropout(dropout)

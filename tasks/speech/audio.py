@@ -1,0 +1,104 @@
+"""Reading audio files: soundfile (libsndfile) decodes, channels are averaged to mono and
+torchaudio resamples to the model's rate. ``torchaudio.load`` is not used: it now needs
+TorchCodec. Every failure is one ``AudioError`` sentence that names the file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+
+
+class AudioError(ValueError):
+    """An audio file is missing, unreadable, corrupt or empty."""
+
+
+def probe_audio(path: str | Path) -> tuple[int, int]:
+    """Frames and sample rate of a file from its header (no decoding).
+
+    Raises:
+        AudioError: the file is missing, not a readable audio file, or holds no samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file {path} does not exist")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"audio file {path} cannot be read ({_reason(e)})") from None
+    if info.frames <= 0:
+        raise AudioError(f"audio file {path} is empty (zero samples)")
+    return int(info.frames), int(info.samplerate)
+
+
+def resampled_length(frames: int, orig_rate: int, new_rate: int) -> int:
+    """Length after ``torchaudio.functional.resample``: ceil(frames * new / orig)."""
+    return -(-frames * new_rate // orig_rate)
+
+
+def resample(wave: Tensor, orig_rate: int, new_rate: int) -> Tensor:
+    """(..., S) at ``orig_rate`` -> (..., S') at ``new_rate`` (band-limited sinc, torchaudio)."""
+    if orig_rate == new_rate:
+        return wave
+    return AF.resample(wave, orig_rate, new_rate)
+
+
+def read_audio(path: str | Path, sample_rate: int) -> Tensor:
+    """Decode a file to a mono float32 waveform (S,) in [-1, 1] at ``sample_rate``.
+
+    Any rate and channel count is accepted: channels are averaged, then the signal resampled.
+
+    Raises:
+        AudioError: missing, unreadable or corrupt file, zero samples, or non-finite samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file {path} does not exist")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"audio file {path} cannot be read ({_reason(e)})") from None
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AudioError(f"audio file {path} is empty (zero samples)")
+    wave = torch.from_numpy(data).mean(dim=1)  # (S, C) -> (S,): stereo downmix
+    if not bool(torch.isfinite(wave).all()):
+        raise AudioError(f"audio file {path} holds NaN or infinite samples")
+    return resample(wave, int(rate), sample_rate).contiguous()
+
+
+def speed_perturb(
+    audio: Tensor, lengths: Tensor, factors: Sequence[float]
+) -> tuple[Tensor, Tensor]:
+    """Speed perturbation (Ko et al. 2015): each utterance is played ``f`` times faster, ``f``
+    drawn from ``factors`` with the global torch RNG (which the engine saves for resume).
+    Tempo and pitch both change, as with a tape sped up.
+
+    Args:
+        audio: (B, S) padded waveforms; lengths: (B,) samples.
+    Returns:
+        the new (B, S') padded waveforms and their (B,) lengths.
+    """
+    choice = torch.randint(len(factors), (audio.shape[0],)).tolist()
+    waves = []
+    for row, n, k in zip(audio, lengths.tolist(), choice):
+        ratio = Fraction(factors[k]).limit_denominator(20)  # 1.1 -> 11/10: a short sinc kernel
+        wave = row[:n]
+        if ratio != 1:  # resampling from num to den keeps the rate but scales the duration
+            wave = AF.resample(wave.float(), ratio.numerator, ratio.denominator).to(row.dtype)
+        waves.append(wave)
+    new_lengths = torch.tensor([len(w) for w in waves], device=lengths.device)
+    out = audio.new_zeros(len(waves), int(new_lengths.max()))
+    for i, w in enumerate(waves):
+        out[i, : len(w)] = w
+    return out, new_lengths
+
+
+def _reason(err: BaseException) -> str:
+    # libsndfile's own message repeats the path; its error_string is the reason alone
+    text = getattr(err, "error_string", None) or str(err).strip() or type(err).__name__
+    return text.splitlines()[0].rstrip(".")

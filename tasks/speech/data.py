@@ -1,0 +1,411 @@
+"""Speech datasets: TSV manifests, the Free Spoken Digit Dataset (single and connected digits) and
+a built-in tone-digit set. Every dataset yields ``{"audio": (S,) float32 at the target rate,
+"text": normalised transcript, "id": str}`` and exposes ``lengths`` (samples per utterance,
+known without decoding) for duration bucketing.
+
+Splits are deterministic functions of a data seed (``data.options.seed``, default 0, separate
+from the training seed so that runs with different training seeds share one test set).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from tasks.speech.audio import AudioError, probe_audio, read_audio, resampled_length
+from tasks.speech.tones import ToneDigits
+from tasks.speech.vocab import normalize_text
+
+log = logging.getLogger(__name__)
+
+FSDD_NAME = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$")  # {digit}_{speaker}_{index}.wav
+FSDD_TEST_INDICES = range(5)  # the dataset's own convention: recordings 0-4 are test
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One training example: clips joined with silences (one clip for ordinary utterances).
+
+    ``gaps`` holds the silence in samples (at the target rate) before each clip and after the
+    last one, so ``len(gaps) == len(clips) + 1``; empty means no silence.
+    """
+
+    id: str
+    text: str
+    clips: tuple[str, ...]
+    num_samples: int
+    speaker: str = ""
+    gaps: tuple[int, ...] = ()
+
+
+class AudioDataset(Dataset):
+    """Utterances read from audio files, resampled to ``sample_rate``.
+
+    Args:
+        utterances: what to read.
+        sample_rate: the model's rate; files of any rate are resampled.
+        cache: keep decoded clips in memory (FSDD and the ARCTIC set fit easily).
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], sample_rate: int, cache: bool = True):
+        self.utterances = list(utterances)
+        self.sample_rate = sample_rate
+        self.lengths = [u.num_samples for u in self.utterances]
+        self.texts = [u.text for u in self.utterances]
+        self.ids = [u.id for u in self.utterances]
+        self._cache: dict[str, Tensor] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def _clip(self, path: str) -> Tensor:
+        if self._cache is None:
+            return read_audio(path, self.sample_rate)
+        if path not in self._cache:
+            self._cache[path] = read_audio(path, self.sample_rate)
+        return self._cache[path]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        u = self.utterances[i]
+        parts = [self._clip(p) for p in u.clips]
+        if u.gaps:
+            silences = [torch.zeros(n) for n in u.gaps]
+            parts = [x for pair in zip(silences, parts) for x in pair] + [silences[-1]]
+        audio = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return {"audio": audio, "text": u.text, "id": u.id}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking files
+
+
+def probe_all(
+    paths: Sequence[str], sample_rate: int, skip_bad: bool
+) -> tuple[dict[str, int], list[str]]:
+    """Target-rate lengths of readable files, and the unreadable ones (raises unless skipping).
+
+    Raises:
+        AudioError: a missing, unreadable or empty file, when ``skip_bad`` is false.
+    """
+    lengths, bad = {}, []
+    for p in dict.fromkeys(paths):
+        try:
+            frames, rate = probe_audio(p)
+        except AudioError as e:
+            if not skip_bad:
+                raise
+            log.warning("skipping bad audio: %s", e)
+            bad.append(p)
+            continue
+        lengths[p] = resampled_length(frames, rate, sample_rate)
+    if bad:
+        log.warning("skipped %d bad audio file(s) of %d", len(bad), len(lengths) + len(bad))
+    return lengths, bad
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a TSV manifest with a header: ``path`` and ``text`` required, ``speaker`` and
+    ``utt_id`` (or ``id``) optional, other columns ignored. Relative paths are resolved against
+    the manifest's folder; transcripts are normalised.
+
+    Raises:
+        FileNotFoundError: no manifest at ``path``.
+        ValueError: a missing column, a short row or an empty transcript (names the line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} does not exist")
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        missing = {"path", "text"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(
+                f"manifest {path} lacks column(s) {sorted(missing)} in its header row "
+                f"(found {reader.fieldnames})"
+            )
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if row["path"] is None or row["text"] is None:
+                raise ValueError(f"manifest {path} line {line} has fewer columns than its header")
+            text = normalize_text(row["text"])
+            if not text:
+                raise ValueError(f"manifest {path} line {line} has an empty transcript")
+            rows.append({
+                "id": row.get("utt_id") or row.get("id") or f"{path.name}:{line}",
+                "path": str(path.parent / row["path"].strip()),
+                "text": text,
+                "speaker": (row.get("speaker") or "").strip(),
+            })
+    return rows
+
+
+def manifest_utterances(
+    rows: list[dict[str, str]], sample_rate: int, skip_bad: bool
+) -> list[Utterance]:
+    """Utterances of manifest rows, with their lengths probed (bad files raise or are skipped)."""
+    lengths, _ = probe_all([r["path"] for r in rows], sample_rate, skip_bad)
+    return [
+        Utterance(r["id"], r["text"], (r["path"],), lengths[r["path"]], r["speaker"])
+        for r in rows
+        if r["path"] in lengths
+    ]
+
+
+def split_held_out(
+    utts: list[Utterance], fraction: float, seed: int
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Hold out about ``fraction`` of the distinct transcripts (prompts), chosen by ``seed``;
+    every recording of a held-out prompt leaves the training side."""
+    prompts = sorted({u.text for u in utts})
+    random.Random(seed).shuffle(prompts)
+    n = round(len(prompts) * fraction)
+    if fraction > 0 and len(prompts) > 1:
+        n = min(max(n, 1), len(prompts) - 1)  # a tiny manifest still gets one of each
+    held = set(prompts[:n])
+    return [u for u in utts if u.text not in held], [u for u in utts if u.text in held]
+
+
+# ---------------------------------------------------------------------------------------------
+# Free Spoken Digit Dataset
+
+
+@dataclass(frozen=True)
+class DigitClip:
+    """One FSDD recording; ``num_samples`` at the target rate."""
+
+    path: str
+    digit: str
+    speaker: str
+    index: int
+    num_samples: int
+
+
+def fsdd_clips(root: str | Path, sample_rate: int, skip_bad: bool) -> list[DigitClip]:
+    """The recordings of an FSDD folder (``root/recordings/*.wav`` or ``root/*.wav``).
+
+    Raises:
+        FileNotFoundError: no FSDD-named WAV file under ``root``.
+    """
+    root = Path(root)
+    folder = root / "recordings" if (root / "recordings").is_dir() else root
+    named = [(p, FSDD_NAME.match(p.name)) for p in sorted(folder.glob("*.wav"))]
+    odd = [p.name for p, m in named if m is None]
+    if odd:
+        log.warning("ignoring %d WAV file(s) not named digit_speaker_index.wav in %s (e.g. %s)",
+                    len(odd), folder, odd[0])
+    named = [(str(p), m) for p, m in named if m is not None]
+    if not named:
+        raise FileNotFoundError(f"no FSDD recordings (digit_speaker_index.wav) in {folder}")
+    lengths, _ = probe_all([p for p, _ in named], sample_rate, skip_bad)
+    return [
+        DigitClip(p, m.group(1), m.group(2), int(m.group(3)), lengths[p])
+        for p, m in named
+        if p in lengths
+    ]
+
+
+def fsdd_pools(
+    clips: list[DigitClip], test_speakers: Sequence[str], val_fraction: float, seed: int
+) -> dict[str, list[DigitClip]]:
+    """Train/val/test clip pools. Test: every clip of ``test_speakers`` when given (a voice never
+    trained on), else recordings 0-4 of every speaker (FSDD's official split). Val: a seeded
+    ``val_fraction`` of the remaining clips.
+
+    Raises:
+        ValueError: a test speaker that has no recording.
+    """
+    speakers = sorted({c.speaker for c in clips})
+    unknown = sorted(set(test_speakers) - set(speakers))
+    if unknown:
+        raise ValueError(f"test speaker(s) {unknown} not in the FSDD data (speakers: {speakers})")
+    if test_speakers:
+        is_test = lambda c: c.speaker in test_speakers
+    else:
+        is_test = lambda c: c.index in FSDD_TEST_INDICES
+    rest = [c for c in clips if not is_test(c)]
+    random.Random(seed).shuffle(rest)
+    n_val = round(len(rest) * val_fraction)
+    return {"train": rest[n_val:], "val": rest[:n_val], "test": [c for c in clips if is_test(c)]}
+
+
+def single_digits(pool: list[DigitClip]) -> list[Utterance]:
+    """One utterance per clip; the transcript is the digit character."""
+    return [
+        Utterance(Path(c.path).stem, c.digit, (c.path,), c.num_samples, c.speaker) for c in pool
+    ]
+
+
+def connected_digits(
+    pool: list[DigitClip],
+    count: int,
+    seed: int,
+    sample_rate: int,
+    digits: tuple[int, int] = (2, 7),
+    pause_s: tuple[float, float] = (0.05, 0.4),
+) -> list[Utterance]:
+    """``count`` digit strings, each 2-7 clips of one speaker (without repeats) joined with
+    random pauses; a pure function of its arguments.
+
+    The transcript is the digit string without spaces ("419"), so CER is the digit error rate.
+    """
+    rng = random.Random(seed)
+    by_speaker: dict[str, list[DigitClip]] = {}
+    for c in pool:
+        by_speaker.setdefault(c.speaker, []).append(c)
+    speakers = sorted(by_speaker)
+    utts = []
+    for i in range(count):
+        spk = rng.choice(speakers)
+        k = min(rng.randint(*digits), len(by_speaker[spk]))
+        chosen = rng.sample(by_speaker[spk], k)
+        # silences: a short lead-in and tail, random pauses between digits
+        gaps = [rng.uniform(0.02, 0.2)] + [rng.uniform(*pause_s) for _ in range(k - 1)]
+        gaps = tuple(int(g * sample_rate) for g in [*gaps, rng.uniform(0.02, 0.2)])
+        text = "".join(c.digit for c in chosen)
+        size = sum(c.num_samples for c in chosen) + sum(gaps)
+        utts.append(Utterance(f"{spk}_{i:05d}_{text}", text, tuple(c.path for c in chosen),
+                              size, spk, gaps))
+    return utts
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting splits together
+
+OPTIONS = {
+    "seed": "data seed of splits and generated utterances (default 0)",
+    "skip_bad_audio": "skip (and count) unreadable or empty files instead of failing",
+    "cache_audio": "keep decoded audio in memory (default true)",
+    "test_speakers": "speakers held out as the test split",
+    "test_fraction": "manifest: fraction of prompts held out as the test split",
+    "manifest": "manifest file, relative to data.root (default transcripts.tsv)",
+    "manifests": "manifest per split: {train: ..., val: ..., test: ...}",
+    "train_utterances": "generated training utterances (fsdd_connected, synthetic)",
+    "eval_utterances": "generated val/test utterances (fsdd_connected, synthetic)",
+    "digits": "[min, max] digits per generated utterance (synthetic [1, 5], connected [2, 7])",
+    "speed_perturb": "training speed factors drawn per utterance, e.g. [0.9, 1.0, 1.1]",
+    "vocab": "a fixed character vocabulary instead of the training transcripts' characters",
+    "ctc_weight": "weight of CTC in the joint CTC/attention loss and rescoring (default 0.3)",
+}
+DATASETS = ("synthetic", "fsdd", "fsdd_connected", "manifest", "kathleen_arctic")
+DIGITS = "0123456789"
+
+
+def dataset_alphabet(dataset: str) -> str | None:
+    """The characters a dataset is made of when it defines them (digits), else None (then the
+    vocabulary comes from the training transcripts)."""
+    return DIGITS if dataset in ("synthetic", "fsdd", "fsdd_connected") else None
+
+
+def build_splits(data: Any, sample_rate: int) -> dict[str, Dataset]:
+    """The splits of a recipe's ``data`` section: ``train``, ``val`` and, where the data has one,
+    ``test``. ``data.max_samples`` caps every split.
+
+    Raises:
+        ValueError: an unknown dataset, a missing root, an empty split, bad audio or manifests.
+    """
+    opts = data.options
+    seed, skip, cache = opts.get("seed", 0), opts.get("skip_bad_audio", False), opts.get(
+        "cache_audio", True)
+    if data.dataset == "synthetic":
+        n_train, n_eval = opts.get("train_utterances", 2000), opts.get("eval_utterances", 200)
+        splits: dict[str, Any] = {
+            k: ToneDigits(_cap_count(n, data.max_samples), seed + i, sample_rate,
+                          tuple(opts.get("digits", (1, 5))))
+            for i, (k, n) in enumerate([("train", n_train), ("val", n_eval)])
+        }
+    else:
+        if data.root is None:
+            raise ValueError(f"dataset '{data.dataset}' needs data.root (the folder of the data)")
+        if data.dataset in ("fsdd", "fsdd_connected"):
+            utts = _fsdd_splits(data, sample_rate, seed, skip)
+        elif data.dataset in ("manifest", "kathleen_arctic"):
+            utts = _manifest_splits(data, sample_rate, seed, skip)
+        else:
+            raise ValueError(f"unknown speech dataset '{data.dataset}'; expected one of {DATASETS}")
+        splits = {k: AudioDataset(cap(v, data.max_samples), sample_rate, cache)
+                  for k, v in utts.items() if v or k != "test"}
+    for name, ds in splits.items():
+        if len(ds) == 0:
+            raise ValueError(f"the {name} split of dataset '{data.dataset}' is empty "
+                             "(check data.root, data.val_fraction and data.options)")
+    return splits
+
+
+def _test_speakers(opts: dict[str, Any]) -> list[str]:
+    speakers = opts.get("test_speakers") or []
+    return [speakers] if isinstance(speakers, str) else [str(s) for s in speakers]
+
+
+def _cap_count(n: int, max_samples: int | None) -> int:
+    return n if max_samples is None else min(n, max_samples)
+
+
+def _fsdd_splits(data: Any, sample_rate: int, seed: int, skip: bool) -> dict[str, list]:
+    clips = fsdd_clips(data.root, sample_rate, skip)
+    pools = fsdd_pools(clips, _test_speakers(data.options), data.val_fraction, seed)
+    if data.dataset == "fsdd":
+        return {k: single_digits(v) for k, v in pools.items()}
+    n_train = data.options.get("train_utterances", 2000)
+    n_eval = data.options.get("eval_utterances", 300)
+    return {
+        k: connected_digits(v, n_train if k == "train" else n_eval, seed + i, sample_rate,
+                            tuple(data.options.get("digits", (2, 7))))
+        for i, (k, v) in enumerate(pools.items())
+    }
+
+
+def _manifest_splits(data: Any, sample_rate: int, seed: int, skip: bool) -> dict[str, list]:
+    opts, root = data.options, Path(data.root)
+    read = lambda name: manifest_utterances(read_manifest(root / name), sample_rate, skip)
+    if "manifests" in opts:  # explicit split files; val is held out of train when not given
+        files = dict(opts["manifests"])
+        if "train" not in files or set(files) - {"train", "val", "test"}:
+            raise ValueError("data.options.manifests needs a 'train' file and allows only "
+                             f"'train', 'val', 'test'; got {sorted(files)}")
+        split = {k: read(v) for k, v in files.items()}
+        if "val" not in split:
+            split["train"], split["val"] = split_held_out(split["train"], data.val_fraction, seed)
+        return split
+    utts = read("" if root.is_file() else opts.get("manifest", "transcripts.tsv"))
+    test: list[Utterance] = []
+    if _test_speakers(opts):
+        utts, test = speaker_split(utts, _test_speakers(opts))
+    elif opts.get("test_fraction"):
+        utts, test = split_held_out(utts, opts["test_fraction"], seed)
+    train, val = split_held_out(utts, data.val_fraction, seed + 1)
+    return {"train": train, "val": val, "test": test}
+
+
+def cap(utts: list[Any], max_samples: int | None) -> list[Any]:
+    """The first ``max_samples`` items (all when None)."""
+    return utts if max_samples is None else utts[:max_samples]
+
+
+def speaker_split(
+    utts: list[Utterance], test_speakers: Sequence[str]
+) -> tuple[list[Utterance], list[Utterance]]:
+    """(utterances of other speakers, utterances of ``test_speakers``).
+
+    Raises:
+        ValueError: a test speaker with no utterance.
+    """
+    found = {u.speaker for u in utts}
+    unknown = sorted(set(test_speakers) - found)
+    if unknown:
+        raise ValueError(f"test speaker(s) {unknown} not in the data (speakers: {sorted(found)})")
+    test = set(test_speakers)
+    return [u for u in utts if u.speaker not in test], [u for u in utts if u.speaker in test]

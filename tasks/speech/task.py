@@ -1,0 +1,290 @@
+"""The speech recognition task: audio datasets, duration-bucketed batches, CTC (+ attention)
+loss, CTC decoding and WER/CER (jiwer)."""
+
+from __future__ import annotations
+
+import difflib
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jiwer
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from tasks.base import Batch, Task, iterate, register_task
+from tasks.speech.audio import read_audio, speed_perturb
+from tasks.speech.data import OPTIONS, build_splits, dataset_alphabet
+from tasks.speech.decoding import decode_batch
+from tasks.speech.model import ASRConfig, SpeechOutput
+from tasks.speech.vocab import CharVocab
+
+BUCKET_BATCHES = 50  # a shuffled window of this many batches is sorted by duration, then cut
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while isinstance(getattr(model, "module", None), nn.Module) or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+@register_task
+class SpeechRecognitionTask(Task):
+    """Character-level speech recognition with CTC and an optional attention decoder.
+
+    Data settings (``recipe.data``): ``dataset`` is one of "synthetic", "fsdd",
+    "fsdd_connected", "manifest", "kathleen_arctic"; ``data.options`` keys are listed in
+    ``tasks.speech.data.OPTIONS``. Audio is resampled to the model's sample rate (16 kHz unless
+    ``model.overrides.sample_rate`` or ``data.sample_rate`` says otherwise).
+
+    The loss is ESPnet's: CTC summed over each utterance and averaged over the batch (so it
+    grows with transcript length); with a decoder, ``w * ctc + (1 - w) * att`` with the
+    label-smoothed attention cross-entropy normalised the same way, ``w = options.ctc_weight``.
+    """
+
+    name = "speech_recognition"
+    metric = "cer"
+    metric_mode = "min"
+    unit = "samples"  # utterances
+
+    def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
+        super().__init__(recipe, run_dir)
+        opts = self.data.options
+        unknown = sorted(set(opts) - set(OPTIONS))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(OPTIONS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(OPTIONS)}"
+            raise ValueError(f"unknown speech data option 'data.options.{unknown[0]}'{hint}")
+        self.ctc_weight = float(opts.get("ctc_weight", 0.3))
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"data.options.ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        self.speed_factors = [float(f) for f in opts.get("speed_perturb") or []]
+        if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
+            raise ValueError(f"data.options.speed_perturb factors must lie in [0.5, 2], got "
+                             f"{self.speed_factors}")
+        model_sr = recipe.model.overrides.get("sample_rate") if hasattr(recipe, "model") else None
+        self.sample_rate = int(model_sr or self.data.sample_rate or ASRConfig.sample_rate)
+        self.vocab: CharVocab | None = None
+        self.splits: dict[str, Dataset] | None = None
+        self._checked = False
+
+    # -- data ---------------------------------------------------------------------------------
+    def prepare(self) -> dict[str, Any]:
+        """Build the splits, the character vocabulary (``options.vocab``, else the digits for
+        the digit datasets, else the training transcripts' characters) and check every
+        transcript against it.
+
+        Returns:
+            ``{"vocab_size": ...}``, plus ``sample_rate`` when ``data.sample_rate`` sets it.
+        """
+        self.splits = build_splits(self.data, self.sample_rate)
+        fixed = self.data.options.get("vocab", dataset_alphabet(self.data.dataset))
+        if self.vocab is not None:
+            pass  # a saved model's vocabulary (load_extra) is kept
+        elif fixed is not None:
+            self.vocab = CharVocab(dict.fromkeys(str(fixed)))  # exactly the characters given
+        else:
+            self.vocab = CharVocab.build(self.splits["train"].texts)
+        for ds in self.splits.values():
+            for text, utt in zip(ds.texts, ds.ids):
+                self.vocab.encode(text, utt)  # raises naming the character and utterance
+        overrides: dict[str, Any] = {"vocab_size": len(self.vocab)}
+        if self.data.sample_rate is not None:
+            overrides["sample_rate"] = self.sample_rate
+        return overrides
+
+    def datasets(self) -> dict[str, Dataset]:
+        if self.splits is None:
+            self.prepare()
+        return dict(self.splits)
+
+    def collate(self, samples: list[dict[str, Any]]) -> Batch:
+        """Pad waveforms to (B, S) and transcripts to (B, U) (pad id 0 = blank)."""
+        lengths = torch.tensor([len(s["audio"]) for s in samples], dtype=torch.long)
+        audio = torch.zeros(len(samples), int(lengths.max()))
+        for i, s in enumerate(samples):
+            audio[i, : len(s["audio"])] = s["audio"]
+        ids = [self._vocab().encode(s["text"], s["id"]) for s in samples]
+        token_lengths = torch.tensor([len(t) for t in ids], dtype=torch.long)
+        tokens = torch.zeros(len(samples), max(1, int(token_lengths.max())), dtype=torch.long)
+        for i, t in enumerate(ids):
+            tokens[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+        return {"audio": audio, "audio_lengths": lengths, "tokens": tokens,
+                "token_lengths": token_lengths, "text": [s["text"] for s in samples],
+                "id": [s["id"] for s in samples]}
+
+    def batches(
+        self, dataset: Dataset, batch_size: int, shuffle: bool, epoch_seed: int
+    ) -> list[list[int]]:
+        """Duration-bucketed batches, a pure function of the arguments.
+
+        Without shuffling: all utterances sorted by duration, then cut (least padding). With
+        shuffling: a seeded permutation, cut into windows of ``BUCKET_BATCHES`` batches, each
+        window sorted by duration (jittered by up to 10%) and cut, then the batch order
+        shuffled.
+        """
+        lengths = getattr(dataset, "lengths", None)
+        if lengths is None:
+            return super().batches(dataset, batch_size, shuffle, epoch_seed)
+        n = len(lengths)
+        if not shuffle:
+            order = sorted(range(n), key=lambda i: (lengths[i], i))
+            return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        rng = random.Random(epoch_seed)
+        order = list(range(n))
+        rng.shuffle(order)
+        # +-10% jitter on the sort key: batches change from epoch to epoch even when one
+        # window holds the whole dataset, while their lengths stay close
+        key = [length * rng.uniform(0.9, 1.1) for length in lengths]
+        window = batch_size * BUCKET_BATCHES
+        out = []
+        for start in range(0, n, window):
+            chunk = sorted(order[start : start + window], key=lambda i: key[i])
+            out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        rng.shuffle(out)
+        return out
+
+    def count(self, batch: Batch) -> int:
+        return len(batch["audio_lengths"])
+
+    # -- model --------------------------------------------------------------------------------
+    def _vocab(self) -> CharVocab:
+        if self.vocab is None:
+            raise RuntimeError("the vocabulary is not built yet: call prepare() or load_extra()")
+        return self.vocab
+
+    def _check_model(self, model: nn.Module) -> None:
+        cfg = model.cfg
+        if cfg.sample_rate != self.sample_rate or cfg.vocab_size != len(self._vocab()):
+            raise ValueError(
+                f"the model expects {cfg.sample_rate} Hz audio and {cfg.vocab_size} tokens, but "
+                f"the data is {self.sample_rate} Hz with {len(self._vocab())} tokens"
+            )
+
+    def _forward(self, model: nn.Module, batch: Batch) -> SpeechOutput:
+        """``model(...)`` itself, not its parts, so DDP sees the forward pass."""
+        tgt_in = None
+        if getattr(unwrap(model), "decoder", None) is not None:
+            tgt_in = self._decoder_input(batch["tokens"])
+        return model(batch["audio"], batch["audio_lengths"], tgt_in)
+
+    def _decoder_input(self, tokens: Tensor) -> Tensor:
+        eos = torch.full_like(tokens[:, :1], self._vocab().eos_id)
+        return torch.cat([eos, tokens], dim=1)  # (B, U+1): EOS first, pad 0 after
+
+    def _losses(self, out: SpeechOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        tokens, token_lengths = batch["tokens"], batch["token_lengths"]
+        bsz = tokens.shape[0]
+        log_probs = out.logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V) for ctc_loss
+        ctc = F.ctc_loss(log_probs, tokens, out.lengths, token_lengths, blank=0,
+                         reduction="sum", zero_infinity=True) / bsz
+        if out.decoder_logits is None:
+            return ctc, {"loss": ctc.item(), "ctc": ctc.item()}
+        tgt_out = torch.cat([tokens, torch.zeros_like(tokens[:, :1])], dim=1)  # (B, U+1)
+        tgt_out[torch.arange(bsz, device=tokens.device), token_lengths] = self._vocab().eos_id
+        att = F.cross_entropy(
+            out.decoder_logits.float().transpose(1, 2), tgt_out, ignore_index=0,
+            label_smoothing=self.recipe.train.label_smoothing, reduction="sum",
+        ) / bsz
+        loss = self.ctc_weight * ctc + (1 - self.ctc_weight) * att
+        return loss, {"loss": loss.item(), "ctc": ctc.item(), "att": att.item()}
+
+    def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """Batch: ``audio`` (B, S), ``audio_lengths`` (B,), ``tokens`` (B, U), ``token_lengths``."""
+        if not self._checked:
+            self._check_model(unwrap(model))
+            self._checked = True
+        if self.speed_factors and model.training:
+            audio, lengths = speed_perturb(batch["audio"], batch["audio_lengths"],
+                                           self.speed_factors)
+            batch = {**batch, "audio": audio, "audio_lengths": lengths}
+        return self._losses(self._forward(model, batch), batch)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """CER, WER (jiwer), exact-match accuracy and the loss over a loader.
+
+        The beam is ``recipe.eval.beam_size`` (1: greedy). For digit strings (no spaces) CER is
+        the digit error rate and WER the string error rate.
+        """
+        model = unwrap(model)
+        self._check_model(model)
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        refs, hyps, loss_sum, count = [], [], 0.0, 0
+        try:
+            for batch in iterate(loader, device):
+                # the parts of forward(), to keep the encoder output for rescoring
+                memory, mask, lengths = model.forward_features(
+                    batch["audio"], batch["audio_lengths"])
+                dec = None
+                if model.decoder is not None:
+                    dec = model.decode(self._decoder_input(batch["tokens"]), memory, mask)
+                out = SpeechOutput(model.forward_head(memory), lengths, dec)
+                loss, _ = self._losses(out, batch)
+                n = len(batch["text"])
+                loss_sum, count = loss_sum + loss.item() * n, count + n
+                ids = decode_batch(model, memory, mask, out.logits, out.lengths,
+                                   self._beam_size(), self.ctc_weight)
+                hyps += [self._vocab().decode(h) for h in ids]
+                refs += batch["text"]
+        finally:
+            model.train(was_training)
+        return {
+            "cer": float(jiwer.cer(refs, hyps)),
+            "wer": float(jiwer.wer(refs, hyps)),
+            "accuracy": sum(r == h for r, h in zip(refs, hyps)) / max(len(refs), 1),
+            "loss": loss_sum / max(count, 1),
+        }
+
+    def _beam_size(self, override: int | None = None) -> int:
+        if override is not None:
+            return override
+        return getattr(getattr(self.recipe, "eval", None), "beam_size", 1)
+
+    @torch.no_grad()
+    def predict(
+        self, model: nn.Module, inputs: Sequence[str], beam_size: int | None = None,
+        batch_size: int = 8, **options: Any,
+    ) -> list[str]:
+        """Transcribe audio files of any sample rate and channel count, in input order.
+
+        Raises:
+            ValueError: an unreadable or empty file, or one too short for the model (named).
+        """
+        model = unwrap(model).eval()
+        device = next(model.parameters()).device
+        sr = model.cfg.sample_rate
+        waves = [read_audio(p, sr) for p in inputs]
+        for path, w in zip(inputs, waves):
+            if int(model.adapter.output_lengths(torch.tensor([len(w)]))[0]) < 1:
+                raise ValueError(f"audio file {path} is too short to transcribe ({len(w)} samples)")
+        out_texts: list[str] = [""] * len(waves)
+        order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = self.collate([{"audio": waves[i], "text": "", "id": str(i)} for i in idx])
+            audio, lengths = batch["audio"].to(device), batch["audio_lengths"].to(device)
+            memory, mask, out_lengths = model.forward_features(audio, lengths)
+            ids = decode_batch(model, memory, mask, model.forward_head(memory), out_lengths,
+                               self._beam_size(beam_size), self.ctc_weight)
+            for i, h in zip(idx, ids):
+                out_texts[i] = self._vocab().decode(h)
+        return out_texts
+
+    # -- saved with the model -----------------------------------------------------------------
+    def save_extra(self, directory: Path) -> dict[str, Any]:
+        """The vocabulary and sample rate, stored as JSON in config.json (no extra files)."""
+        return {"vocab": self._vocab().to_dict(), "sample_rate": self.sample_rate}
+
+    def load_extra(self, directory: Path, meta: dict[str, Any]) -> None:
+        if not isinstance(meta, dict) or "vocab" not in meta:
+            raise ValueError(f"the saved model in {directory} has no speech vocabulary in its "
+                             "config.json (task_meta.vocab)")
+        self.vocab = CharVocab.from_dict(meta["vocab"])
+        self.sample_rate = int(meta.get("sample_rate", self.sample_rate))

@@ -1,0 +1,347 @@
+"""Speech recognition task: audio reading, datasets, batching, loss, CTC decoding, saving and the
+``zoo transcribe`` command. WAV files are written by the tests themselves with soundfile."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+import zoo
+import zoo.commands_speech  # noqa: F401  (registers `zoo transcribe`)
+from tasks.base import get_task
+from tasks.speech.audio import AudioError, read_audio, speed_perturb
+from tasks.speech.data import connected_digits, fsdd_clips, fsdd_pools
+from tasks.speech.decoding import (
+    ctc_greedy,
+    ctc_log_likelihood,
+    ctc_prefix_beam_search,
+    decode_batch,
+)
+from tasks.speech.tones import ToneDigits, tone_pair
+from tasks.speech.vocab import CharVocab, normalize_text
+from zoo.checkpoint import save_pretrained
+from zoo.cli import main
+from zoo.config import recipe_from_dict
+
+SR = 16000
+
+
+def make_task(dataset: str = "synthetic", root: Path | str | None = None, **options):
+    data = {"dataset": dataset, "root": str(root) if root else None, "options": options}
+    recipe = recipe_from_dict({
+        "task": "speech_recognition", "model": {"name": "test_asr_transformer"},
+        "data": data, "train": {"max_steps": 1, "label_smoothing": 0.1},
+    })
+    return get_task("speech_recognition")(recipe)
+
+
+def write_wav(path: Path, seconds: float = 0.3, rate: int = SR, channels: int = 1,
+              freq: float = 440.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    sf.write(str(path), np.stack([wave] * channels, 1) if channels > 1 else wave, rate)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fsdd_root(tmp_path_factory) -> Path:
+    """A miniature FSDD folder: 3 speakers x 10 digits x 6 recordings, 8 kHz tone clips."""
+    root = tmp_path_factory.mktemp("fsdd")
+    for spk in ("ann", "bob", "cid"):
+        for d in range(10):
+            for i in range(6):
+                write_wav(root / "recordings" / f"{d}_{spk}_{i}.wav", 0.15 + 0.01 * i, 8000,
+                          freq=tone_pair(d)[0])
+    return root
+
+
+# -- audio reading ------------------------------------------------------------------------------
+def test_read_audio_resamples_and_downmixes(tmp_path):
+    mono8k = read_audio(write_wav(tmp_path / "a.wav", 0.5, 8000), SR)
+    assert mono8k.shape == (8000,) and mono8k.dtype == torch.float32
+    assert mono8k.abs().max() == pytest.approx(0.3, abs=0.01)  # a 440 Hz tone survives
+    left = 0.4 * np.sin(2 * np.pi * 440 * np.arange(4410) / 44100)
+    sf.write(str(tmp_path / "b.wav"), np.stack([left, np.zeros_like(left)], 1), 44100)
+    stereo = read_audio(tmp_path / "b.wav", SR)
+    assert stereo.shape == (1600,) and stereo.abs().max() == pytest.approx(0.2, abs=0.01)
+
+
+@pytest.mark.parametrize("kind", ["empty", "corrupt", "missing"])
+def test_bad_audio_named(tmp_path, kind):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "empty":
+        sf.write(str(path), np.zeros(0, np.float32), SR)
+    elif kind == "corrupt":
+        path.write_bytes(b"RIFF\x00\x00not a wave file" * 20)
+    with pytest.raises(AudioError, match=re.escape(str(path))) as err:
+        read_audio(path, SR)
+    assert "\n" not in str(err.value)
+
+
+# -- manifests and skipping bad files ----------------------------------------------------------
+def write_manifest(folder: Path, rows: list[tuple[str, str, str]], header="path\ttext\tspeaker"):
+    lines = [header] + ["\t".join(r) for r in rows]
+    (folder / "m.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_manifest_relative_paths_and_prompt_split(tmp_path):
+    rows = []
+    for i in range(20):
+        write_wav(tmp_path / "wavs" / f"u{i}.wav", 0.3, [8000, SR][i % 2], channels=1 + i % 2)
+        rows.append((f"wavs/u{i}.wav", f"Hello, World-{'ab'[i % 2] * (i + 1)}!", "s1"))
+    write_manifest(tmp_path, rows)
+    task = make_task("manifest", tmp_path / "m.tsv", test_fraction=0.2)
+    overrides = task.prepare()
+    splits = task.datasets()
+    assert {k: len(v) for k, v in splits.items()} == {"train": 14, "val": 2, "test": 4}
+    assert overrides == {"vocab_size": len(task.vocab)}
+    assert set(splits["train"].texts).isdisjoint(splits["val"].texts + splits["test"].texts)
+    item = splits["train"][0]
+    assert item["audio"].shape == (int(0.3 * SR),) and "," not in item["text"]
+    batch = next(iter(task.loader(splits["test"], 4)))  # 8 kHz mono and 16 kHz stereo files
+    assert batch["audio"].shape == (4, int(0.3 * SR)) and batch["tokens"].shape[0] == 4
+    assert normalize_text("Hello, World-a 3!") == "hello world a 3"
+    task = make_task("manifest", tmp_path, manifests={"train": "m.tsv"})  # val held out of train
+    task.prepare()
+    assert {k: len(v) for k, v in task.datasets().items()} == {"train": 18, "val": 2}
+
+
+def test_kathleen_columns_and_skip_bad_audio(tmp_path):
+    header = "utt_id\tpath\tnum_samples\tduration_s\ttext\tsource_file"
+    rows = [(f"arctic_{i}", f"wavs/{i}.wav", "0", "0", f"prompt {'ab' * (i + 1)}", "x")
+            for i in range(10)]
+    for i in range(9):
+        write_wav(tmp_path / "wavs" / f"{i}.wav")
+    (tmp_path / "wavs" / "9.wav").write_bytes(b"garbage")
+    write_manifest(tmp_path, rows, header)
+    (tmp_path / "m.tsv").rename(tmp_path / "transcripts.tsv")
+    with pytest.raises(ValueError, match="9.wav"):
+        make_task("kathleen_arctic", tmp_path).prepare()
+    task = make_task("kathleen_arctic", tmp_path, skip_bad_audio=True)
+    task.prepare()
+    assert sum(len(d) for d in task.datasets().values()) == 9
+    assert task.datasets()["train"].ids[0].startswith("arctic_")
+
+
+def test_out_of_vocabulary_character_named(tmp_path):
+    write_wav(tmp_path / "a.wav")
+    write_wav(tmp_path / "b.wav")
+    write_manifest(tmp_path, [("a.wav", "abc", ""), ("b.wav", "abd", "")])
+    with pytest.raises(ValueError, match=r"'d'.*m\.tsv:3"):
+        make_task("manifest", tmp_path / "m.tsv", vocab="abc").prepare()
+
+
+# -- FSDD -----------------------------------------------------------------------------------
+def test_fsdd_official_split(fsdd_root):
+    task = make_task("fsdd", fsdd_root)
+    assert task.prepare() == {"vocab_size": 12}
+    splits = task.datasets()
+    assert len(splits["test"]) == 3 * 10 * 5  # recordings 0-4 of every speaker
+    assert all(u.id.endswith("_5") for u in splits["train"].utterances)
+    item = splits["test"][0]
+    assert item["text"] in "0123456789" and len(item["text"]) == 1
+    assert len(item["audio"]) == splits["test"].lengths[0]  # 8 kHz -> 16 kHz length known
+
+
+def test_fsdd_connected_speaker_split(fsdd_root):
+    clips = fsdd_clips(fsdd_root, SR, skip_bad=False)
+    pools = fsdd_pools(clips, ["cid"], val_fraction=0.1, seed=0)
+    assert {c.speaker for c in pools["test"]} == {"cid"}
+    assert "cid" not in {c.speaker for c in pools["train"] + pools["val"]}
+    utts = connected_digits(pools["train"], 20, seed=3, sample_rate=SR)
+    assert utts == connected_digits(pools["train"], 20, seed=3, sample_rate=SR)
+    for u in utts:
+        assert 2 <= len(u.text) <= 7 and len(u.clips) == len(u.text)
+        assert u.text == "".join(Path(p).name[0] for p in u.clips)
+        assert len({Path(p).name.split("_")[1] for p in u.clips}) == 1  # one speaker
+
+    task = make_task("fsdd_connected", fsdd_root, test_speakers=["cid"], train_utterances=30,
+                     eval_utterances=8)
+    task.prepare()
+    splits = task.datasets()
+    assert {u.speaker for u in splits["test"].utterances} == {"cid"}
+    item = splits["train"][0]
+    assert len(item["audio"]) == splits["train"].lengths[0]
+    with pytest.raises(ValueError, match="zed"):
+        make_task("fsdd_connected", fsdd_root, test_speakers=["zed"]).prepare()
+
+
+# -- batching, features, lengths -----------------------------------------------------------------
+def test_bucketed_batches_are_pure_and_cover_everything():
+    task = make_task(train_utterances=300, eval_utterances=50)
+    task.prepare()
+    ds = task.datasets()["train"]
+    a, b = task.batches(ds, 16, True, 7), task.batches(ds, 16, True, 7)
+    assert a == b and a != task.batches(ds, 16, True, 8)
+    assert sorted(i for batch in a for i in batch) == list(range(len(ds)))
+    ordered = task.batches(ds, 16, False, 0)
+    flat = [ds.lengths[i] for batch in ordered for i in batch]
+    assert flat == sorted(flat)
+
+
+def test_features_lengths_and_masks_follow_the_formula():
+    task = make_task(train_utterances=8, eval_utterances=8)
+    model = zoo.create_model("test_asr_transformer", **task.prepare()).eval()
+    ds = task.datasets()["train"]
+    batch = task.collate([ds[i] for i in range(6)])
+    feats = model.adapter.frontend(batch["audio"])
+    frames = (batch["audio_lengths"] - 400) // 160 + 1  # 25 ms windows, 10 ms hop, not centred
+    assert feats.shape == (6, int(frames.max()), 40)
+    expected = frames
+    for _ in range(2):  # two stride-2 3x3 convolutions
+        expected = (expected - 3) // 2 + 1
+    tokens, mask = model.adapter(batch["audio"], batch["audio_lengths"])
+    _, _, out_lengths = model.forward_features(batch["audio"], batch["audio_lengths"])
+    assert torch.equal(out_lengths, expected) and tokens.shape[1] == int(expected.max())
+    assert torch.equal(mask, torch.arange(tokens.shape[1])[None] >= expected[:, None])
+
+
+def test_spec_augment_only_in_training():
+    task = make_task(train_utterances=4, eval_utterances=4)
+    model = zoo.create_model("test_asr_transformer", **task.prepare())
+    batch = task.collate([task.datasets()["train"][i] for i in range(4)])
+    model.eval()
+    x1, _ = model.adapter(batch["audio"], batch["audio_lengths"])
+    x2, _ = model.adapter(batch["audio"], batch["audio_lengths"])
+    model.train()  # test_asr_transformer has dropout 0: only SpecAugment can change the output
+    x3, _ = model.adapter(batch["audio"], batch["audio_lengths"])
+    assert torch.equal(x1, x2) and not torch.allclose(x1, x3)
+
+
+# -- CTC decoding ------------------------------------------------------------------------------
+def test_ctc_greedy_hand_made():
+    # frames: a a _ a b b _ _ (blank=0, a=2, b=3) plus padding frames that must be ignored
+    path = [2, 2, 0, 2, 3, 3, 0, 0, 3, 3]
+    lp = torch.full((1, 10, 4), -10.0)
+    lp[0, torch.arange(10), torch.tensor(path)] = 0.0
+    assert ctc_greedy(lp, torch.tensor([8])) == [[2, 2, 3]]
+    assert ctc_greedy(lp, torch.tensor([10])) == [[2, 2, 3, 3]]
+
+
+def test_prefix_beam_search_never_worse_than_greedy():
+    gen = torch.Generator().manual_seed(0)
+    lp = (torch.randn(6, 12, 5, generator=gen) * 1.5).log_softmax(-1)
+    lengths = torch.tensor([12, 11, 9, 12, 7, 5])
+    greedy = ctc_greedy(lp, lengths)
+    nbest = ctc_prefix_beam_search(lp, lengths, beam=8)
+    best = [h[0][0] for h in nbest]
+    g_score = ctc_log_likelihood(lp, lengths, greedy)
+    b_score = ctc_log_likelihood(lp, lengths, best)
+    assert (b_score >= g_score - 1e-5).all() and (b_score > g_score + 1e-3).any()
+    for hyps, s in zip(nbest, b_score.tolist()):  # reported scores are the exact likelihoods
+        assert hyps[0][1] == pytest.approx(s, abs=1e-4)
+        assert [x[1] for x in hyps] == sorted((x[1] for x in hyps), reverse=True)
+
+
+def test_prefix_beam_search_equals_greedy_on_peaked_posteriors():
+    gen = torch.Generator().manual_seed(1)
+    path = torch.randint(0, 6, (4, 20), generator=gen)
+    lp = F.one_hot(path, 6).float().mul(30).log_softmax(-1)
+    lengths = torch.tensor([20, 18, 15, 9])
+    assert [h[0][0] for h in ctc_prefix_beam_search(lp, lengths, 5)] == ctc_greedy(lp, lengths)
+
+
+# -- loss, decoder, saving, CLI -----------------------------------------------------------------
+def test_joint_ctc_attention_loss_and_rescoring():
+    task = make_task(train_utterances=6, eval_utterances=6, ctc_weight=0.4)
+    model = zoo.create_model("test_asr_transformer", decoder_depth=1, **task.prepare())
+    batch = task.collate([task.datasets()["train"][i] for i in range(6)])
+    loss, logs = task.loss(model, batch)
+    assert set(logs) == {"loss", "ctc", "att"}
+    assert logs["loss"] == pytest.approx(0.4 * logs["ctc"] + 0.6 * logs["att"], rel=1e-5)
+    loss.backward()
+    assert model.decoder_head.weight.grad is not None
+    model.eval()
+    memory, mask, lengths = model.forward_features(batch["audio"], batch["audio_lengths"])
+    hyps = decode_batch(model, memory, mask, model.forward_head(memory), lengths, beam=3)
+    assert len(hyps) == 6 and all(min(h, default=2) >= 2 for h in hyps)
+
+
+def test_speed_perturbation_in_training_only():
+    audio, lengths = torch.randn(3, 1100), torch.tensor([1100, 770, 330])
+    torch.manual_seed(0)
+    out, new = speed_perturb(audio, lengths, [1.1])  # 11/10 faster: ceil(n * 10 / 11) samples
+    assert new.tolist() == [1000, 700, 300] and out.shape == (3, 1000)
+    task = make_task(train_utterances=4, eval_utterances=4, speed_perturb=[0.9, 1.1])
+    model = zoo.create_model("test_asr_transformer", **task.prepare())
+    batch = task.collate([task.datasets()["train"][i] for i in range(4)])
+    seen = []
+    model.adapter.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+    task.loss(model.train(), batch)
+    task.loss(model.eval(), batch)
+    assert not torch.equal(seen[0], batch["audio_lengths"])
+    assert torch.equal(seen[1], batch["audio_lengths"])
+
+
+def test_vocab_round_trip():
+    vocab = CharVocab.build(["ab c", "cab'"])
+    assert vocab.chars == [" ", "'", "a", "b", "c"] and len(vocab) == 7
+    assert vocab.decode([0, 1] + vocab.encode("cab")) == "cab"
+    assert CharVocab.from_dict(json.loads(json.dumps(vocab.to_dict()))) == vocab
+
+
+def _quick_train(task, model, steps: int, lr: float) -> None:
+    ds = task.datasets()["train"]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
+    batches = [b for e in range(100) for b in task.batches(ds, 16, True, e)][:steps]
+    model.train()
+    for b in batches:
+        loss, _ = task.loss(model, task.collate([ds[i] for i in b]))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+
+
+def test_smoke_learns_tone_digits_then_saves_and_transcribes(tmp_path, capsys):
+    torch.manual_seed(0)
+    task = make_task(train_utterances=600, eval_utterances=64, digits=[1, 3])
+    # SpecAugment's default masks (up to 2 x 27 bins) hide most of a 40-bin spectrogram and
+    # slow the escape from CTC's all-blank plateau several-fold; tones need no augmentation.
+    model = zoo.create_model("test_asr_transformer", spec_augment=False, **task.prepare())
+    loader = task.loader(task.datasets()["val"], 32)
+    before = task.evaluate(model, loader)
+    _quick_train(task, model, steps=120, lr=3e-3)
+    after = task.evaluate(model, loader)
+    assert set(after) == {"cer", "wer", "accuracy", "loss"}
+    assert after["cer"] < 0.2 < before["cer"] and after["loss"] < before["loss"]
+
+    # saved as the engine saves, then `zoo transcribe` on a stereo 8 kHz file of 2-3 digits
+    save_pretrained(model, tmp_path / "run" / "best",
+                    extra={"task": task.name, "task_meta": task.save_extra(tmp_path)})
+    ds = ToneDigits(40, seed=5, sample_rate=8000)
+    i = next(k for k, t in enumerate(ds.texts) if 2 <= len(t) <= 3)
+    sf.write(str(tmp_path / "x.wav"), np.stack([ds[i]["audio"].numpy()] * 2, 1), 8000)
+    assert main(["transcribe", str(tmp_path / "run"), str(tmp_path / "x.wav"),
+                 "--device", "cpu", "--beam-size", "4"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == f"{tmp_path / 'x.wav'}: {ds.texts[i]}"
+    assert main(["transcribe", str(tmp_path / "run"), str(tmp_path / "nope.wav")]) == 2
+    assert "nope.wav" in capsys.readouterr().err
+
+
+def test_recipes_load():
+    from zoo.config import load_recipe
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    names = ["demo/speech.yaml"] + [f"speech/asr_conformer_ctc_{n}.yaml" for n in
+                                    ("fsdd_digits", "fsdd_single", "kathleen_arctic")]
+    for name in names:
+        recipe = load_recipe(root / name)
+        get_task(recipe.task)(recipe)  # data options are checked here
+        zoo.get_config(recipe.model.name, **recipe.model.overrides)
+
+
+def test_unknown_option_named():
+    with pytest.raises(ValueError, match="test_speaker"):
+        make_task(test_speaker=["theo"])
