@@ -102,12 +102,13 @@ class _ResidualLayer(nn.Module):
     """Shared residual wiring of the encoder and decoder layers."""
 
     norm_first: bool
-    drop_path: DropPath
+    drop_path: nn.Module
 
     def _residual(self, x: Tensor, norm: nn.Module, branch, scale: float = 1.0) -> Tensor:
-        if self.norm_first:
-            return x + scale * self.drop_path(branch(norm(x)))
-        return norm(x + scale * self.drop_path(branch(x)))
+        h = self.drop_path(branch(norm(x) if self.norm_first else x))
+        if scale != 1.0:  # only the conformer's half-step feed-forwards; no extra pass otherwise
+            h = h * scale
+        return x + h if self.norm_first else norm(x + h)
 
 
 class EncoderLayer(_ResidualLayer):
@@ -159,7 +160,7 @@ class EncoderLayer(_ResidualLayer):
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = FeedForward(dim, mlp_ratio, act, dropout)
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         if conformer:
             self.norm_ff1 = nn.LayerNorm(dim, eps=NORM_EPS)
             self.ff1 = FeedForward(dim, mlp_ratio, act, dropout)
@@ -214,7 +215,7 @@ class DecoderLayer(_ResidualLayer):
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = FeedForward(dim, mlp_ratio, act, dropout)
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(
         self,

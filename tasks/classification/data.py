@@ -269,6 +269,7 @@ def build_transform(
     augment: str = "none",
     crop_pct: float = 1.0,
     random_resized_crop: bool = False,
+    crop_padding: int = 0,
 ) -> v2.Compose:
     """uint8 (C, H, W) image -> normalised float (C, img_size, img_size).
 
@@ -280,6 +281,8 @@ def build_transform(
         augment: "none", "flip", "randaugment" or "trivialaugment" (the last two also flip).
         crop_pct: evaluation resizes the short side to img_size / crop_pct, then centre-crops.
         random_resized_crop: train on random crops of random scale (ImageNet style).
+        crop_padding: train on random img_size crops of the image padded by this many pixels
+            (the usual small-image augmentation, e.g. 4 for CIFAR).
     """
     if augment not in AUGMENTS:
         raise ValueError(f"unknown augment '{augment}'; expected one of {AUGMENTS}")
@@ -287,6 +290,8 @@ def build_transform(
         ops: list[v2.Transform] = [v2.RandomResizedCrop(img_size, antialias=True)]
     else:
         ops = [v2.Resize(math.floor(img_size / crop_pct), antialias=True), v2.CenterCrop(img_size)]
+    if train and crop_padding > 0:
+        ops.append(v2.RandomCrop(img_size, padding=crop_padding))
     if train and augment != "none":
         ops.append(v2.RandomHorizontalFlip())
     if train and augment == "randaugment":

@@ -9,6 +9,7 @@ cifar100, imagefolder), ``root``, ``val_fraction``, ``max_samples``, ``image_siz
     mean: [...], std: [...]          normalisation (default 0.5 per channel)
     crop_pct: 0.875                  evaluation: resize to img_size / crop_pct, centre-crop
     random_resized_crop: true        training crops of random scale (default on for imagefolder)
+    crop_padding: 2                  training crops of the image padded by 2 pixels
     class_names: [...]               names shown by predict
     max_eval_samples: 2000           cap the validation and test splits
     synthetic only: num_train (6000), num_val (1000), num_test (1000), image_size (32),
@@ -50,7 +51,7 @@ DATASETS = ("synthetic", "fashion_mnist", "mnist", "cifar10", "cifar100", "image
 NATIVE_SIZE = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
 COMMON_OPTIONS = (
     "augment", "mixup", "cutmix", "mean", "std", "crop_pct", "random_resized_crop",
-    "class_names", "max_eval_samples",
+    "crop_padding", "class_names", "max_eval_samples",
 )  # fmt: skip
 DATASET_OPTIONS = {
     "synthetic": (
@@ -215,7 +216,8 @@ class ClassificationTask(Task):
         for name, split in self.splits.items():
             train = name == "train"
             transform = build_transform(
-                m["img_size"], m["mean"], m["std"], train, augment, m["crop_pct"], rrc
+                m["img_size"], m["mean"], m["std"], train, augment, m["crop_pct"], rrc,
+                int(self.options.get("crop_padding", 0)),
             )
             out[name] = ImageDataset(split, transform, m["in_chans"], mixable=train)
         return out

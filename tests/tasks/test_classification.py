@@ -120,6 +120,17 @@ def test_transforms(augment: str, channels: int) -> None:
         build_transform(32, mean, mean, True, "autoaugment")
 
 
+def test_crop_padding_shifts_training_images_only() -> None:
+    torch.manual_seed(0)
+    image = torch.arange(28 * 28, dtype=torch.float32).reshape(1, 28, 28).div(3).to(torch.uint8)
+    train = build_transform(28, (0.5,), (0.5,), True, crop_padding=4)
+    plain = build_transform(28, (0.5,), (0.5,), False, crop_padding=4)
+    crops = [train(image) for _ in range(8)]
+    assert all(c.shape == (1, 28, 28) for c in crops)
+    assert any(not torch.equal(c, crops[0]) for c in crops)  # random positions
+    assert torch.equal(plain(image), plain(image))  # evaluation is untouched
+
+
 class Constant(nn.Module):
     """Always the same logits: class 0 first, then 1, ... (a known top-1 and top-5)."""
 
