@@ -29,3 +29,10 @@ def _torch_threads():
     torch.set_num_threads(int(os.environ.get("ZOO_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _no_plots(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drawing curves costs about a second per run; only tests marked ``draws_curves`` do."""
+    if request.node.get_closest_marker("draws_curves") is None:
+        monkeypatch.setattr("zoo.engine.plot_curves", lambda *args, **kwargs: None)

@@ -26,26 +26,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 def make_recipe(**data):
     options = data.pop("options", {})
-    section = {"dataset": "synthetic", "vocab_size": 300,
-               "options": {"num_samples": 2000, "num_eval": 100, **options}, **data}
-    return recipe_from_dict({
-        "task": "translation", "model": {"name": "test_mt_transformer"}, "data": section,
-        "train": {"max_steps": 200, "batch_size": 1024, "label_smoothing": 0.1},
-        "eval": {"beam_size": 1},
-    })
+    section = {
+        "dataset": "synthetic",
+        "vocab_size": 300,
+        "options": {"num_samples": 2000, "num_eval": 100, **options},
+        **data,
+    }
+    return recipe_from_dict(
+        {
+            "task": "translation",
+            "model": {"name": "test_mt_transformer"},
+            "data": section,
+            "train": {"max_steps": 200, "batch_size": 1024, "label_smoothing": 0.1},
+            "eval": {"beam_size": 1},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    # Tiny models on 2 shared cores run several times faster on one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def trained(one_thread, tmp_path_factory):
+def trained(tmp_path_factory):
     """The task and a test model trained for 200 steps on the built-in corpus (~20 s)."""
     torch.manual_seed(0)
     task = get_task("translation")(make_recipe(), run_dir=tmp_path_factory.mktemp("run"))
@@ -75,7 +74,11 @@ def test_tokenizer_round_trip(tmp_path):
     tok = Tokenizer.train(src + tgt, vocab_size=200)
     assert len(tok) <= 200
     assert (tok.sp.pad_id(), tok.sp.bos_id(), tok.sp.eos_id(), tok.sp.unk_id()) == (
-        PAD_ID, BOS_ID, EOS_ID, UNK_ID)
+        PAD_ID,
+        BOS_ID,
+        EOS_ID,
+        UNK_ID,
+    )
     texts = [src[0], tgt[0], "Wir kaufen zwölf Äpfel am Bahnhof."]
     ids = tok.encode(texts)
     assert all(i > UNK_ID for seq in ids for i in seq)
@@ -91,7 +94,12 @@ def test_synthetic_corpus():
     assert D.number_en(321) == "three hundred twenty-one"
     assert D.number_de(321) == "dreihunderteinundzwanzig"  # units before tens
     assert [D.number_de(n) for n in (101, 110, 17, 30, 999)] == [
-        "einhunderteins", "einhundertzehn", "siebzehn", "dreißig", "neunhundertneunundneunzig"]
+        "einhunderteins",
+        "einhundertzehn",
+        "siebzehn",
+        "dreißig",
+        "neunhundertneunundneunzig",
+    ]
     a, b = D.synthetic_corpus(3, 200, 50), D.synthetic_corpus(3, 200, 50)
     assert a == b and a != D.synthetic_corpus(4, 200, 50)
     assert {k: len(v[0]) for k, v in a.items()} == {"train": 200, "val": 50, "test": 50}
@@ -148,12 +156,20 @@ def test_loss_is_label_smoothed_cross_entropy():
 
 
 def test_parallel_splits_and_length_filter(tmp_path, caplog):
-    for lang, lines in {"en": ["a b", "c d e f g h i j k l m n", "x"],
-                        "de": ["A B", "C", "Y"]}.items():
+    for lang, lines in {
+        "en": ["a b", "c d e f g h i j k l m n", "x"],
+        "de": ["A B", "C", "Y"],
+    }.items():
         for split in ("train", "val"):
             (tmp_path / f"{split}.{lang}").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    recipe = make_recipe(dataset="parallel", root=str(tmp_path), src_lang="en", tgt_lang="de",
-                         vocab_size=40, options={"max_len": 6})
+    recipe = make_recipe(
+        dataset="parallel",
+        root=str(tmp_path),
+        src_lang="en",
+        tgt_lang="de",
+        vocab_size=40,
+        options={"max_len": 6},
+    )
     task = get_task("translation")(recipe)
     with caplog.at_level(logging.INFO):
         assert task.prepare()["vocab_size"] <= 40
@@ -245,19 +261,22 @@ def test_cached_equals_uncached(trained):
     task, model, splits = trained
     model = copy.deepcopy(model).double()  # exact arithmetic: no near-tie can flip
     src, lengths = _sources(task, splits)
-    cached, uncached = greedy_search(model, src, lengths), greedy_search(
-        model, src, lengths, use_cache=False)
+    cached, uncached = (
+        greedy_search(model, src, lengths),
+        greedy_search(model, src, lengths, use_cache=False),
+    )
     assert [h.tokens for h in cached] == [h.tokens for h in uncached]
     kwargs = dict(beam_size=4, nbest=4, len_penalty=0.6)
     cached = beam_search(model, src, lengths, **kwargs)
     uncached = beam_search(model, src, lengths, use_cache=False, **kwargs)
     assert [[h.tokens for h in n] for n in cached] == [[h.tokens for h in n] for n in uncached]
     assert [h.score for n in cached for h in n] == pytest.approx(
-        [h.score for n in uncached for h in n], abs=1e-9)
+        [h.score for n in uncached for h in n], abs=1e-9
+    )
     assert all(n[i].score >= n[i + 1].score for n in cached for i in range(3))  # best first
 
 
-def test_max_length_forces_eos(one_thread):
+def test_max_length_forces_eos():
     torch.manual_seed(0)
     model = create_model("test_mt_transformer", vocab_size=40).eval()
     with torch.no_grad():  # EOS logit = -10 * sum(final norm output) = -10 * dim: never chosen
@@ -268,8 +287,9 @@ def test_max_length_forces_eos(one_thread):
     assert limits == [6, 4]
     for use_cache in (True, False):
         greedy = greedy_search(model, src, max_len_a=1.0, max_len_b=2, use_cache=use_cache)
-        beam = beam_search(model, src, beam_size=3, nbest=3, max_len_a=1.0, max_len_b=2,
-                           use_cache=use_cache)
+        beam = beam_search(
+            model, src, beam_size=3, nbest=3, max_len_a=1.0, max_len_b=2, use_cache=use_cache
+        )
         # EOS is forced as the last of `limit` tokens, and is not part of the output.
         assert [len(h.tokens) for h in greedy] == [5, 3]
         assert [[len(h.tokens) for h in n] for n in beam] == [[5] * 3, [3] * 3]

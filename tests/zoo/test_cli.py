@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -30,22 +29,6 @@ TINY = {
     "train": {"max_steps": 4, "batch_size": 16, "eval_every": 2, "checkpoint_every": 1,
               "keep_last": 3},
 }  # fmt: skip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """Tiny models gain nothing from threads, and on a busy machine threads cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_plot(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plotting takes about a second per run; only the plot test draws curves."""
-    if request.node.name != "test_plot_draws_the_curves":
-        monkeypatch.setattr("zoo.engine.plot_curves", lambda *args, **kwargs: None)
 
 
 @pytest.fixture
@@ -119,6 +102,7 @@ def test_eval_unknown_split(run: Path, capsys: pytest.CaptureFixture[str]) -> No
     fails(["eval", str(run), "--split", "dev"], capsys, "split 'dev'")
 
 
+@pytest.mark.draws_curves
 def test_plot_draws_the_curves(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (run / "curves.png").unlink(missing_ok=True)
     assert main(["plot", str(run)]) == 0

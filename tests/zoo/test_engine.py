@@ -31,22 +31,6 @@ from zoo.records import read_metrics
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """Tiny models gain nothing from threads, and on a busy machine threads cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def no_plot(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plotting takes about a second per run; only the layout test draws curves."""
-    if request.node.name != "test_run_directory_layout":
-        monkeypatch.setattr("zoo.engine.plot_curves", lambda *args, **kwargs: None)
-
-
 def tiny(train: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
     """A recipe dict that trains in about a second."""
     recipe = {
@@ -90,6 +74,7 @@ def snapshot(run: Path) -> dict[str, bytes]:
 # The run directory
 
 
+@pytest.mark.draws_curves
 def test_run_directory_layout(tmp_path: Path) -> None:
     run = tmp_path / "run"
     metrics = train(recipe_from_dict(tiny()), run)
