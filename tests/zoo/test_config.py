@@ -335,3 +335,16 @@ def test_load_recipe_with_overrides():
     recipe = load_recipe(DEMO, ["train.max_steps=5", "train.precision=bf16"])
     assert recipe.train.max_steps == 5 and recipe.train.precision == "bf16"
     assert isinstance(recipe, Recipe) and dataclasses.is_dataclass(recipe)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO))
+)
+def test_every_shipped_recipe_loads_and_names_a_registered_model(path: Path) -> None:
+    import zoo
+    from tasks.base import TASKS
+
+    recipe = load_recipe(path)
+    assert recipe.task in TASKS
+    assert recipe.model.name in zoo.list_models()
+    zoo.get_config(recipe.model.name, **recipe.model.overrides)  # overrides are valid fields
