@@ -11,30 +11,16 @@ repeats, medians; and the log-mel front end in seconds of audio per second.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torchaudio
+from timing import interleaved  # benchmarks/timing.py, beside this script
 from torch import Tensor, nn
 
 import zoo
 
 FRAMES_PER_SECOND = 25  # 100 feature frames per second, subsampled x4
-
-
-def interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each step, timing the contenders in turn."""
-    for step in steps.values():
-        step()
-    samples: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            samples[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def ours_step(core: nn.Module, x: Tensor, train: bool) -> Callable[[], None]:

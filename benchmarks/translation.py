@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
+from timing import interleaved  # benchmarks/timing.py, beside this script
 from torch import Tensor, nn
 
 import zoo
@@ -56,19 +55,6 @@ class TorchSeq2Seq(nn.Module):
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         return self.decode(tgt_in, self.encode(src))
-
-
-def interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each step, timing the contenders in turn."""
-    for step in steps.values():
-        step()
-    samples: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            samples[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def train_step(model: nn.Module, src: Tensor, tgt: Tensor, bf16: bool) -> Callable[[], None]:

@@ -12,12 +12,11 @@ fraction of the machine's measured matmul peak.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections.abc import Callable
 
 import timm
 import torch
+from timing import interleaved  # benchmarks/timing.py, beside this script
 from torch import nn
 
 import zoo
@@ -99,23 +98,6 @@ def infer_step(model: nn.Module, images: torch.Tensor, bf16: bool):
     return step
 
 
-def interleaved(steps: dict[str, Callable[[], None]], repeats: int, iters: int, device) -> dict:
-    """Median seconds per call of each step, timing the contenders in turn."""
-    for step in steps.values():  # warm up (and compile)
-        for _ in range(3):
-            step()
-    samples: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            for _ in range(iters):
-                step()
-            _sync(device)
-            samples[name].append((time.perf_counter() - start) / iters)
-    return {k: statistics.median(v) for k, v in samples.items()}
-
-
 def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tuple]:
     torch.manual_seed(0)
     ours = zoo.create_model(name).to(device)
@@ -134,7 +116,8 @@ def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tupl
             },
             args.repeats,
             args.iters,
-            device,
+            warmup=3,
+            sync=lambda: _sync(device),
         )
         rows.append((name, "train " + ("bf16" if bf16 else "fp32"), batch, t, cfg, True, bf16))
     ours.eval(), theirs.eval()
@@ -143,7 +126,8 @@ def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tupl
             {"ours": infer_step(ours, images, bf16), "timm": infer_step(theirs, images, bf16)},
             args.repeats,
             args.iters,
-            device,
+            warmup=3,
+            sync=lambda: _sync(device),
         )
         rows.append((name, "infer " + ("bf16" if bf16 else "fp32"), batch, t, cfg, False, bf16))
     if args.compile:  # both compiled the same way, so the ratio stays like for like
@@ -154,7 +138,8 @@ def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tupl
             },
             args.repeats,
             args.iters,
-            device,
+            warmup=3,
+            sync=lambda: _sync(device),
         )
         rows.append((name, "infer bf16+compile", batch, t, cfg, False, True))
     return rows
