@@ -93,6 +93,11 @@ class Task:
         """Metrics of ``model`` over a loader; must include ``self.metric``."""
         raise NotImplementedError
 
+    def write_report(self, directory: Path, split: str) -> list[str]:
+        """Write files describing the last ``evaluate`` call (plots, per-class scores) into
+        ``directory``, named after ``split``; return lines worth printing. Default: nothing."""
+        return []
+
     def predict(self, model: nn.Module, inputs: Sequence[str], **options: Any) -> list[str]:
         """Human-readable predictions for the CLI (inputs are file paths or sentences)."""
         raise NotImplementedError

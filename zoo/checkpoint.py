@@ -277,10 +277,12 @@ def _describe(problems: list[str]) -> str:
     return problems[0] + more
 
 
-def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
+def load_weights(model: nn.Module, path: PathLike, fresh: str | None = None) -> nn.Module:
     """Load a ``.safetensors`` file (or a saved model directory) into ``model``, strictly.
 
     A key missing from the file is fine when its tensor is tied to a key that is present.
+    ``fresh`` is a key prefix (e.g. ``"head."``) whose tensors keep the model's own
+    initialisation when their shape differs from the file's (a new classifier for fine-tuning).
 
     Raises:
         CheckpointError: If the file is missing or corrupt, or a key is missing, unexpected
@@ -290,7 +292,17 @@ def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
     if path.is_dir():
         path = path / WEIGHTS_NAME
     tensors = _read_safetensors(path)
-    problems = _mismatches(model.state_dict(), tensors)
+    expected = model.state_dict()
+    if fresh is not None:
+        tensors = {
+            k: v
+            for k, v in tensors.items()
+            if not (k.startswith(fresh) and k in expected and expected[k].shape != v.shape)
+        }
+        expected = {
+            k: v for k, v in expected.items() if k in tensors or not k.startswith(fresh)
+        }
+    problems = _mismatches(expected, tensors)
     if problems:
         raise CheckpointError(
             f"checkpoint file {path} does not fit {type(model).__name__}: {_describe(problems)}"

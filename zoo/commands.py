@@ -160,12 +160,19 @@ def load_for_prediction(
 
 
 def evaluate_run(
-    path: str | Path, split: str = "val", batch_size: int | None = None, device: str = "auto"
-) -> tuple[Path, dict[str, float]]:
+    path: str | Path,
+    split: str = "val",
+    batch_size: int | None = None,
+    device: str = "auto",
+    report: bool = False,
+) -> tuple[Path, dict[str, float], list[str]]:
     """Evaluate the model saved in a run (its best/, else newest checkpoint) or a model dir.
 
+    Args:
+        report: let the task write its report of the evaluation into the run directory (for
+            classification ``confusion_{split}.png`` and ``per_class_{split}.json``).
     Returns:
-        The model directory evaluated and its metrics on ``split``.
+        The model directory evaluated, its metrics on ``split`` and the report's lines.
     """
     path = Path(path)
     model_dir = find_model_dir(path)
@@ -181,15 +188,21 @@ def evaluate_run(
     batch_size = batch_size or recipe.eval.batch_size or recipe.train.batch_size
     loader = task.loader(splits[split], batch_size)
     with torch.no_grad():
-        return model_dir, {k: float(v) for k, v in task.evaluate(model, loader).items()}
+        metrics = {k: float(v) for k, v in task.evaluate(model, loader).items()}
+    lines = task.write_report(run_dir, split) if report else []
+    return model_dir, metrics, lines
 
 
 @command("eval", "evaluate a trained run on its validation or test split")
 def cmd_eval(args: argparse.Namespace) -> int:
-    model_dir, metrics = evaluate_run(args.run, args.split, args.batch_size, args.device)
+    model_dir, metrics, report = evaluate_run(
+        args.run, args.split, args.batch_size, args.device, report=True
+    )
     print(f"{model_dir} on {args.split}:")
     for key, value in metrics.items():
         print(f"  {key}: {value:.4f}")
+    for line in report:
+        print(line)
     return 0
 
 

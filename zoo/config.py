@@ -71,6 +71,9 @@ class ModelSection:
 
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)  # checked by create_model
+    # Start from these weights (fine-tuning): a saved model or run directory, or "timm:FILE".
+    # A classifier head of another size than the data's classes starts fresh.
+    pretrained: str | None = None
 
 
 @dataclass
@@ -99,6 +102,9 @@ class OptimSection:
     weight_decay: float = field(default=0.05, metadata=_bounds(ge=0))
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = field(default=1e-8, metadata=_bounds(gt=0))
+    # Layer-wise LR decay (fine-tuning): block i of L trains at lr * layer_decay ** (L - i),
+    # the adapter at lr * layer_decay ** (L + 1), the head at lr. None: one LR for all.
+    layer_decay: float | None = field(default=None, metadata=_bounds(gt=0, le=1))
 
 
 @dataclass

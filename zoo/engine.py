@@ -45,7 +45,7 @@ from zoo.checkpoint import (
 from zoo.checkpoint import keep_last as prune_checkpoints
 from zoo.config import ConfigError, Recipe, save_recipe
 from zoo.ema import ModelEMA, unwrap_model
-from zoo.optim import build_optimizer, build_scheduler
+from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales
 from zoo.records import (
     BEST,
     CHECKPOINTS,
@@ -182,8 +182,12 @@ class Trainer:
         overrides = self.task.prepare()
         if self.world.is_main:
             dist.barrier(self.world)
-        name = self.recipe.model.name
-        model = create_model(name, **{**overrides, **self.recipe.model.overrides})
+        name, pretrained = self.recipe.model.name, self.recipe.model.pretrained
+        model = create_model(
+            name, pretrained=pretrained, **{**overrides, **self.recipe.model.overrides}
+        )
+        if pretrained is not None:
+            logger.info("model %s: weights from %s", name, pretrained)
         n = sum(p.numel() for p in model.parameters())
         logger.info("model %s: %.2fM parameters, on %s", name, n / 1e6, self.device)
         return model.to(self.device)
@@ -217,7 +221,15 @@ class Trainer:
 
     def _build_optimization(self) -> None:
         o, s = self.recipe.optim, self.recipe.schedule
-        self.optimizer = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, o.eps)
+        scales = None
+        if o.layer_decay is not None:
+            try:
+                scales = layer_decay_scales(unwrap_model(self.model), o.layer_decay)
+            except ValueError as err:
+                raise ConfigError(f"optim.layer_decay: {err}") from None
+        self.optimizer = build_optimizer(
+            self.model, o.lr, o.weight_decay, o.betas, o.eps, lr_scale_fn=scales
+        )
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if s.name == "cosine" and s.warmup_steps > self.total_steps:
             raise ConfigError(

@@ -9,6 +9,7 @@ scheduler's state dict holds only numbers and loads with ``torch.load(weights_on
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 import torch
@@ -62,6 +63,47 @@ def param_groups(
         group["params"].append(param)
         group["param_names"].append(name)
     return list(groups.values())
+
+
+_BLOCK = re.compile(r"^(.*?)blocks\.(\d+)\.")
+
+
+def layer_decay_scales(model: nn.Module, decay: float) -> Callable[[str], float]:
+    """Layer-wise LR decay (BEiT, MAE fine-tuning): a ``name -> scale`` hook for `param_groups`.
+
+    Layer ids count from the input: 0 for the modality adapter (a top-level module named
+    ``*adapter``: patch/token embeddings, positions, cls token, conv stem), ``i + 1`` for
+    ``blocks.i``, and ``L + 1`` for the rest (final norm, head), whose scale is 1. Layer ``j``
+    trains at ``decay ** (L + 1 - j)`` times the base LR, so the input side moves least.
+
+    Raises:
+        ValueError: the model has no stack of ``blocks`` or more than one (an encoder-decoder),
+            where "depth" has no single meaning.
+    """
+    stacks: dict[str, int] = {}
+    for name, _ in model.named_parameters():
+        match = _BLOCK.match(name)
+        if match:
+            stacks[match[1]] = max(stacks.get(match[1], 0), int(match[2]) + 1)
+    if len(stacks) != 1:
+        found = ", ".join(f"'{p}blocks'" for p in stacks) or "none"
+        raise ValueError(
+            f"layer-wise LR decay needs a model with one stack of blocks; "
+            f"{type(model).__name__} has {found}"
+        )
+    (prefix, depth), = stacks.items()
+
+    def scale(name: str) -> float:
+        match = _BLOCK.match(name)
+        if match:
+            layer = int(match[2]) + 1
+        elif name.split(".")[0].endswith("adapter"):  # the modality adapter: the input side
+            layer = 0
+        else:  # after the blocks: the stack's final norm, the head
+            layer = depth + 1
+        return decay ** (depth + 1 - layer)
+
+    return scale
 
 
 def build_optimizer(

@@ -65,7 +65,9 @@ def create_model(name: str, pretrained: str | Path | None = None, **overrides: A
     Args:
         name: a registered variant, e.g. ``"vit_tiny_patch16_224"``.
         pretrained: a saved model directory (``save_pretrained``) or a run directory holding
-            one; its architecture settings are used, then ``overrides``.
+            one; its architecture settings are used, then ``overrides``. With ``num_classes``
+            (or ``vocab_size``) overridden to another size, the head starts fresh (fine-tuning),
+            as it does for ``"timm:FILE"``, a timm ViT checkpoint.
         **overrides: config fields to change, e.g. ``num_classes=10``.
     """
     if pretrained is None:
@@ -79,7 +81,11 @@ def create_model(name: str, pretrained: str | Path | None = None, **overrides: A
     model_dir = find_model_dir(pretrained)
     saved = read_model_config(model_dir)
     model = build_model(name, get_config(name, **{**saved["config"], **overrides}))
-    load_weights(model, model_dir / "model.safetensors")
+    resized = any(
+        key in overrides and overrides[key] != saved["config"].get(key)
+        for key in ("num_classes", "vocab_size")
+    )
+    load_weights(model, model_dir / "model.safetensors", fresh="head." if resized else None)
     return model
 
 

@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
-
-from tasks.base import iterate
+from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +34,6 @@ def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
 def per_class_accuracy(matrix: Tensor) -> Tensor:
     """(K,) fraction of each true class predicted right (NaN for a class with no samples)."""
     return matrix.diag().float() / matrix.sum(1).float()
-
-
-@torch.no_grad()
-def collect_confusion(model: nn.Module, loader: DataLoader, num_classes: int) -> Tensor:
-    """The (K, K) confusion matrix of ``model`` over a loader of ``{"images", "labels"}``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for batch in iterate(loader, device):
-        labels = batch["labels"]
-        labels = labels.argmax(1) if labels.ndim == 2 else labels  # soft targets: their argmax
-        preds = model(batch["images"]).argmax(1)
-        matrix += confusion_matrix(preds.cpu(), labels.cpu(), num_classes)
-    model.train(was_training)
-    return matrix
 
 
 def plot_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: str | Path) -> bool:
@@ -83,14 +64,3 @@ def plot_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: str 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
-
-
-def save_confusion_matrix(
-    model: nn.Module, loader: DataLoader, path: str | Path, class_names: Sequence[str]
-) -> dict[str, float]:
-    """Evaluate ``model`` over ``loader``, write the confusion matrix PNG to ``path`` (when
-    matplotlib is there) and return each class's accuracy in percent, by class name."""
-    matrix = collect_confusion(model, loader, len(class_names))
-    plot_confusion_matrix(matrix, class_names, path)
-    accuracy = per_class_accuracy(matrix) * 100
-    return {name: float(a) for name, a in zip(class_names, accuracy)}

@@ -30,6 +30,7 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     global_pool: str = "cls"  # "cls" token or "avg" of patch tokens (then normed after pooling)
+    stem: str = "patch"  # "patch" (ViT) or "conv" (3x3 stride-2 convolutions, Xiao et al. 2021)
     dropout: float = 0.0
     attn_drop: float = 0.0
     drop_path: float = 0.0
@@ -74,6 +75,7 @@ class ImageClassifier(nn.Module):
             cfg.dim,
             class_token=cfg.global_pool == "cls",
             dropout=cfg.dropout,
+            stem=cfg.stem,
         )
         self.core = TransformerEncoder(
             cfg.dim,

@@ -20,7 +20,9 @@ cifar100, imagefolder), ``root``, ``val_fraction``, ``max_samples``, ``image_siz
 from __future__ import annotations
 
 import difflib
+import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,12 @@ from tasks.classification.data import (
     load_image,
     load_imagefolder,
 )
-from tasks.classification.metrics import topk_correct
+from tasks.classification.metrics import (
+    confusion_matrix,
+    per_class_accuracy,
+    plot_confusion_matrix,
+    topk_correct,
+)
 from tasks.classification.synthetic import SYNTHETIC_CLASSES, make_synthetic
 
 log = logging.getLogger(__name__)
@@ -95,6 +102,7 @@ class ClassificationTask(Task):
         self.meta: dict[str, Any] = {}  # class_names, img_size, in_chans, mean, std, crop_pct
         self.splits: dict[str, Split] = {}
         self._mixing = None
+        self.last_confusion: Tensor | None = None  # (K, K) of the last evaluate, for reports
 
     # -- data ---------------------------------------------------------------------------------
     def _check_options(self) -> None:
@@ -253,6 +261,7 @@ class ClassificationTask(Task):
         model.eval()
         device = next(model.parameters()).device
         n, loss_sum, top1, top5 = 0, 0.0, 0, 0
+        matrix = None
         for batch in iterate(loader, device):
             logits = model(batch["images"]).float()
             labels = batch["labels"]
@@ -260,10 +269,39 @@ class ClassificationTask(Task):
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
             c1, c5 = topk_correct(logits, labels, (1, 5))
             n, top1, top5 = n + len(labels), top1 + c1, top5 + c5
+            k = logits.shape[1]
+            counts = confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), k)
+            matrix = counts if matrix is None else matrix + counts
         model.train(was_training)
         if n == 0:
             raise ValueError("cannot evaluate on an empty loader")
+        self.last_confusion = matrix
         return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss_sum / n}
+
+    def write_report(self, directory: Path, split: str) -> list[str]:
+        """``confusion_{split}.png`` and ``per_class_{split}.json`` (accuracy in percent by
+        class name) from the last ``evaluate``; returns the per-class accuracy lines."""
+        matrix = self.last_confusion
+        if matrix is None:
+            return []
+        names = list(self.meta.get("class_names") or [])
+        if len(names) != len(matrix):
+            names = [str(i) for i in range(len(matrix))]
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        accuracy = {  # a class absent from the split has no accuracy: null
+            n: None if math.isnan(a) else float(a)
+            for n, a in zip(names, (per_class_accuracy(matrix) * 100).tolist())
+        }
+        (directory / f"per_class_{split}.json").write_text(json.dumps(accuracy, indent=1) + "\n")
+        lines = [
+            f"  {name}: {'no samples' if acc is None else f'{acc:.2f}'}"
+            for name, acc in accuracy.items()
+        ]
+        image = directory / f"confusion_{split}.png"
+        if plot_confusion_matrix(matrix, names, image):
+            lines.append(f"confusion matrix: {image}")
+        return ["per-class top-1:", *lines]
 
     @torch.no_grad()
     def predict(

@@ -8,10 +8,12 @@ from sacrebleu.metrics import BLEU, CHRF
 
 
 def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus-level ``bleu`` and ``chrf`` (0-100) of detokenized hypotheses, one reference each.
+    """Corpus-level ``bleu``, ``bleu_lc`` and ``chrf`` (0-100) of detokenized hypotheses, one
+    reference each.
 
     sacreBLEU's defaults: BLEU with the 13a tokenizer, mixed case, exponential smoothing;
-    chrF with character 6-grams and beta 2 (see ``signatures``).
+    chrF with character 6-grams and beta 2 (see ``signatures``). ``bleu_lc`` is the same BLEU
+    on lowercased text, the form most multimodal-MT papers report for Multi30k.
     """
     if len(hypotheses) != len(references):
         raise ValueError(
@@ -20,6 +22,7 @@ def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[
     refs = [list(references)]
     return {
         "bleu": BLEU().corpus_score(list(hypotheses), refs).score,
+        "bleu_lc": BLEU(lowercase=True).corpus_score(list(hypotheses), refs).score,
         "chrf": CHRF().corpus_score(list(hypotheses), refs).score,
     }
 
@@ -27,8 +30,8 @@ def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[
 def signatures() -> dict[str, str]:
     """sacreBLEU signatures of the two metrics, to quote beside a score, e.g.
     ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``."""
-    bleu, chrf = BLEU(), CHRF()
-    # The signature reports the reference count; it is known once a corpus has been scored.
-    bleu.corpus_score(["a"], [["a"]])
-    chrf.corpus_score(["a"], [["a"]])
-    return {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
+    metrics = {"bleu": BLEU(), "bleu_lc": BLEU(lowercase=True), "chrf": CHRF()}
+    for metric in metrics.values():
+        # The signature reports the reference count; it is known once a corpus has been scored.
+        metric.corpus_score(["a"], [["a"]])
+    return {name: str(metric.get_signature()) for name, metric in metrics.items()}

@@ -83,6 +83,7 @@ class TranslationTask(Task):
         self.tokenizer: Tokenizer | None = None
         self._text: dict[str, D.Pairs] | None = None
         self._logged_signature = False
+        self.last_hypotheses: list[str] | None = None  # of the last evaluate, for reports
 
     # -- data ---------------------------------------------------------------------------------
     def _read_text(self) -> dict[str, D.Pairs]:
@@ -234,12 +235,25 @@ class TranslationTask(Task):
                 hyps[i], refs[i] = text, ref
         model.train(was_training)
         order = sorted(hyps)
-        metrics = corpus_scores([hyps[i] for i in order], [refs[i] for i in order])
+        self.last_hypotheses = [hyps[i] for i in order]
+        metrics = corpus_scores(self.last_hypotheses, [refs[i] for i in order])
         if not self._logged_signature:
             logger.info("sacreBLEU signature: %s", self.bleu_signature())
             self._logged_signature = True
         nll_mean = nll_sum / max(tokens, 1)
         return {**metrics, "loss": loss_sum / max(tokens, 1), "ppl": math.exp(min(nll_mean, 50))}
+
+    def write_report(self, directory: Path, split: str) -> list[str]:
+        """``translations_{split}.txt`` (the last evaluation's output, one line per source line)
+        and the sacreBLEU signatures of the scores."""
+        if self.last_hypotheses is None:
+            return []
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"translations_{split}.txt"
+        path.write_text("".join(line + "\n" for line in self.last_hypotheses), encoding="utf-8")
+        lines = [f"{name} signature: {sig}" for name, sig in signatures().items()]
+        return [*lines, f"translations: {path}"]
 
     def bleu_signature(self) -> str:
         """The sacreBLEU signature of the reported BLEU (tokenizer, casing, smoothing, version)."""

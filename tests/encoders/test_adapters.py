@@ -117,6 +117,38 @@ def test_vision_adapter_needs_a_patch_that_divides_the_image_size() -> None:
         VisionAdapter(img_size=30, patch_size=8)
 
 
+def test_conv_stem_makes_one_token_per_patch_from_local_convolutions() -> None:
+    vis = _vision(stem="conv")
+    stem = vis.patch_embed.stem
+    convs = [m for m in stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
+        (3, 8, (2, 2)),  # log2(8) = 3 stride-2 convolutions, widths doubling up to dim 16
+        (8, 8, (2, 2)),
+        (8, 16, (2, 2)),
+    ]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in stem) == 3
+    images = torch.randn(2, 3, 32, 32)
+    tokens, _ = vis(images)
+    assert tokens.shape == (2, 1 + 16, 16)
+    # token (0, 0) sees only the top-left corner of the image (receptive field 15 px)
+    changed = images.clone()
+    changed[:, :, 24:, 24:] += 1.0
+    assert torch.equal(vis.patch_embed(changed)[:, 0], vis.patch_embed(images)[:, 0])
+    assert not torch.equal(vis.patch_embed(changed)[:, -1], vis.patch_embed(images)[:, -1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"patch_size": 6, "img_size": 36, "stem": "conv"}, "power-of-two patch_size, got 6"),
+        ({"stem": "hybrid"}, "unknown stem 'hybrid'; expected 'patch' or 'conv'"),
+    ],
+)
+def test_vision_adapter_rejects_bad_stems(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VisionAdapter(**{"img_size": 32, "patch_size": 8, **kwargs})
+
+
 # ---------------------------------------------------------------------------------------------
 # Audio
 

@@ -103,6 +103,32 @@ def test_sdpa_is_the_default_and_need_weights_takes_the_explicit_path(monkeypatc
     assert len(calls) == 1
 
 
+def test_bf16_training_runs_the_cpu_kernel_in_fp32(monkeypatch) -> None:
+    """Under bf16 autocast with gradients, SDPA gets fp32 inputs (its CPU backward is 2-3x faster
+    than in bf16) and the layer still returns bf16; without gradients it stays in bf16."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        seen.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    attn, x = _attn().train(), torch.randn(2, 7, DIM, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, padding_mask=PADDING)
+        with torch.no_grad():
+            attn(x, padding_mask=PADDING)
+    assert seen == [torch.float32, torch.bfloat16] and out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    reference = x.detach().clone().requires_grad_(True)
+    reference_attention(attn, reference, padding_mask=PADDING).sum().backward()
+    torch.testing.assert_close(
+        out.float(), reference_attention(attn, x, padding_mask=PADDING), atol=0.05, rtol=0.05
+    )
+    torch.testing.assert_close(x.grad, reference.grad, atol=0.05, rtol=0.05)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_need_weights_path_equals_sdpa_path_and_rows_sum_to_one(causal: bool) -> None:
     attn, x = _attn(), torch.randn(2, 7, DIM)

@@ -4,6 +4,7 @@ and that a tiny ViT learns the built-in data."""
 from __future__ import annotations
 
 import gzip
+import json
 import pickle
 import struct
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader
 import tasks  # noqa: F401  (registers the tasks)
 from tasks.base import get_task
 from tasks.classification.data import build_transform, load_image, read_idx
-from tasks.classification.metrics import save_confusion_matrix, topk_correct
+from tasks.classification.metrics import topk_correct
 from tasks.classification.synthetic import make_synthetic
 from zoo.config import recipe_from_dict
 from zoo.registry import create_model
@@ -358,15 +359,19 @@ def test_predict_with_saved_metadata(tmp_path: Path) -> None:
         load_image(tmp_path / "absent.png")
 
 
-def test_save_confusion_matrix(tmp_path: Path) -> None:
+def test_evaluation_report_writes_confusion_matrix(tmp_path: Path) -> None:
     task = make_task()
     _, splits = build(task)
     names = task.meta["class_names"]
-    per_class = save_confusion_matrix(
-        Constant(), task.loader(splits["val"], 25), tmp_path / "cm.png", names
-    )
+    metrics = task.evaluate(Constant(), task.loader(splits["val"], 25))
+    matrix = task.last_confusion
+    assert matrix.sum() == len(splits["val"]) and (matrix[:, 1:] == 0).all()  # always class 0
+    assert metrics["top1"] == pytest.approx(100 * matrix[0, 0].item() / len(splits["val"]))
+    lines = task.write_report(tmp_path, "val")
+    per_class = json.loads((tmp_path / "per_class_val.json").read_text())
     assert per_class[names[0]] == 100.0 and per_class[names[1]] == 0.0
-    assert (tmp_path / "cm.png").stat().st_size > 0
+    assert f"  {names[1]}: 0.00" in lines
+    assert (tmp_path / "confusion_val.png").stat().st_size > 0
 
 
 def test_task_pickles_small_for_loader_workers() -> None:

@@ -220,11 +220,14 @@ def test_bad_options_and_missing_files(tmp_path):
 # -- metrics ------------------------------------------------------------------------------------
 def test_sacrebleu_on_hand_checked_fixture():
     ref = "the cat sat on the mat"
-    assert corpus_scores([ref], [ref]) == {"bleu": pytest.approx(100), "chrf": pytest.approx(100)}
+    assert corpus_scores([ref], [ref]) == {
+        "bleu": pytest.approx(100), "bleu_lc": pytest.approx(100), "chrf": pytest.approx(100)
+    }  # fmt: skip
+    assert corpus_scores([ref.upper()], [ref])["bleu_lc"] == pytest.approx(100)
     # 1- to 4-gram precisions 5/6, 3/5, 2/4, 1/3; equal lengths, so no brevity penalty.
     expected = 100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
     assert corpus_scores(["the cat sat on a mat"], [ref])["bleu"] == pytest.approx(expected)
-    assert "tok:13a" in signatures()["bleu"]
+    assert "tok:13a" in signatures()["bleu"] and "case:lc" in signatures()["bleu_lc"]
 
 
 # -- decoding -----------------------------------------------------------------------------------
@@ -237,7 +240,11 @@ def test_smoke_training_learns(trained, tmp_path):
     task, model, splits = trained
     metrics = task.evaluate(model, task.loader(splits["val"], 2048))
     assert metrics["bleu"] > 30, metrics  # an untrained model scores ~0
-    assert set(metrics) >= {"bleu", "chrf", "loss", "ppl"}
+    assert set(metrics) >= {"bleu", "bleu_lc", "chrf", "loss", "ppl"}
+    report = task.write_report(tmp_path, "val")
+    written = (tmp_path / "translations_val.txt").read_text(encoding="utf-8").splitlines()
+    assert written == task.last_hypotheses and len(written) == len(splits["val"])
+    assert any(line.startswith("bleu signature: nrefs:1|case:mixed") for line in report)
     # The saved vocabulary lets a fresh task predict the same translations.
     meta = task.save_extra(tmp_path)
     fresh = get_task("translation")(make_recipe())

@@ -94,6 +94,8 @@ def test_eval_prints_metrics_of_best(run: Path, capsys: pytest.CaptureFixture[st
     assert main(["eval", str(run), "--split", "test"]) == 0
     out = capsys.readouterr().out
     assert f"{run / 'best'} on test" in out and "top1:" in out
+    assert "per-class top-1:" in out and (run / "confusion_test.png").stat().st_size > 0
+    assert (run / "per_class_test.json").is_file()
     assert main(["eval", str(run / "checkpoints" / "step_00000004")]) == 0
     assert "top1:" in capsys.readouterr().out
 

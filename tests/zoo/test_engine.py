@@ -288,6 +288,33 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path: Path) -> None:
         train(recipe_from_dict(tiny({"precision": "fp16", "device": "cpu"})), tmp_path)
 
 
+def test_fine_tuning_starts_from_pretrained_weights_with_a_fresh_head(tmp_path: Path) -> None:
+    train(recipe_from_dict(tiny()), tmp_path / "base")
+    base = weights(tmp_path / "base" / "best")
+    recipe = tiny(train={"max_steps": 1, "eval_every": 1, "checkpoint_every": 1})
+    recipe["model"]["pretrained"] = str(tmp_path / "base")
+    recipe["data"]["options"] = {**recipe["data"]["options"], "num_classes": 4}
+    recipe["optim"] = {"lr": 2e-3, "layer_decay": 0.5}
+    recipe["schedule"] = {"name": "constant"}
+    trainer = Trainer(recipe_from_dict(recipe), tmp_path / "tuned")
+    start = trainer.model.state_dict()
+    assert start["head.fc.weight"].shape == (4, 32)  # new classes: a fresh head
+    for key in ("adapter.pos_embed", "core.blocks.0.attn.qkv.weight", "core.norm.weight"):
+        assert torch.equal(start[key], base[key]), key
+    lrs = {g["lr_scale"] for g in trainer.optimizer.param_groups}
+    assert lrs == {0.25, 0.5, 1.0}  # adapter, the one block, the head
+    trainer.fit()
+
+
+def test_layer_decay_on_an_encoder_decoder_is_a_config_error(tmp_path: Path) -> None:
+    recipe = {
+        "task": "translation", "model": {"name": "test_mt_transformer"},
+        "optim": {"layer_decay": 0.75}, "train": {"max_steps": 1},
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="optim.layer_decay: .*one stack of blocks"):
+        Trainer(recipe_from_dict(recipe), tmp_path / "run")
+
+
 def test_ema_weights_are_evaluated_and_saved_as_best(tmp_path: Path) -> None:
     train(recipe_from_dict(tiny({"max_steps": 4, "ema_decay": 0.5})), tmp_path)
     state = load_trainer_state(final_checkpoint(tmp_path) / "trainer_state.pt")

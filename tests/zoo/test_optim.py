@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from zoo.ema import ModelEMA
-from zoo.optim import build_optimizer, build_scheduler, param_groups
+from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales, param_groups
+from zoo.registry import create_model
 
 
 class Tiny(nn.Module):
@@ -68,6 +69,27 @@ def test_lr_scale_hook_sets_group_lr() -> None:
     assert by_name["block.weight"]["lr"] == pytest.approx(
         5e-4 / 2
     )  # warmup applies to the scaled lr
+
+
+def test_layer_decay_scales_count_layers_from_the_input() -> None:
+    vit = create_model("test_vit", depth=3)
+    scale = layer_decay_scales(vit, 0.5)
+    assert scale("adapter.patch_embed.proj.weight") == 0.5**4  # layer 0 of L + 1 = 4
+    assert scale("adapter.cls_token") == scale("adapter.pos_embed") == 0.5**4
+    assert [scale(f"core.blocks.{i}.attn.qkv.weight") for i in range(3)] == [0.5**3, 0.25, 0.5]
+    assert scale("core.norm.weight") == scale("head.fc.weight") == 1.0
+    groups = param_groups(vit, 0.05, scale)
+    assert sorted({g["lr_scale"] for g in groups}) == [0.0625, 0.125, 0.25, 0.5, 1.0]
+    speech = layer_decay_scales(create_model("test_asr_transformer"), 0.9)
+    assert speech("adapter.subsample.conv.0.weight") == pytest.approx(0.9**3)
+    assert speech("head.1.weight") == 1.0
+
+
+def test_layer_decay_needs_one_stack_of_blocks() -> None:
+    with pytest.raises(ValueError, match="one stack of blocks; .* has 'core.blocks', 'decoder"):
+        layer_decay_scales(create_model("test_mt_transformer"), 0.75)
+    with pytest.raises(ValueError, match="Tiny has none"):
+        layer_decay_scales(Tiny(), 0.75)
 
 
 def test_build_optimizer_without_trainable_params_raises() -> None:
