@@ -244,7 +244,7 @@ class TranslationTask(Task):
         return {**metrics, "loss": loss_sum / max(tokens, 1), "ppl": math.exp(min(nll_mean, 50))}
 
     def write_report(self, directory: Path, split: str) -> list[str]:
-        """``translations_{split}.txt`` (the last evaluation's output, one line per source line)
+        """``translations_{split}.txt`` (the last evaluation's output, one line per kept pair)
         and the sacreBLEU signatures of the scores."""
         if self.last_hypotheses is None:
             return []
