@@ -224,7 +224,7 @@ class Trainer:
         scales = None
         if o.layer_decay is not None:
             try:
-                scales = layer_decay_scales(unwrap_model(self.model), o.layer_decay)
+                scales = layer_decay_scales(self.model, o.layer_decay)  # not wrapped yet
             except ValueError as err:
                 raise ConfigError(f"optim.layer_decay: {err}") from None
         self.optimizer = build_optimizer(

@@ -269,13 +269,12 @@ class ClassificationTask(Task):
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
             c1, c5 = topk_correct(logits, labels, (1, 5))
             n, top1, top5 = n + len(labels), top1 + c1, top5 + c5
-            k = logits.shape[1]
-            counts = confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), k)
+            counts = confusion_matrix(logits.argmax(1), labels, logits.shape[1])  # on device
             matrix = counts if matrix is None else matrix + counts
         model.train(was_training)
         if n == 0:
             raise ValueError("cannot evaluate on an empty loader")
-        self.last_confusion = matrix
+        self.last_confusion = matrix.cpu()
         return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss_sum / n}
 
     def write_report(self, directory: Path, split: str) -> list[str]:
