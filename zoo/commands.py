@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +116,20 @@ cmd_train.arguments = _train_args
 # zoo eval
 
 
-def find_run_recipe(path: Path, model_dir: Path) -> tuple[Path, Recipe] | None:
-    """The run directory and its recipe (``config.yaml``) given to a command as ``path``, or
-    found above the model directory; None for a saved model that stands alone."""
+def find_run_recipe(
+    path: Path, model_dir: Path, overrides: Sequence[str] = ()
+) -> tuple[Path, Recipe] | None:
+    """The run directory and its recipe (``config.yaml``, with ``overrides`` applied) given to
+    a command as ``path``, or found above the model directory; None for a saved model that
+    stands alone."""
     for folder in (path, model_dir, model_dir.parent, model_dir.parent.parent):
         if (folder / RECIPE_NAME).is_file():
-            return folder, load_recipe(folder / RECIPE_NAME)
+            return folder, load_recipe(folder / RECIPE_NAME, overrides)
     return None
 
 
-def _run_recipe(path: Path, model_dir: Path) -> tuple[Path, Recipe]:
-    found = find_run_recipe(path, model_dir)
+def _run_recipe(path: Path, model_dir: Path, overrides: Sequence[str] = ()) -> tuple[Path, Recipe]:
+    found = find_run_recipe(path, model_dir, overrides)
     if found is None:
         raise CheckpointError(f"no {RECIPE_NAME} beside {model_dir}: eval needs the run's recipe")
     return found
@@ -165,18 +169,22 @@ def evaluate_run(
     batch_size: int | None = None,
     device: str = "auto",
     report: bool = False,
+    overrides: Sequence[str] = (),
 ) -> tuple[Path, dict[str, float], list[str]]:
     """Evaluate the model saved in a run (its best/, else newest checkpoint) or a model dir.
 
     Args:
         report: let the task write its report of the evaluation into the run directory (for
             classification ``confusion_{split}.png`` and ``per_class_{split}.json``).
+        overrides: ``dotted.key=value`` changes to the run's recipe for this evaluation only
+            (e.g. ``eval.beam_size=1`` or ``data.options.len_penalty=0.6``); the run's
+            ``config.yaml`` is not rewritten.
     Returns:
         The model directory evaluated, its metrics on ``split`` and the report's lines.
     """
     path = Path(path)
     model_dir = find_model_dir(path)
-    run_dir, recipe = _run_recipe(path, model_dir)
+    run_dir, recipe = _run_recipe(path, model_dir, overrides)
     config = read_model_config(model_dir)
     task = get_task(config.get("task", recipe.task))(recipe, run_dir=run_dir)
     task.prepare()
@@ -196,7 +204,7 @@ def evaluate_run(
 @command("eval", "evaluate a trained run on its validation or test split")
 def cmd_eval(args: argparse.Namespace) -> int:
     model_dir, metrics, report = evaluate_run(
-        args.run, args.split, args.batch_size, args.device, report=True
+        args.run, args.split, args.batch_size, args.device, report=True, overrides=args.overrides
     )
     print(f"{model_dir} on {args.split}:")
     for key, value in metrics.items():
@@ -211,6 +219,13 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val", help="val or test (default: val)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="change the run's recipe for this evaluation, e.g. eval.beam_size=1",
+    )
+    _overrides_anywhere(p)
 
 
 cmd_eval.arguments = _eval_args

@@ -14,6 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from zoo import commands
 from zoo.checkpoint import load_pretrained
 from zoo.cli import main
 
@@ -98,6 +99,23 @@ def test_eval_prints_metrics_of_best(run: Path, capsys: pytest.CaptureFixture[st
     assert (run / "per_class_test.json").is_file()
     assert main(["eval", str(run / "checkpoints" / "step_00000004")]) == 0
     assert "top1:" in capsys.readouterr().out
+
+
+def test_eval_overrides_change_this_evaluation_only(
+    run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = (run / "config.yaml").read_bytes()
+    loaded, real = [], commands.load_recipe
+
+    def spy(path: Path, overrides: list[str] = ()) -> object:
+        loaded.append(real(path, overrides))
+        return loaded[-1]
+
+    monkeypatch.setattr(commands, "load_recipe", spy)
+    assert main(["eval", str(run), "--split", "test", "data.options.num_test=8"]) == 0
+    assert loaded[-1].data.options["num_test"] == 8
+    assert (run / "config.yaml").read_bytes() == saved
+    fails(["eval", str(run), "eval.beem_size=2"], capsys, "beem_size")
 
 
 def test_eval_unknown_split(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
