@@ -27,7 +27,9 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "plot": ["matplotlib"],
     "tensorboard": ["tensorboard"],
-    "dev": ["pytest", "ruff", "matplotlib"],
+    # int8 inference (zoo.quantize): torchao's PT2E flow; 0.18 is the release tested with torch 2.14
+    "quant": ["torchao>=0.18,<0.19"],
+    "dev": ["pytest", "ruff", "matplotlib", "torchao>=0.18,<0.19"],
 }
 
 setup(

@@ -1,7 +1,9 @@
 """Our ViT against timm's VisionTransformer of the identical configuration, in one process.
 
-Rows: training step (fp32, bf16 autocast) and inference (fp32, bf16 autocast, and bf16 autocast
-with torch.compile for both), at 224 px (vit_tiny_patch16_224) and 28 px (vit_tiny_patch4_28).
+Rows: training step (fp32, bf16 autocast) and inference (fp32, bf16 autocast, bf16 autocast
+with torch.compile, and int8 static quantization with torch.compile through zoo.quantize when
+torchao is installed; each applied to both models), at 224 px (vit_tiny_patch16_224) and 28 px
+(vit_tiny_patch4_28).
 The two models are timed interleaved, several repeats each; the median is reported with the
 fraction of the machine's measured matmul peak.
 
@@ -12,6 +14,7 @@ fraction of the machine's measured matmul peak.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 import timm
@@ -25,16 +28,23 @@ BATCH = {"vit_tiny_patch16_224": 32, "vit_tiny_patch4_28": 256}
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048) -> float:
-    """Measured FLOP/s of a square matmul, the machine's practical peak for this dtype."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    """Measured FLOP/s (int8: OP/s) of a square matmul, the machine's practical peak for this
+    dtype."""
+    if dtype == torch.int8:  # int8 x int8 -> int32, the kernel quantized Linear layers use
+        a = torch.randint(-128, 128, (n, n), device=device, dtype=dtype)
+        b = torch.randint(-128, 128, (n, n), device=device, dtype=dtype)
+        mm = torch._int_mm
+    else:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        mm = torch.matmul
     for _ in range(3):
-        a @ b
+        mm(a, b)
     times = []
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(5):
-            a @ b
+            mm(a, b)
         _sync(device)
         times.append((time.perf_counter() - start) / 5)
     return 2 * n**3 / min(times)
@@ -119,7 +129,8 @@ def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tupl
             warmup=3,
             sync=lambda: _sync(device),
         )
-        rows.append((name, "train " + ("bf16" if bf16 else "fp32"), batch, t, cfg, True, bf16))
+        prec = "bf16" if bf16 else "fp32"
+        rows.append((name, "train " + prec, batch, t, cfg, True, prec))
     ours.eval(), theirs.eval()
     for bf16 in (False, True):
         t = interleaved(
@@ -129,7 +140,8 @@ def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tupl
             warmup=3,
             sync=lambda: _sync(device),
         )
-        rows.append((name, "infer " + ("bf16" if bf16 else "fp32"), batch, t, cfg, False, bf16))
+        prec = "bf16" if bf16 else "fp32"
+        rows.append((name, "infer " + prec, batch, t, cfg, False, prec))
     if args.compile:  # both compiled the same way, so the ratio stays like for like
         t = interleaved(
             {
@@ -141,7 +153,22 @@ def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tupl
             warmup=3,
             sync=lambda: _sync(device),
         )
-        rows.append((name, "infer bf16+compile", batch, t, cfg, False, True))
+        rows.append((name, "infer bf16+compile", batch, t, cfg, False, "bf16"))
+    if args.int8:  # calibrated on random images: the speed does not depend on the ranges
+        from zoo.quantize import quantize_int8
+
+        calibration = [torch.randn_like(images) for _ in range(2)]
+        t = interleaved(
+            {
+                "ours": infer_step(quantize_int8(ours, calibration), images, False),
+                "timm": infer_step(quantize_int8(theirs, calibration), images, False),
+            },
+            args.repeats,
+            args.iters,
+            warmup=3,
+            sync=lambda: _sync(device),
+        )
+        rows.append((name, "infer int8+compile", batch, t, cfg, False, "int8"))
     return rows
 
 
@@ -152,27 +179,33 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--no-int8", dest="int8", action="store_false")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    peaks = {False: matmul_peak(torch.float32, device), True: matmul_peak(torch.bfloat16, device)}
+    if args.int8 and (device.type != "cpu" or importlib.util.find_spec("torchao") is None):
+        print("int8 rows skipped: they need the CPU and torchao (pip install -e '.[quant]')")
+        args.int8 = False
+    kinds = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if args.int8:
+        kinds["int8"] = torch.int8
+    peaks = {k: matmul_peak(dtype, device) for k, dtype in kinds.items()}
     print(
         f"device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}, "
         f"timm {timm.__version__}"
     )
-    fp32, bf16 = peaks[False] / 1e9, peaks[True] / 1e9
-    print(f"matmul peak: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s")
+    print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} G(FL)OP/s" for k, v in peaks.items()))
     header = f"{'model':<22} {'row':<20} {'batch':>5} {'ours img/s':>10} {'timm img/s':>10} "
     print(header + f"{'ratio':>6} {'ours %peak':>10}")
     eager_fp32 = {}
     for name in args.models:
-        for model, row, batch, t, cfg, train, bf16 in bench_model(name, args, device, peaks):
+        for model, row, batch, t, cfg, train, prec in bench_model(name, args, device, peaks):
             ours, theirs = batch / t["ours"], batch / t["timm"]
-            frac = ours * vit_flops(cfg, train) / peaks[bf16]
+            frac = ours * vit_flops(cfg, train) / peaks[prec]
             if row == "infer fp32":
                 eager_fp32[model] = ours
             extra = ""
-            if row == "infer bf16+compile":
+            if row in ("infer bf16+compile", "infer int8+compile"):
                 extra = f"  ({ours / eager_fp32[model]:.1f}x our eager fp32)"
             print(
                 f"{model:<22} {row:<20} {batch:>5} {ours:>10.1f} {theirs:>10.1f} "
