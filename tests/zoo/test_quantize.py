@@ -28,7 +28,10 @@ def batches(n: int, size: int = 8) -> list[torch.Tensor]:
 
 def test_int8_graph_agrees_with_the_float_model() -> None:
     model = tiny_vit()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     quantized = quantize_int8(model, batches(4), compile=False)
+    for key, value in model.state_dict().items():  # the float model is left as it was
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     targets = [str(n.target) for n in quantized.graph.graph.nodes if n.op == "call_function"]
     assert sum("quantize_per_tensor" in t for t in targets) >= 2 * 2  # qkv, proj, fc1, fc2 ...
     x = batches(1, size=16)[0]  # another batch size than calibration's
