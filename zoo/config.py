@@ -114,6 +114,8 @@ class ScheduleSection:
     name: Literal["cosine", "inverse_sqrt", "constant"] = "cosine"
     warmup_steps: int = field(default=0, metadata=_bounds(ge=0))
     min_lr_ratio: float = field(default=0.0, metadata=_bounds(ge=0, le=1))  # floor, x lr
+    # the last N steps fall linearly to 0 from wherever the schedule is (warmup-stable-decay)
+    cooldown_steps: int = field(default=0, metadata=_bounds(ge=0))
 
 
 @dataclass

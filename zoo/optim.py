@@ -170,12 +170,28 @@ def _constant_factor(warmup_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def _with_cooldown(
+    factor: Callable[[int], float], total_steps: int, cooldown_steps: int
+) -> Callable[[int], float]:
+    # warmup-stable-decay style: from the factor reached at the cooldown's start, linearly to 0
+    start = total_steps - cooldown_steps
+    held = factor(start)
+
+    def cooled(step: int) -> float:
+        if step < start:
+            return factor(step)
+        return held * max(0.0, (total_steps - step) / cooldown_steps)
+
+    return cooled
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     name: str,
     total_steps: int,
     warmup_steps: int = 0,
     min_lr_ratio: float = 0.0,
+    cooldown_steps: int = 0,
 ) -> LambdaLR:
     """A per-step learning-rate schedule (call ``scheduler.step()`` after each optimizer step).
 
@@ -186,12 +202,17 @@ def build_scheduler(
     - ``"inverse_sqrt"``: linear warmup to 1, then ``sqrt(warmup_steps / step)`` (fairseq).
     - ``"constant"``: linear warmup to 1, then 1.
 
+    With ``cooldown_steps`` > 0 the last that many steps fall linearly from the factor reached
+    when the cooldown starts to 0 at ``total_steps`` (a warmup-stable-decay run; with
+    ``"inverse_sqrt"`` it anneals a schedule that would otherwise never come down).
+
     Args:
         optimizer: The optimizer whose groups are scheduled.
         name: One of ``"constant"``, ``"cosine"``, ``"inverse_sqrt"``.
         total_steps: Number of optimizer steps in the run (used by ``"cosine"``).
         warmup_steps: Steps of linear warmup; 0 for none.
         min_lr_ratio: Final lr as a fraction of the peak (``"cosine"`` only).
+        cooldown_steps: Final steps of linear decay to 0; 0 for none.
 
     Raises:
         ValueError: On an unknown name or out-of-range step counts or ratio.
@@ -212,6 +233,13 @@ def build_scheduler(
         factor = _constant_factor(warmup_steps)
     else:
         raise ValueError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    if cooldown_steps:
+        if not 0 < cooldown_steps <= total_steps - warmup_steps:
+            raise ValueError(
+                f"cooldown_steps ({cooldown_steps}) must fit after the warmup: at most "
+                f"total_steps - warmup_steps = {total_steps - warmup_steps}"
+            )
+        factor = _with_cooldown(factor, total_steps, cooldown_steps)
     # A plain function (not a partial or callable object): LambdaLR.state_dict stores None for it,
     # so the saved state holds no code.
     return LambdaLR(optimizer, factor)

@@ -118,6 +118,13 @@ def test_eval_overrides_change_this_evaluation_only(
     fails(["eval", str(run), "eval.beem_size=2"], capsys, "beem_size")
 
 
+def test_cooldown_longer_than_the_run_is_refused(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", str(recipe), "--out", str(tmp_path / "r"), "schedule.cooldown_steps=9"]
+    fails(args, capsys, "schedule.cooldown_steps (9)", "4 steps")
+
+
 def test_eval_unknown_split(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fails(["eval", str(run), "--split", "dev"], capsys, "split 'dev'")
 

@@ -128,6 +128,19 @@ def test_inverse_sqrt_and_constant() -> None:
     assert _factors("constant", 3) == pytest.approx([1.0] * 8)
 
 
+def test_cooldown_anneals_linearly_to_zero() -> None:
+    plain = _factors("inverse_sqrt", 100, warmup_steps=4)
+    f = _factors("inverse_sqrt", 100, warmup_steps=4, cooldown_steps=20)
+    assert f[:80] == pytest.approx(plain[:80])  # untouched before the cooldown
+    held = plain[80]
+    assert f[80] == pytest.approx(held) and f[90] == pytest.approx(held / 2)
+    assert f[99] == pytest.approx(held / 20) and f[100] == 0.0 and f[104] == 0.0
+    assert all(a > b for a, b in zip(f[80:100], f[81:101]))
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="cooldown_steps \\(97\\) must fit after the warmup"):
+        build_scheduler(opt, "constant", total_steps=100, warmup_steps=4, cooldown_steps=97)
+
+
 def test_unknown_schedule_names_the_choices() -> None:
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="cosine.*inverse_sqrt|constant, cosine, inverse_sqrt"):
