@@ -117,7 +117,7 @@ def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tupl
     images = torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device)
     labels = torch.randint(0, cfg.num_classes, (batch,), device=device)
     rows = []
-    for bf16 in (False, True):
+    for bf16 in (False, True) if args.train else ():
         ours.train(), theirs.train()
         t = interleaved(
             {
@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-int8", dest="int8", action="store_false")
+    parser.add_argument("--no-train", dest="train", action="store_false", help="inference only")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
