@@ -24,12 +24,14 @@ INSTALL_REQUIRES = [
     "jiwer",
 ]
 
+# int8 inference (zoo.quantize): torchao's PT2E flow; 0.18 is the release tested with torch 2.14
+QUANT = ["torchao>=0.18,<0.19"]
+
 EXTRAS_REQUIRE = {
     "plot": ["matplotlib"],
     "tensorboard": ["tensorboard"],
-    # int8 inference (zoo.quantize): torchao's PT2E flow; 0.18 is the release tested with torch 2.14
-    "quant": ["torchao>=0.18,<0.19"],
-    "dev": ["pytest", "ruff", "matplotlib", "torchao>=0.18,<0.19"],
+    "quant": QUANT,
+    "dev": ["pytest", "ruff", "matplotlib", *QUANT],
 }
 
 setup(

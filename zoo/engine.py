@@ -236,19 +236,17 @@ class Trainer:
                 f"schedule.warmup_steps ({s.warmup_steps}) exceeds the run's "
                 f"{self.total_steps} steps"
             )
-        if s.cooldown_steps > self.total_steps - s.warmup_steps:
-            raise ConfigError(
-                f"schedule.cooldown_steps ({s.cooldown_steps}) does not fit in the run's "
-                f"{self.total_steps} steps after {s.warmup_steps} warmup steps"
+        try:  # the schema bounds every field; what is left is how they fit together
+            self.scheduler = build_scheduler(
+                self.optimizer,
+                s.name,
+                self.total_steps,
+                s.warmup_steps,
+                s.min_lr_ratio,
+                s.cooldown_steps,
             )
-        self.scheduler = build_scheduler(
-            self.optimizer,
-            s.name,
-            self.total_steps,
-            s.warmup_steps,
-            s.min_lr_ratio,
-            s.cooldown_steps,
-        )
+        except ValueError as err:
+            raise ConfigError(f"schedule.{err}") from None
         fp16 = self.cfg.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.ema = ModelEMA(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None

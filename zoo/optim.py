@@ -237,7 +237,8 @@ def build_scheduler(
         if not 0 < cooldown_steps <= total_steps - warmup_steps:
             raise ValueError(
                 f"cooldown_steps ({cooldown_steps}) must fit after the warmup: at most "
-                f"total_steps - warmup_steps = {total_steps - warmup_steps}"
+                f"{total_steps - warmup_steps} of the run's {total_steps} steps "
+                f"({warmup_steps} are warmup)"
             )
         factor = _with_cooldown(factor, total_steps, cooldown_steps)
     # A plain function (not a partial or callable object): LambdaLR.state_dict stores None for it,
