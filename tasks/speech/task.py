@@ -71,6 +71,8 @@ class SpeechRecognitionTask(Task):
         self.vocab: CharVocab | None = None
         self.splits: dict[str, Dataset] | None = None
         self._checked = False
+        # (id, reference, hypothesis) of the last evaluate() call, for write_report
+        self.last_transcripts: list[tuple[str, str, str]] | None = None
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, Any]:
@@ -216,7 +218,7 @@ class SpeechRecognitionTask(Task):
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        refs, hyps, loss_sum, count = [], [], 0.0, 0
+        refs, hyps, ids_seen, loss_sum, count = [], [], [], 0.0, 0
         try:
             for batch in iterate(loader, device):
                 # the parts of forward(), to keep the encoder output for rescoring
@@ -233,14 +235,29 @@ class SpeechRecognitionTask(Task):
                                    self._beam_size(), self.ctc_weight)
                 hyps += [self._vocab().decode(h) for h in ids]
                 refs += batch["text"]
+                ids_seen += batch["id"]
         finally:
             model.train(was_training)
+        self.last_transcripts = list(zip(ids_seen, refs, hyps))
         return {
             "cer": float(jiwer.cer(refs, hyps)),
             "wer": float(jiwer.wer(refs, hyps)),
             "accuracy": sum(r == h for r, h in zip(refs, hyps)) / max(len(refs), 1),
             "loss": loss_sum / max(count, 1),
         }
+
+    def write_report(self, directory: Path, split: str) -> list[str]:
+        """``transcripts_{split}.tsv``: id, reference and hypothesis of every utterance of the
+        last evaluation, in loader order, with a header row; the path is the line returned."""
+        if self.last_transcripts is None:
+            return []
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"transcripts_{split}.tsv"
+        rows = ["id\treference\thypothesis", *("\t".join(r) for r in self.last_transcripts)]
+        path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+        wrong = sum(ref != hyp for _, ref, hyp in self.last_transcripts)
+        return [f"transcripts ({wrong} of {len(self.last_transcripts)} wrong): {path}"]
 
     def _beam_size(self, override: int | None = None) -> int:
         if override is not None:

@@ -315,6 +315,17 @@ def test_smoke_learns_tone_digits_then_saves_and_transcribes(tmp_path, capsys):
     after = task.evaluate(model, loader)
     assert set(after) == {"cer", "wer", "accuracy", "loss"}
     assert after["cer"] < 0.2 < before["cer"] and after["loss"] < before["loss"]
+    # the report lists every evaluated utterance: its id, reference and hypothesis
+    report = task.write_report(tmp_path / "report", "val")
+    rows = (tmp_path / "report" / "transcripts_val.tsv").read_text("utf-8").splitlines()
+    assert rows[0] == "id\treference\thypothesis" and len(rows) == 1 + 64
+    table = [row.split("\t") for row in rows[1:]]
+    utterances = [loader.dataset[i] for i in range(len(loader.dataset))]
+    assert sorted((r[0], r[1]) for r in table) == sorted((u["id"], u["text"]) for u in utterances)
+    wrong = sum(r[1] != r[2] for r in table)
+    assert wrong == round((1 - after["accuracy"]) * 64)
+    path = tmp_path / "report" / "transcripts_val.tsv"
+    assert report == [f"transcripts ({wrong} of 64 wrong): {path}"]
 
     # saved as the engine saves, then `zoo transcribe` on a stereo 8 kHz file of 2-3 digits
     save_pretrained(model, tmp_path / "run" / "best",
