@@ -247,8 +247,9 @@ class SpeechRecognitionTask(Task):
         }
 
     def write_report(self, directory: Path, split: str) -> list[str]:
-        """``transcripts_{split}.tsv``: id, reference and hypothesis of every utterance of the
-        last evaluation, in loader order, with a header row; the path is the line returned."""
+        """``transcripts_{split}.tsv``: a header row, then the id, reference and hypothesis of
+        every utterance of the last evaluation, in loader order. Returns one line: how many
+        hypotheses differ from their reference, and the file's path."""
         if self.last_transcripts is None:
             return []
         directory = Path(directory)
