@@ -231,11 +231,6 @@ class Trainer:
             self.model, o.lr, o.weight_decay, o.betas, o.eps, lr_scale_fn=scales
         )
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if s.name == "cosine" and s.warmup_steps > self.total_steps:
-            raise ConfigError(
-                f"schedule.warmup_steps ({s.warmup_steps}) exceeds the run's "
-                f"{self.total_steps} steps"
-            )
         try:  # the schema bounds every field; what is left is how they fit together
             self.scheduler = build_scheduler(
                 self.optimizer,

@@ -225,7 +225,7 @@ def build_scheduler(
         raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
     if name == "cosine":
         if warmup_steps > total_steps:
-            raise ValueError(f"warmup_steps ({warmup_steps}) exceeds total_steps ({total_steps})")
+            raise ValueError(f"warmup_steps ({warmup_steps}) exceeds the run's {total_steps} steps")
         factor = _cosine_factor(total_steps, warmup_steps, min_lr_ratio)
     elif name == "inverse_sqrt":
         factor = _inverse_sqrt_factor(warmup_steps)
