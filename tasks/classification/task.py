@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from tasks.base import Batch, Task, iterate, register_task
 from tasks.classification.data import (
     FASHION_MNIST_CLASSES,
+    BatchTransform,
     ImageDataset,
     Split,
     build_mixing,
@@ -221,13 +222,17 @@ class ClassificationTask(Task):
         augment = self.options.get("augment", "none")
         rrc = self.options.get("random_resized_crop", self.data.dataset == "imagefolder")
         out = {}
+        padding = int(self.options.get("crop_padding", 0))
         for name, split in self.splits.items():
             train = name == "train"
-            transform = build_transform(
-                m["img_size"], m["mean"], m["std"], train, augment, m["crop_pct"], rrc,
-                int(self.options.get("crop_padding", 0)),
+            settings = (m["img_size"], m["mean"], m["std"], train, augment, m["crop_pct"])
+            transform = build_transform(*settings, rrc, padding)
+            # In-memory images without per-image policies are transformed a batch at a time
+            batched = isinstance(split.images, Tensor) and augment in ("none", "flip") and not rrc
+            batch_transform = BatchTransform(*settings, padding) if batched else None
+            out[name] = ImageDataset(
+                split, transform, m["in_chans"], mixable=train, batch_transform=batch_transform
             )
-            out[name] = ImageDataset(split, transform, m["in_chans"], mixable=train)
         return out
 
     def collate(self, samples: list[tuple[Tensor, int, bool]]) -> Batch:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from encoders import attention
 from encoders.attention import (
     KVCache,
     MultiHeadAttention,
@@ -103,9 +104,14 @@ def test_sdpa_is_the_default_and_need_weights_takes_the_explicit_path(monkeypatc
     assert len(calls) == 1
 
 
-def test_bf16_training_runs_the_cpu_kernel_in_fp32(monkeypatch) -> None:
-    """Under bf16 autocast with gradients, SDPA gets fp32 inputs (its CPU backward is 2-3x faster
-    than in bf16) and the layer still returns bf16; without gradients it stays in bf16."""
+@pytest.mark.parametrize("short_keys", [64, 4])
+def test_bf16_training_on_cpu_avoids_the_slow_half_precision_kernel(
+    monkeypatch, short_keys
+) -> None:
+    """Under bf16 autocast with gradients, up to SHORT_KEYS keys the softmax is written out in
+    bf16 (SDPA is not called), beyond them SDPA gets fp32 inputs (its CPU backward is much
+    faster than in bf16); the layer returns bf16 either way, and without gradients SDPA runs
+    in bf16."""
     seen = []
     sdpa = F.scaled_dot_product_attention
 
@@ -114,12 +120,14 @@ def test_bf16_training_runs_the_cpu_kernel_in_fp32(monkeypatch) -> None:
         return sdpa(q, *args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    monkeypatch.setattr(attention, "SHORT_KEYS", short_keys)
     attn, x = _attn().train(), torch.randn(2, 7, DIM, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attn(x, padding_mask=PADDING)
         with torch.no_grad():
             attn(x, padding_mask=PADDING)
-    assert seen == [torch.float32, torch.bfloat16] and out.dtype == torch.bfloat16
+    trained = [] if short_keys >= 7 else [torch.float32]
+    assert seen == [*trained, torch.bfloat16] and out.dtype == torch.bfloat16
     out.float().sum().backward()
     reference = x.detach().clone().requires_grad_(True)
     reference_attention(attn, reference, padding_mask=PADDING).sum().backward()
@@ -127,6 +135,18 @@ def test_bf16_training_runs_the_cpu_kernel_in_fp32(monkeypatch) -> None:
         out.float(), reference_attention(attn, x, padding_mask=PADDING), atol=0.05, rtol=0.05
     )
     torch.testing.assert_close(x.grad, reference.grad, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_short_bf16_causal_training_masks_the_future(padded: bool) -> None:
+    """The written-out path builds the causal mask SDPA would have built in its kernel."""
+    attn = _attn().train()
+    x = torch.randn(2, 7, DIM, requires_grad=True)
+    mask = PADDING if padded else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(x, padding_mask=mask, causal=True)
+    expected = reference_attention(attn, x, padding_mask=mask, causal=True)
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.05)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -18,7 +18,14 @@ from torch.utils.data import DataLoader
 
 import tasks  # noqa: F401  (registers the tasks)
 from tasks.base import get_task
-from tasks.classification.data import build_transform, load_image, read_idx
+from tasks.classification.data import (
+    BatchTransform,
+    ImageDataset,
+    Split,
+    build_transform,
+    load_image,
+    read_idx,
+)
 from tasks.classification.metrics import topk_correct
 from tasks.classification.synthetic import make_synthetic
 from zoo.config import recipe_from_dict
@@ -130,6 +137,47 @@ def test_crop_padding_shifts_training_images_only() -> None:
     assert all(c.shape == (1, 28, 28) for c in crops)
     assert any(not torch.equal(c, crops[0]) for c in crops)  # random positions
     assert torch.equal(plain(image), plain(image))  # evaluation is untouched
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batch_transform_matches_the_per_image_pipeline(channels: int) -> None:
+    torch.manual_seed(0)
+    split = Split(torch.randint(0, 256, (12, 1, 28, 28), dtype=torch.uint8), torch.arange(12))
+    mean, std = (0.2,) * channels, (0.3,) * channels
+    plain = ImageDataset(split, build_transform(32, mean, std), channels, mixable=False)
+    fast = ImageDataset(
+        split, build_transform(32, mean, std), channels, False, BatchTransform(32, mean, std)
+    )
+    for i in range(12):  # evaluation: the same resize, crop and normalisation
+        torch.testing.assert_close(fast[i][0], plain[i][0], atol=1e-6, rtol=0)
+    assert [s[1] for s in fast.__getitems__([3, 7])] == [3, 7]
+
+    # training: every image is one of the 5 x 5 offsets of the 2 px padded image, maybe flipped
+    settings = (32, mean, std, True, "flip")
+    train = ImageDataset(
+        split, build_transform(*settings), channels, True, BatchTransform(*settings, 1.0, 2)
+    )
+    padded = torch.nn.functional.pad(
+        torch.stack([plain[i][0] for i in range(12)]), (2,) * 4, value=-0.2 / 0.3
+    )  # the normalised black border
+    seen = set()
+    for _ in range(10):
+        for i, (image, label, mixable) in enumerate(train.__getitems__(list(range(12)))):
+            assert label == i and mixable
+            variants = {
+                (dy, dx, f): padded[i, :, dy : dy + 32, dx : dx + 32].flip(-1)
+                if f
+                else padded[i, :, dy : dy + 32, dx : dx + 32]
+                for dy in range(5)
+                for dx in range(5)
+                for f in (0, 1)
+            }
+            match = [k for k, v in variants.items() if torch.allclose(image, v, atol=1e-6)]
+            assert match, "a training image is no padded crop of its source"
+            seen.update(match)
+    assert len({k[:2] for k in seen}) > 10 and {k[2] for k in seen} == {0, 1}
+    with pytest.raises(ValueError, match="per image"):
+        BatchTransform(32, mean, std, True, "randaugment")
 
 
 class Constant(nn.Module):
