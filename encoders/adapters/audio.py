@@ -1,5 +1,6 @@
-"""Audio adapter: waveform or log-mel features -> normalised frames -> SpecAugment (training
-only) -> conv subsampling x4 -> frame tokens with positions."""
+"""Audio adapter: waveform or log-mel features -> (training only: frequency warping) ->
+normalised frames -> SpecAugment (training only) -> conv subsampling x4 -> frame tokens with
+positions."""
 
 from __future__ import annotations
 
@@ -75,6 +76,54 @@ class SpecAugment(nn.Module):
         return spec.squeeze(1).transpose(1, 2)
 
 
+def _hz_to_mel(hz: Tensor) -> Tensor:
+    """The HTK mel scale of torchaudio's default filterbank."""
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+
+class FrequencyWarp(nn.Module):
+    """Vocal tract length perturbation (Jaitly & Hinton 2013) on log-mel frames: each
+    utterance's spectrum is read at its frequencies scaled by a factor drawn uniformly from
+    [1 - max_warp, 1 + max_warp], so the formants move as for a shorter or longer vocal tract
+    while pitch and timing stay (speed perturbation changes all three). Bins are interpolated
+    linearly between the mel filters' centres; those read beyond the top bin repeat it.
+    Identity outside training.
+
+    Args:
+        max_warp: largest relative change of frequency (0.1: factors 0.9-1.1); 0 turns it off.
+        sample_rate, n_mels: of the HTK-scale filterbank from 0 Hz to the Nyquist frequency.
+    """
+
+    def __init__(self, max_warp: float, sample_rate: int, n_mels: int) -> None:
+        super().__init__()
+        if not 0.0 <= max_warp < 1.0:
+            raise ValueError(f"freq_warp must be in [0, 1), got {max_warp}")
+        self.max_warp = max_warp
+        top = _hz_to_mel(torch.tensor(sample_rate / 2.0))
+        self.mel_step = float(top) / (n_mels + 1)
+        centres_mel = torch.arange(1, n_mels + 1, dtype=torch.float64) * self.mel_step
+        self.register_buffer(
+            "centres", 700.0 * (10 ** (centres_mel / 2595.0) - 1), persistent=False
+        )
+
+    def forward(self, x: Tensor, factor: Tensor | None = None) -> Tensor:
+        """(B, T, F) -> (B, T, F), warped in training mode, by ``factor`` (B,) when given."""
+        if not self.training or self.max_warp == 0:
+            return x
+        b, t, f = x.shape
+        if factor is None:
+            factor = 1.0 + (2 * torch.rand(b, dtype=torch.float64) - 1) * self.max_warp
+        factor = factor.to(torch.float64).cpu().unsqueeze(1)  # (B, 1)
+        read_at = _hz_to_mel(self.centres.cpu() * factor) / self.mel_step - 1  # (B, F) bins
+        read_at = read_at.clamp(0, f - 1).float().to(x.device)
+        lo = read_at.floor().long()
+        hi = (lo + 1).clamp(max=f - 1)
+        frac = (read_at - lo).unsqueeze(1).to(x.dtype)  # (B, 1, F)
+        index = torch.cat([lo, hi], dim=1).unsqueeze(1).expand(b, t, 2 * f)
+        below, above = x.gather(2, index).split(f, dim=2)
+        return below + (above - below) * frac
+
+
 class Conv2dSubsampling(nn.Module):
     """Two 3x3 convolutions with stride 2 over (time, frequency): T -> ~T/4 frames of width D."""
 
@@ -123,6 +172,8 @@ class AudioAdapter(nn.Module):
         hop_length: hop in samples (10 ms at 16 kHz).
         features: "waveform" (compute log-mel here) or "fbank" (input is already (B, T, n_mels)).
         spec_augment: apply SpecAugment in training mode.
+        freq_warp: largest vocal tract length perturbation in training (``FrequencyWarp``;
+            0 = off).
         pos: "sinusoidal" or "none" (e.g. with a rotary core).
         dropout: dropout on the output frames.
     """
@@ -138,6 +189,7 @@ class AudioAdapter(nn.Module):
         spec_augment: bool = True,
         pos: str = "sinusoidal",
         dropout: float = 0.0,
+        freq_warp: float = 0.0,
     ) -> None:
         super().__init__()
         if features not in FEATURES:
@@ -151,6 +203,7 @@ class AudioAdapter(nn.Module):
         # Park et al. mask up to 27 of 80 mel bins; keep that fraction for other resolutions.
         freq_mask = max(1, round(27 * n_mels / 80))
         self.specaug = SpecAugment(freq_mask) if spec_augment else nn.Identity()
+        self.warp = FrequencyWarp(freq_warp, sample_rate, n_mels) if freq_warp else nn.Identity()
         self.subsample = Conv2dSubsampling(n_mels, dim)
         self.pos_embed = SinusoidalPositionalEmbedding(dim) if pos == "sinusoidal" else None
         self.drop = nn.Dropout(dropout)
@@ -196,7 +249,7 @@ class AudioAdapter(nn.Module):
         feats, frame_lengths = self._features(x, lengths)
         out_lengths = Conv2dSubsampling.output_lengths(frame_lengths)
         mask = lengths_to_padding_mask(frame_lengths, feats.shape[1])
-        feats = self.specaug(normalize_frames(feats, mask))
+        feats = self.specaug(normalize_frames(self.warp(feats), mask))
         h = self.subsample(feats) * math.sqrt(self.dim)  # ESPnet-style scale before positions
         if self.pos_embed is not None:
             h = self.pos_embed(h)

@@ -38,6 +38,7 @@ class ASRConfig:
     sample_rate: int = 16000
     features: str = "waveform"  # "waveform" or "fbank" (precomputed log-mel)
     spec_augment: bool = True
+    freq_warp: float = 0.0  # vocal tract length perturbation in training, e.g. 0.1
     decoder_depth: int = 0  # > 0 adds an attention decoder
     blank_id: int = 0
     eos_id: int = 1
@@ -76,6 +77,7 @@ class SpeechRecognizer(nn.Module):
             cfg.spec_augment,
             pos="none" if rotary else "sinusoidal",
             dropout=cfg.dropout,
+            freq_warp=cfg.freq_warp,
         )
         self.core = TransformerEncoder(
             cfg.dim,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from encoders.adapters import AudioAdapter, SpecAugment, TextAdapter, VisionAdapter
-from encoders.adapters.audio import Conv2dSubsampling, LogMel
+from encoders.adapters.audio import Conv2dSubsampling, FrequencyWarp, LogMel
 from encoders.positional import interpolate_pos_embed, sinusoidal_table
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +206,40 @@ def test_spec_augment_masks_in_training_only() -> None:
     masked = aug.train()(x)
     assert masked.shape == x.shape and not torch.equal(masked, x)
     assert ((masked == x) | (masked == 0)).all()  # masking only zeroes values
+
+
+def test_frequency_warp_moves_a_tone_like_a_vocal_tract_change() -> None:
+    """Reading the spectrum at 1.1x each frequency shows a 1000 Hz tone where an unwarped
+    1000 / 1.1 Hz tone shows; factor 1 and evaluation mode change nothing."""
+    logmel = LogMel(16000, 400, 160, 80)
+    t = torch.arange(16000) / 16000
+
+    def peak_bins(x: torch.Tensor) -> torch.Tensor:
+        return x[0].argmax(-1)  # (T,) the loudest bin of each frame
+
+    tone = logmel(torch.sin(2 * math.pi * 1000 * t)[None])
+    warp = FrequencyWarp(0.2, 16000, 80).train()
+    moved = warp(tone, torch.tensor([1.1]))
+    lower = logmel(torch.sin(2 * math.pi * 1000 / 1.1 * t)[None])
+    assert (peak_bins(tone) > peak_bins(moved)).all()
+    assert (peak_bins(moved) - peak_bins(lower)).abs().max() <= 1
+    torch.testing.assert_close(warp(tone, torch.tensor([1.0])), tone)
+    assert not torch.equal(warp(tone.expand(4, -1, -1)), tone.expand(4, -1, -1))  # random
+    assert torch.equal(warp.eval()(tone), tone)
+    with pytest.raises(ValueError, match="freq_warp"):
+        FrequencyWarp(1.5, 16000, 80)
+
+
+def test_audio_adapter_warps_frequencies_in_training_only() -> None:
+    adapter = AudioAdapter(16, freq_warp=0.1, spec_augment=False)
+    wave = torch.randn(2, 4000)
+    torch.manual_seed(0)
+    adapter.train()
+    trained = adapter(wave)[0]
+    adapter.eval()
+    assert not torch.allclose(trained, adapter(wave)[0])
+    assert torch.equal(adapter(wave)[0], adapter(wave)[0])
+    assert isinstance(AudioAdapter(16).warp, torch.nn.Identity)  # off by default
 
 
 def test_audio_adapter_applies_spec_augment_in_training_only() -> None:
