@@ -48,11 +48,11 @@ def _cpu_training_path(q: Tensor, nk: int) -> str:
     """How a half-precision query on the CPU attends while a gradient will flow: "sdpa" (any
     other case), "explicit" or "upcast".
 
-    PyTorch's CPU attention kernel is 2-7x slower backward in bf16/fp16 than in fp32 at the
-    sequence lengths of this zoo, while its forward costs the same. Up to ``SHORT_KEYS`` keys
-    the softmax written out in the query's dtype is faster still than the fp32 kernel (a
-    16-token ViT step: 101 ms against 118); above, the kernel gets fp32 inputs and its output
-    is cast back.
+    PyTorch's CPU attention kernel is slower forward and backward in bf16 than in fp32 (on 2
+    cores: 4x at 16 tokens, 2.5x at 65, 1.2x at 197), while inference costs the same. Up to
+    ``SHORT_KEYS`` keys the softmax written out in the query's dtype is faster still than the
+    fp32 kernel (a 16-token ViT training step: 101 ms against 118); above, the kernel gets
+    fp32 inputs and its output is cast back.
     """
     if not (
         q.device.type == "cpu"

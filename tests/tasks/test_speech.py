@@ -35,20 +35,15 @@ SR = 16000
 
 def make_task(dataset: str = "synthetic", root: Path | str | None = None, **options):
     data = {"dataset": dataset, "root": str(root) if root else None, "options": options}
-    recipe = recipe_from_dict(
-        {
-            "task": "speech_recognition",
-            "model": {"name": "test_asr_transformer"},
-            "data": data,
-            "train": {"max_steps": 1, "label_smoothing": 0.1},
-        }
-    )
+    recipe = recipe_from_dict({
+        "task": "speech_recognition", "model": {"name": "test_asr_transformer"},
+        "data": data, "train": {"max_steps": 1, "label_smoothing": 0.1},
+    })
     return get_task("speech_recognition")(recipe)
 
 
-def write_wav(
-    path: Path, seconds: float = 0.3, rate: int = SR, channels: int = 1, freq: float = 440.0
-) -> Path:
+def write_wav(path: Path, seconds: float = 0.3, rate: int = SR, channels: int = 1,
+              freq: float = 440.0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * rate)) / rate
     wave = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
@@ -63,12 +58,8 @@ def fsdd_root(tmp_path_factory) -> Path:
     for spk in ("ann", "bob", "cid"):
         for d in range(10):
             for i in range(6):
-                write_wav(
-                    root / "recordings" / f"{d}_{spk}_{i}.wav",
-                    0.15 + 0.01 * i,
-                    8000,
-                    freq=tone_pair(d)[0],
-                )
+                write_wav(root / "recordings" / f"{d}_{spk}_{i}.wav", 0.15 + 0.01 * i, 8000,
+                          freq=tone_pair(d)[0])
     return root
 
 
@@ -125,10 +116,8 @@ def test_manifest_relative_paths_and_prompt_split(tmp_path):
 
 def test_kathleen_columns_and_skip_bad_audio(tmp_path):
     header = "utt_id\tpath\tnum_samples\tduration_s\ttext\tsource_file"
-    rows = [
-        (f"arctic_{i}", f"wavs/{i}.wav", "0", "0", f"prompt {'ab' * (i + 1)}", "x")
-        for i in range(10)
-    ]
+    rows = [(f"arctic_{i}", f"wavs/{i}.wav", "0", "0", f"prompt {'ab' * (i + 1)}", "x")
+            for i in range(10)]
     for i in range(9):
         write_wav(tmp_path / "wavs" / f"{i}.wav")
     (tmp_path / "wavs" / "9.wav").write_bytes(b"garbage")
@@ -174,9 +163,8 @@ def test_fsdd_connected_speaker_split(fsdd_root):
         assert u.text == "".join(Path(p).name[0] for p in u.clips)
         assert len({Path(p).name.split("_")[1] for p in u.clips}) == 1  # one speaker
 
-    task = make_task(
-        "fsdd_connected", fsdd_root, test_speakers=["cid"], train_utterances=30, eval_utterances=8
-    )
+    task = make_task("fsdd_connected", fsdd_root, test_speakers=["cid"], train_utterances=30,
+                     eval_utterances=8)
     task.prepare()
     splits = task.datasets()
     assert {u.speaker for u in splits["test"].utterances} == {"cid"}
@@ -340,28 +328,13 @@ def test_smoke_learns_tone_digits_then_saves_and_transcribes(tmp_path, capsys):
     assert report == [f"transcripts ({wrong} of 64 wrong): {path}"]
 
     # saved as the engine saves, then `zoo transcribe` on a stereo 8 kHz file of 2-3 digits
-    save_pretrained(
-        model,
-        tmp_path / "run" / "best",
-        extra={"task": task.name, "task_meta": task.save_extra(tmp_path)},
-    )
+    save_pretrained(model, tmp_path / "run" / "best",
+                    extra={"task": task.name, "task_meta": task.save_extra(tmp_path)})
     ds = ToneDigits(40, seed=5, sample_rate=8000)
     i = next(k for k, t in enumerate(ds.texts) if 2 <= len(t) <= 3)
     sf.write(str(tmp_path / "x.wav"), np.stack([ds[i]["audio"].numpy()] * 2, 1), 8000)
-    assert (
-        main(
-            [
-                "transcribe",
-                str(tmp_path / "run"),
-                str(tmp_path / "x.wav"),
-                "--device",
-                "cpu",
-                "--beam-size",
-                "4",
-            ]
-        )
-        == 0
-    )
+    assert main(["transcribe", str(tmp_path / "run"), str(tmp_path / "x.wav"),
+                 "--device", "cpu", "--beam-size", "4"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line == f"{tmp_path / 'x.wav'}: {ds.texts[i]}"
     assert main(["transcribe", str(tmp_path / "run"), str(tmp_path / "nope.wav")]) == 2
@@ -372,10 +345,8 @@ def test_recipes_load():
     from zoo.config import load_recipe
 
     root = Path(__file__).resolve().parents[2] / "configs"
-    names = ["demo/speech.yaml"] + [
-        f"speech/asr_conformer_ctc_{n}.yaml"
-        for n in ("fsdd_digits", "fsdd_single", "kathleen_arctic")
-    ]
+    names = ["demo/speech.yaml"] + [f"speech/asr_conformer_ctc_{n}.yaml" for n in
+                                    ("fsdd_digits", "fsdd_single", "kathleen_arctic")]
     for name in names:
         recipe = load_recipe(root / name)
         get_task(recipe.task)(recipe)  # data options are checked here
