@@ -208,6 +208,7 @@ class MultiHeadAttention(nn.Module):
         weights = None
         if path == "explicit":
             out, weights = self._explicit_attention(q, k, v, mask, drop)
+            weights = weights if need_weights else None  # training: no masking them below
         else:
             out_dtype, upcast = q.dtype, path == "upcast"
             if upcast:  # autocast would cast fp32 inputs straight back: switch it off here

@@ -102,9 +102,9 @@ class FrequencyWarp(nn.Module):
         top = _hz_to_mel(torch.tensor(sample_rate / 2.0))
         self.mel_step = float(top) / (n_mels + 1)
         centres_mel = torch.arange(1, n_mels + 1, dtype=torch.float64) * self.mel_step
-        self.register_buffer(
-            "centres", 700.0 * (10 ** (centres_mel / 2595.0) - 1), persistent=False
-        )
+        # The filters' centres in Hz: a CPU attribute, not a buffer, so that warping computes
+        # its read positions in float64 on the host without copying anything back per batch.
+        self.centres = 700.0 * (10 ** (centres_mel / 2595.0) - 1)
 
     def forward(self, x: Tensor, factor: Tensor | None = None) -> Tensor:
         """(B, T, F) -> (B, T, F), warped in training mode, by ``factor`` (B,) when given."""
@@ -114,7 +114,7 @@ class FrequencyWarp(nn.Module):
         if factor is None:
             factor = 1.0 + (2 * torch.rand(b, dtype=torch.float64) - 1) * self.max_warp
         factor = factor.to(torch.float64).cpu().unsqueeze(1)  # (B, 1)
-        read_at = _hz_to_mel(self.centres.cpu() * factor) / self.mel_step - 1  # (B, F) bins
+        read_at = _hz_to_mel(self.centres * factor) / self.mel_step - 1  # (B, F) bins
         read_at = read_at.clamp(0, f - 1).float().to(x.device)
         lo = read_at.floor().long()
         hi = (lo + 1).clamp(max=f - 1)

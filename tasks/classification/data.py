@@ -25,6 +25,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 from torchvision.transforms import v2
 
 AUGMENTS = ("none", "flip", "randaugment", "trivialaugment")
+BATCH_AUGMENTS = ("none", "flip")  # what BatchTransform can do a batch at a time
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -286,6 +287,11 @@ class ImageDataset(Dataset):
         return [(image, label, self.mixable) for image, label in zip(images, labels)]
 
 
+def _resize_and_crop(img_size: int, crop_pct: float) -> list[v2.Transform]:
+    """The deterministic part: short side to img_size / crop_pct, then the centre crop."""
+    return [v2.Resize(math.floor(img_size / crop_pct), antialias=True), v2.CenterCrop(img_size)]
+
+
 class BatchTransform:
     """``build_transform``'s pipeline without RandAugment or random-resized crops, applied to
     in-memory images a batch at a time: the deterministic resize and centre crop once for the
@@ -307,11 +313,9 @@ class BatchTransform:
         crop_pct: float = 1.0,
         crop_padding: int = 0,
     ):
-        if augment not in ("none", "flip"):
+        if augment not in BATCH_AUGMENTS:
             raise ValueError(f"a batch transform does '{augment}' augmentation per image only")
-        self.resize = v2.Compose(
-            [v2.Resize(math.floor(img_size / crop_pct), antialias=True), v2.CenterCrop(img_size)]
-        )
+        self.resize = v2.Compose(_resize_and_crop(img_size, crop_pct))
         self.size = img_size
         self.padding = crop_padding if train else 0
         self.flip = train and augment == "flip"
@@ -368,7 +372,7 @@ def build_transform(
     if train and random_resized_crop:
         ops: list[v2.Transform] = [v2.RandomResizedCrop(img_size, antialias=True)]
     else:
-        ops = [v2.Resize(math.floor(img_size / crop_pct), antialias=True), v2.CenterCrop(img_size)]
+        ops = _resize_and_crop(img_size, crop_pct)
     if train and crop_padding > 0:
         ops.append(v2.RandomCrop(img_size, padding=crop_padding))
     if train and augment != "none":

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from tasks.base import Batch, Task, iterate, register_task
 from tasks.classification.data import (
+    BATCH_AUGMENTS,
     FASHION_MNIST_CLASSES,
     BatchTransform,
     ImageDataset,
@@ -228,7 +229,7 @@ class ClassificationTask(Task):
             settings = (m["img_size"], m["mean"], m["std"], train, augment, m["crop_pct"])
             transform = build_transform(*settings, rrc, padding)
             # In-memory images without per-image policies are transformed a batch at a time
-            batched = isinstance(split.images, Tensor) and augment in ("none", "flip") and not rrc
+            batched = isinstance(split.images, Tensor) and augment in BATCH_AUGMENTS and not rrc
             batch_transform = BatchTransform(*settings, padding) if batched else None
             out[name] = ImageDataset(
                 split, transform, m["in_chans"], mixable=train, batch_transform=batch_transform
