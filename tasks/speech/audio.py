@@ -98,6 +98,30 @@ def speed_perturb(
     return out, new_lengths
 
 
+def add_noise(
+    audio: Tensor, lengths: Tensor, snr_db: Sequence[float], prob: float = 1.0
+) -> Tensor:
+    """Additive white noise: with probability ``prob`` an utterance gets Gaussian noise at a
+    signal-to-noise ratio drawn uniformly from ``[snr_db[0], snr_db[1]]`` dB, the signal's power
+    taken over its real samples (pauses included). Padding stays zero. Draws use the global torch
+    RNG, which the engine saves for resume.
+
+    Args:
+        audio: (B, S) padded waveforms; lengths: (B,) samples.
+    Returns:
+        (B, S) waveforms.
+    """
+    lo, hi = float(snr_db[0]), float(snr_db[1])
+    real = torch.arange(audio.shape[1], device=audio.device)[None] < lengths[:, None]  # (B, S)
+    x = audio.float()
+    power = (x.square() * real).sum(1) / lengths.clamp(min=1)  # (B,)
+    snr = lo + (hi - lo) * torch.rand(len(x)).to(x.device)
+    on = (torch.rand(len(x)) < prob).to(x.device)
+    scale = (power / 10 ** (snr / 10)).sqrt() * on  # noise standard deviation
+    noise = torch.randn(x.shape).to(x.device) * scale[:, None] * real
+    return (x + noise).to(audio.dtype)
+
+
 def _reason(err: BaseException) -> str:
     # libsndfile's own message repeats the path; its error_string is the reason alone
     text = getattr(err, "error_string", None) or str(err).strip() or type(err).__name__

@@ -297,6 +297,8 @@ OPTIONS = {
     "eval_utterances": "generated val/test utterances (fsdd_connected, synthetic)",
     "digits": "[min, max] digits per generated utterance (synthetic [1, 5], connected [2, 7])",
     "speed_perturb": "training speed factors drawn per utterance, e.g. [0.9, 1.0, 1.1]",
+    "noise_snr": "[low, high] dB: training utterances get white noise at an SNR drawn from it",
+    "noise_prob": "fraction of training utterances that get noise (default 1.0)",
     "vocab": "a fixed character vocabulary instead of the training transcripts' characters",
     "ctc_weight": "weight of CTC in the joint CTC/attention loss and rescoring (default 0.3)",
 }

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.base import Batch, Task, iterate, register_task
-from tasks.speech.audio import read_audio, speed_perturb
+from tasks.speech.audio import add_noise, read_audio, speed_perturb
 from tasks.speech.data import OPTIONS, build_splits, dataset_alphabet
 from tasks.speech.decoding import decode_batch
 from tasks.speech.model import ASRConfig, SpeechOutput
@@ -66,6 +66,15 @@ class SpeechRecognitionTask(Task):
         if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
             raise ValueError(f"data.options.speed_perturb factors must lie in [0.5, 2], got "
                              f"{self.speed_factors}")
+        self.noise_snr = opts.get("noise_snr")
+        if self.noise_snr is not None and (
+            len(self.noise_snr) != 2 or float(self.noise_snr[0]) > float(self.noise_snr[1])
+        ):
+            raise ValueError(f"data.options.noise_snr must be [low, high] in dB, got "
+                             f"{self.noise_snr}")
+        self.noise_prob = float(opts.get("noise_prob", 1.0))
+        if not 0.0 <= self.noise_prob <= 1.0:
+            raise ValueError(f"data.options.noise_prob must be in [0, 1], got {self.noise_prob}")
         model_sr = recipe.model.overrides.get("sample_rate") if hasattr(recipe, "model") else None
         self.sample_rate = int(model_sr or self.data.sample_rate or ASRConfig.sample_rate)
         self.vocab: CharVocab | None = None
@@ -204,6 +213,10 @@ class SpeechRecognitionTask(Task):
             audio, lengths = speed_perturb(batch["audio"], batch["audio_lengths"],
                                            self.speed_factors)
             batch = {**batch, "audio": audio, "audio_lengths": lengths}
+        if self.noise_snr is not None and model.training:
+            noisy = add_noise(batch["audio"], batch["audio_lengths"], self.noise_snr,
+                              self.noise_prob)
+            batch = {**batch, "audio": noisy}
         return self._losses(self._forward(model, batch), batch)
 
     @torch.no_grad()

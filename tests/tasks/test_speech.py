@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import zoo
 import zoo.commands_speech  # noqa: F401  (registers `zoo transcribe`)
 from tasks.base import get_task
-from tasks.speech.audio import AudioError, read_audio, speed_perturb
+from tasks.speech.audio import AudioError, add_noise, read_audio, speed_perturb
 from tasks.speech.data import connected_digits, fsdd_clips, fsdd_pools
 from tasks.speech.decoding import (
     ctc_greedy,
@@ -279,6 +279,37 @@ def test_speed_perturbation_in_training_only():
     task.loss(model.eval(), batch)
     assert not torch.equal(seen[0], batch["audio_lengths"])
     assert torch.equal(seen[1], batch["audio_lengths"])
+
+
+def test_noise_at_the_drawn_snr_in_training_only():
+    t = torch.arange(4000) / 8000
+    audio = torch.stack([torch.sin(2 * torch.pi * 440 * t)] * 3)  # power 0.5
+    lengths = torch.tensor([4000, 3000, 1000])
+    audio[1, 3000:] = 0
+    audio[2, 1000:] = 0
+    torch.manual_seed(0)
+    out = add_noise(audio, lengths, [20.0, 20.0])
+    noise = out - audio
+    for row, n in zip(noise, lengths.tolist()):
+        assert not row[n:].any()  # padding stays padding
+        snr = 10 * torch.log10(torch.tensor(0.5) / row[:n].square().mean())
+        assert abs(float(snr) - 20.0) < 0.5
+    assert torch.equal(add_noise(audio, lengths, [20.0, 20.0], prob=0.0), audio)
+    spread = [add_noise(audio[:1], lengths[:1], [0.0, 30.0]) - audio[:1] for _ in range(20)]
+    snrs = [float(10 * torch.log10(0.5 / d.square().mean())) for d in spread]
+    assert min(snrs) > -0.5 and max(snrs) < 30.5 and max(snrs) - min(snrs) > 10
+
+    task = make_task(train_utterances=4, eval_utterances=4, noise_snr=[10, 10])
+    model = zoo.create_model("test_asr_transformer", **task.prepare())
+    batch = task.collate([task.datasets()["train"][i] for i in range(4)])
+    seen = []
+    model.adapter.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    task.loss(model.train(), batch)
+    task.loss(model.eval(), batch)
+    assert not torch.allclose(seen[0], batch["audio"])
+    assert torch.equal(seen[1], batch["audio"])
+    with pytest.raises(ValueError, match="noise_snr"):
+        make_task(noise_snr=[30, 10])
 
 
 def test_vocab_round_trip():
