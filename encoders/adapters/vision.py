@@ -15,11 +15,17 @@ class PatchEmbed(nn.Module):
     ``stem="conv"`` is the convolutional stem of Xiao et al. 2021 ("Early convolutions help
     transformers see better"): log2(p) 3x3 stride-2 convolutions with BatchNorm and ReLU, widths
     doubling up to D, then a 1x1 convolution to D. It costs little next to the transformer and
-    makes training from scratch on small datasets converge much faster.
+    makes training from scratch on small datasets converge much faster. ``stem_depth`` > 1
+    follows each stride-2 convolution with ``stem_depth - 1`` more 3x3 convolutions (stride 1,
+    same width): more convolutional capacity at the stem's finer resolutions.
     """
 
-    def __init__(self, patch_size: int, in_chans: int, dim: int, stem: str = "patch") -> None:
+    def __init__(
+        self, patch_size: int, in_chans: int, dim: int, stem: str = "patch", stem_depth: int = 1
+    ) -> None:
         super().__init__()
+        if stem_depth < 1 or (stem_depth > 1 and stem != "conv"):
+            raise ValueError(f"stem_depth {stem_depth} needs stem 'conv' and must be at least 1")
         self.patch_size = patch_size
         if stem == "patch":
             self.stem = nn.Identity()
@@ -31,11 +37,13 @@ class PatchEmbed(nn.Module):
             widths = [max(dim >> (n - 1 - i), 8) for i in range(n)]  # ..., D/2, D
             layers: list[nn.Module] = []
             for c_in, c_out in zip([in_chans, *widths], widths):
-                layers += [
-                    nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
-                    nn.BatchNorm2d(c_out),
-                    nn.ReLU(inplace=True),
-                ]
+                for k in range(stem_depth):
+                    layers += [
+                        nn.Conv2d(c_in if k == 0 else c_out, c_out, 3, stride=2 if k == 0 else 1,
+                                  padding=1, bias=False),
+                        nn.BatchNorm2d(c_out),
+                        nn.ReLU(inplace=True),
+                    ]
             self.stem = nn.Sequential(*layers)
             self.proj = nn.Conv2d(widths[-1], dim, kernel_size=1)
         else:
@@ -58,6 +66,7 @@ class VisionAdapter(nn.Module):
         class_token: prepend a learned cls token.
         dropout: dropout after adding positions.
         stem: "patch" (ViT) or "conv" (a convolutional stem, see `PatchEmbed`).
+        stem_depth: 3x3 convolutions per resolution of the conv stem (default 1).
     """
 
     def __init__(
@@ -69,6 +78,7 @@ class VisionAdapter(nn.Module):
         class_token: bool = True,
         dropout: float = 0.0,
         stem: str = "patch",
+        stem_depth: int = 1,
     ) -> None:
         super().__init__()
         if img_size % patch_size:
@@ -76,7 +86,7 @@ class VisionAdapter(nn.Module):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.grid = (img_size // patch_size, img_size // patch_size)
         self.num_prefix = 1 if class_token else 0
-        self.patch_embed = PatchEmbed(patch_size, in_chans, dim, stem)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, dim, stem, stem_depth)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         num_pos = self.grid[0] * self.grid[1] + self.num_prefix
         self.pos_embed = nn.Parameter(torch.empty(1, num_pos, dim))

@@ -31,6 +31,7 @@ class ViTConfig:
     qkv_bias: bool = True
     global_pool: str = "cls"  # "cls" token or "avg" of patch tokens (then normed after pooling)
     stem: str = "patch"  # "patch" (ViT) or "conv" (3x3 stride-2 convolutions, Xiao et al. 2021)
+    stem_depth: int = 1  # conv stem: 3x3 convolutions per resolution (the first has stride 2)
     dropout: float = 0.0
     attn_drop: float = 0.0
     drop_path: float = 0.0
@@ -76,6 +77,7 @@ class ImageClassifier(nn.Module):
             class_token=cfg.global_pool == "cls",
             dropout=cfg.dropout,
             stem=cfg.stem,
+            stem_depth=cfg.stem_depth,
         )
         self.core = TransformerEncoder(
             cfg.dim,

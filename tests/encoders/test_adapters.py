@@ -137,11 +137,28 @@ def test_conv_stem_makes_one_token_per_patch_from_local_convolutions() -> None:
     assert not torch.equal(vis.patch_embed(changed)[:, -1], vis.patch_embed(images)[:, -1])
 
 
+def test_deeper_conv_stem_adds_stride_one_convolutions_at_each_resolution() -> None:
+    vis = _vision(stem="conv", stem_depth=2)
+    convs = [m for m in vis.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
+        (3, 8, (2, 2)),
+        (8, 8, (1, 1)),
+        (8, 8, (2, 2)),
+        (8, 8, (1, 1)),
+        (8, 16, (2, 2)),
+        (16, 16, (1, 1)),
+    ]
+    tokens, _ = vis(torch.randn(2, 3, 32, 32))
+    assert tokens.shape == (2, 1 + 16, 16)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"patch_size": 6, "img_size": 36, "stem": "conv"}, "power-of-two patch_size, got 6"),
         ({"stem": "hybrid"}, "unknown stem 'hybrid'; expected 'patch' or 'conv'"),
+        ({"stem_depth": 2}, "stem_depth 2 needs stem 'conv'"),
+        ({"stem": "conv", "stem_depth": 0}, "must be at least 1"),
     ],
 )
 def test_vision_adapter_rejects_bad_stems(kwargs: dict, message: str) -> None:
