@@ -24,8 +24,10 @@ class PatchEmbed(nn.Module):
         self, patch_size: int, in_chans: int, dim: int, stem: str = "patch", stem_depth: int = 1
     ) -> None:
         super().__init__()
-        if stem_depth < 1 or (stem_depth > 1 and stem != "conv"):
-            raise ValueError(f"stem_depth {stem_depth} needs stem 'conv' and must be at least 1")
+        if stem_depth < 1:
+            raise ValueError(f"stem_depth must be at least 1, got {stem_depth}")
+        if stem_depth > 1 and stem != "conv":
+            raise ValueError(f"stem_depth {stem_depth} needs stem 'conv', got stem '{stem}'")
         self.patch_size = patch_size
         if stem == "patch":
             self.stem = nn.Identity()

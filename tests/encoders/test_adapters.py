@@ -157,8 +157,8 @@ def test_deeper_conv_stem_adds_stride_one_convolutions_at_each_resolution() -> N
     [
         ({"patch_size": 6, "img_size": 36, "stem": "conv"}, "power-of-two patch_size, got 6"),
         ({"stem": "hybrid"}, "unknown stem 'hybrid'; expected 'patch' or 'conv'"),
-        ({"stem_depth": 2}, "stem_depth 2 needs stem 'conv'"),
-        ({"stem": "conv", "stem_depth": 0}, "must be at least 1"),
+        ({"stem_depth": 2}, "stem_depth 2 needs stem 'conv', got stem 'patch'"),
+        ({"stem": "conv", "stem_depth": 0}, "stem_depth must be at least 1, got 0"),
     ],
 )
 def test_vision_adapter_rejects_bad_stems(kwargs: dict, message: str) -> None:
