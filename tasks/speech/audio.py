@@ -13,6 +13,8 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from encoders.attention import lengths_to_padding_mask
+
 
 class AudioError(ValueError):
     """An audio file is missing, unreadable, corrupt or empty."""
@@ -112,7 +114,7 @@ def add_noise(
         (B, S) waveforms.
     """
     lo, hi = float(snr_db[0]), float(snr_db[1])
-    real = torch.arange(audio.shape[1], device=audio.device)[None] < lengths[:, None]  # (B, S)
+    real = ~lengths_to_padding_mask(lengths, audio.shape[1])  # (B, S) True at real samples
     x = audio.float()
     power = (x.square() * real).sum(1) / lengths.clamp(min=1)  # (B,)
     snr = lo + (hi - lo) * torch.rand(len(x)).to(x.device)

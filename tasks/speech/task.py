@@ -68,7 +68,8 @@ class SpeechRecognitionTask(Task):
                              f"{self.speed_factors}")
         self.noise_snr = opts.get("noise_snr")
         if self.noise_snr is not None and (
-            len(self.noise_snr) != 2 or float(self.noise_snr[0]) > float(self.noise_snr[1])
+            not isinstance(self.noise_snr, (list, tuple)) or len(self.noise_snr) != 2
+            or float(self.noise_snr[0]) > float(self.noise_snr[1])
         ):
             raise ValueError(f"data.options.noise_snr must be [low, high] in dB, got "
                              f"{self.noise_snr}")

@@ -265,18 +265,25 @@ def test_joint_ctc_attention_loss_and_rescoring():
     assert len(hyps) == 6 and all(min(h, default=2) >= 2 for h in hyps)
 
 
+def _adapter_inputs(arg: int, **options) -> tuple[dict, list[torch.Tensor]]:
+    """A batch of 4 training utterances and the adapter's input ``arg`` (0: audio, 1: lengths)
+    as seen by ``task.loss`` in training mode, then in eval mode."""
+    task = make_task(train_utterances=4, eval_utterances=4, **options)
+    model = zoo.create_model("test_asr_transformer", **task.prepare())
+    batch = task.collate([task.datasets()["train"][i] for i in range(4)])
+    seen = []
+    model.adapter.register_forward_pre_hook(lambda m, args: seen.append(args[arg].clone()))
+    task.loss(model.train(), batch)
+    task.loss(model.eval(), batch)
+    return batch, seen
+
+
 def test_speed_perturbation_in_training_only():
     audio, lengths = torch.randn(3, 1100), torch.tensor([1100, 770, 330])
     torch.manual_seed(0)
     out, new = speed_perturb(audio, lengths, [1.1])  # 11/10 faster: ceil(n * 10 / 11) samples
     assert new.tolist() == [1000, 700, 300] and out.shape == (3, 1000)
-    task = make_task(train_utterances=4, eval_utterances=4, speed_perturb=[0.9, 1.1])
-    model = zoo.create_model("test_asr_transformer", **task.prepare())
-    batch = task.collate([task.datasets()["train"][i] for i in range(4)])
-    seen = []
-    model.adapter.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
-    task.loss(model.train(), batch)
-    task.loss(model.eval(), batch)
+    batch, seen = _adapter_inputs(1, speed_perturb=[0.9, 1.1])
     assert not torch.equal(seen[0], batch["audio_lengths"])
     assert torch.equal(seen[1], batch["audio_lengths"])
 
@@ -299,13 +306,7 @@ def test_noise_at_the_drawn_snr_in_training_only():
     snrs = [float(10 * torch.log10(0.5 / d.square().mean())) for d in spread]
     assert min(snrs) > -0.5 and max(snrs) < 30.5 and max(snrs) - min(snrs) > 10
 
-    task = make_task(train_utterances=4, eval_utterances=4, noise_snr=[10, 10])
-    model = zoo.create_model("test_asr_transformer", **task.prepare())
-    batch = task.collate([task.datasets()["train"][i] for i in range(4)])
-    seen = []
-    model.adapter.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
-    task.loss(model.train(), batch)
-    task.loss(model.eval(), batch)
+    batch, seen = _adapter_inputs(0, noise_snr=[10, 10])
     assert not torch.allclose(seen[0], batch["audio"])
     assert torch.equal(seen[1], batch["audio"])
     with pytest.raises(ValueError, match="noise_snr"):
