@@ -7,9 +7,10 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import zoo
-from zoo.quantize import quantize_int8
+from zoo.quantize import attention_bf16, quantize_int8
 
 pytest.importorskip("torchao", reason="int8 quantization needs torchao (the quant extra)")
 
@@ -41,6 +42,57 @@ def test_int8_graph_agrees_with_the_float_model() -> None:
     assert out.shape == ref.shape == (16, 5)
     assert (out - ref).norm() / ref.norm() < 0.1
     assert not torch.equal(out, ref)  # it did change the arithmetic
+
+
+def attention_targets(quantized) -> list[object]:
+    return [
+        n.target
+        for n in quantized.graph.graph.nodes
+        if n.target is attention_bf16 or "scaled_dot_product" in str(n.target)
+    ]
+
+
+def test_attention_dtype_picks_the_attention_kernel() -> None:
+    model = tiny_vit()
+    x = batches(1, size=16)[0]
+    with torch.no_grad():
+        ref = model(x)
+    fp32 = quantize_int8(model, batches(2), compile=False, attention_dtype=torch.float32)
+    bf16 = quantize_int8(model, batches(2), compile=False, attention_dtype=torch.bfloat16)
+    sdpa = torch.ops.aten.scaled_dot_product_attention.default
+    assert attention_targets(fp32) == [sdpa, sdpa]  # one per block, PyTorch's kernel
+    assert attention_targets(bf16) == [attention_bf16, attention_bf16]
+    out32, out16 = fp32(x), bf16(x)
+    assert (out16 - ref).norm() / ref.norm() < 0.1
+    assert (out16 - out32).norm() / out32.norm() < 0.05  # bf16 rounding, not a different model
+    assert not torch.equal(out16, out32)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "causal"])
+def test_bf16_attention_matches_sdpa(mask_kind: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 16, generator=gen) for _ in range(3))
+    mask, causal = None, mask_kind == "causal"
+    if mask_kind == "bool":  # the second sequence has its last three keys padded
+        mask = torch.ones(2, 1, 7, 7, dtype=torch.bool)
+        mask[1, :, :, 4:] = False
+    elif mask_kind == "float":
+        mask = torch.randn(2, 1, 7, 7, generator=gen)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=0.3)
+    out = attention_bf16(q, k, v, attn_mask=mask, is_causal=causal, scale=0.3)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=3e-2, rtol=3e-2)  # bf16 has 8 significant bits
+    default_scale = attention_bf16(q, k, v, attn_mask=mask, is_causal=causal)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    torch.testing.assert_close(default_scale, ref, atol=3e-2, rtol=3e-2)
+
+
+def test_bad_attention_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"attention_dtype must be .* got torch.float16"):
+        quantize_int8(tiny_vit(), batches(1), attention_dtype=torch.float16)
+    q = torch.randn(1, 1, 3, 4)
+    with pytest.raises(ValueError, match="attention_bf16 is for inference; got dropout_p=0.1"):
+        attention_bf16(q, q, q, dropout_p=0.1)
 
 
 def test_empty_calibration_is_refused() -> None:
