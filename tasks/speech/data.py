@@ -301,6 +301,11 @@ OPTIONS = {
     "noise_prob": "fraction of training utterances that get noise (default 1.0)",
     "vocab": "a fixed character vocabulary instead of the training transcripts' characters",
     "ctc_weight": "weight of CTC in the joint CTC/attention loss and rescoring (default 0.3)",
+    "lm_weight": "weight of a character n-gram LM in beam search (shallow fusion; default 0, off)",
+    "lm_bonus": "score added per output character when the LM is on (default 0)",
+    "lm_order": "n of the character n-gram LM (default 6)",
+    "lm_texts": "UTF-8 text files, a sentence per line, that the LM learns from besides the "
+                "training transcripts",
 }
 DATASETS = ("synthetic", "fsdd", "fsdd_connected", "manifest", "kathleen_arctic")
 DIGITS = "0123456789"

@@ -1,6 +1,7 @@
 """CTC decoding: greedy (best path), prefix beam search, and n-best rescoring with the exact CTC
 likelihood and, when the model has one, the attention decoder (joint CTC/attention decoding,
-Watanabe et al. 2017, simplified to rescoring the CTC n-best).
+Watanabe et al. 2017, simplified to rescoring the CTC n-best). A character language model
+(``tasks.speech.lm.LMFusion``) can join the beam search's scores (shallow fusion).
 
 Log-probabilities are (B, T, V) with frame lengths (B,); hypotheses are lists of token ids
 without blanks.
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from tasks.speech.lm import LMFusion
 
 NEG_INF = float("-inf")
 Hypothesis = tuple[list[int], float]  # (token ids, log score)
@@ -64,14 +69,18 @@ def _logaddexp(a: float, b: float) -> float:
     return hi + math.log1p(math.exp(lo - hi))
 
 
-def _prefix_search(frames: list[list[float]], beam: int, blank: int, prune: float) -> list[tuple]:
+def _prefix_search(
+    frames: list[list[float]], beam: int, blank: int, prune: float, lm: LMFusion | None = None
+) -> list[tuple]:
     """Prefix beam search over one utterance's (T, V) log-probabilities (Hannun et al. 2014).
 
     Each prefix keeps two scores: ending in blank (pb) and ending in its last label (pnb).
     Per frame only labels within ``prune`` nats of the best (at most ``beam`` of them) extend a
-    prefix; a prefix's own last label is always tried, so that repeats keep their mass.
+    prefix; a prefix's own last label is always tried, so that repeats keep their mass. With
+    ``lm``, prefixes are ranked by their CTC score plus the LM's fusion score of their labels.
     """
     beams: dict[tuple, tuple[float, float]] = {(): (0.0, NEG_INF)}
+    fused: dict[tuple, float] = {(): 0.0}  # the LM's score of each prefix seen (with lm)
     for lp in frames:
         top = max(lp)
         ranked = sorted((c for c in range(len(lp)) if c != blank and lp[c] >= top - prune),
@@ -84,42 +93,54 @@ def _prefix_search(frames: list[list[float]], beam: int, blank: int, prune: floa
             last = prefix[-1] if prefix else None
             cands = ranked if last is None or last in ranked else [*ranked, last]
             for c in cands:
-                ext = nxt[prefix + (c,)]
+                longer = prefix + (c,)
+                ext = nxt[longer]
+                if lm is not None and longer not in fused:
+                    fused[longer] = fused[prefix] + lm.step(prefix, c)
                 if c == last:  # "aa" needs a blank between; without one it stays "a"
                     stay[1] = _logaddexp(stay[1], pnb + lp[c])
                     ext[1] = _logaddexp(ext[1], pb + lp[c])
                 else:
                     ext[1] = _logaddexp(ext[1], total + lp[c])
-        scored = sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam]
+        if lm is None:
+            scored = sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]))[:beam]
+        else:
+            scored = sorted(nxt.items(), key=lambda kv: -_logaddexp(*kv[1]) - fused[kv[0]])[:beam]
         beams = {k: (v[0], v[1]) for k, v in scored}
     return list(beams)
 
 
 def ctc_prefix_beam_search(
-    log_probs: Tensor, lengths: Tensor, beam: int = 10, blank: int = 0, prune: float = 10.0
+    log_probs: Tensor, lengths: Tensor, beam: int = 10, blank: int = 0, prune: float = 10.0,
+    lm: LMFusion | None = None,
 ) -> list[list[Hypothesis]]:
     """N-best lists by CTC prefix beam search, each rescored with the exact CTC likelihood.
 
     The greedy hypothesis joins every n-best list before the exact rescoring, so the first
-    hypothesis is never less likely under the model than the greedy one.
+    hypothesis is never less likely under the model than the greedy one (without ``lm``).
 
     Args:
         log_probs: (B, T, V) log-probabilities.
         lengths: (B,) valid frames.
         beam: prefixes kept per frame (and n-best size).
         prune: labels scoring more than this many nats below a frame's best are not tried.
+        lm: shallow fusion with a character language model: its score joins the ranking in
+            the search and the final one (``LMFusion.total``, end of sentence included).
     Returns:
-        per utterance, hypotheses sorted best first, scores = CTC log-likelihoods.
+        per utterance, hypotheses sorted best first, scores = CTC log-likelihoods (plus the
+        LM's fusion score with ``lm``).
     """
     log_probs = log_probs.float().cpu()
     greedy = ctc_greedy(log_probs, lengths, blank)
     owners, cands = [], []
     for b, n in enumerate(lengths.tolist()):
-        found = _prefix_search(log_probs[b, :n].tolist(), beam, blank, prune)
+        found = _prefix_search(log_probs[b, :n].tolist(), beam, blank, prune, lm)
         for prefix in dict.fromkeys([*found, tuple(greedy[b])]):
             owners.append(b)
             cands.append(list(prefix))
     scores = ctc_log_likelihood(log_probs[owners], lengths.cpu()[owners], cands, blank).tolist()
+    if lm is not None:
+        scores = [s + lm.total(hyp) for s, hyp in zip(scores, cands)]
     nbest: list[list[Hypothesis]] = [[] for _ in range(log_probs.shape[0])]
     for b, hyp, s in zip(owners, cands, scores):
         nbest[b].append((hyp, s))
@@ -157,12 +178,13 @@ def attention_log_likelihood(
 @torch.no_grad()
 def decode_batch(
     model: nn.Module, memory: Tensor, memory_mask: Tensor | None, logits: Tensor,
-    lengths: Tensor, beam: int = 1, ctc_weight: float = 0.3,
+    lengths: Tensor, beam: int = 1, ctc_weight: float = 0.3, lm: LMFusion | None = None,
 ) -> list[list[int]]:
     """Transcripts (token ids) of a batch from the encoder output.
 
     beam 1: CTC greedy. beam > 1: CTC prefix beam search; with an attention decoder the n-best
-    is rescored by ``ctc_weight * log P_ctc + (1 - ctc_weight) * log P_att``.
+    is rescored by ``ctc_weight * log P_ctc + (1 - ctc_weight) * log P_att``. A language model
+    (``lm``, beam > 1 only) adds its fusion score to the search and to the final score.
 
     Args:
         model: the ``SpeechRecognizer`` that produced the tensors.
@@ -175,14 +197,15 @@ def decode_batch(
     log_probs = log_probs.log_softmax(-1)
     if beam <= 1:
         return ctc_greedy(log_probs, lengths, blank)
-    nbest = ctc_prefix_beam_search(log_probs, lengths, beam, blank)
+    nbest = ctc_prefix_beam_search(log_probs, lengths, beam, blank, lm=lm)
     if getattr(model, "decoder", None) is None:
         return [h[0][0] for h in nbest]
     owners = [b for b, hs in enumerate(nbest) for _ in hs]
     hyps = [h for hs in nbest for h, _ in hs]
-    ctc = torch.tensor([s for hs in nbest for _, s in hs])
+    fusion = torch.tensor([lm.total(h) if lm is not None else 0.0 for h in hyps])
+    ctc = torch.tensor([s for hs in nbest for _, s in hs]) - fusion  # the CTC part alone
     att = attention_log_likelihood(model, memory, memory_mask, owners, hyps, eos)
-    joint = (ctc_weight * ctc + (1 - ctc_weight) * att).tolist()
+    joint = (ctc_weight * ctc + (1 - ctc_weight) * att + fusion).tolist()
     best: dict[int, tuple[float, list[int]]] = {}
     for b, h, s in zip(owners, hyps, joint):
         if b not in best or s > best[b][0]:

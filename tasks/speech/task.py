@@ -4,6 +4,7 @@ loss, CTC decoding and WER/CER (jiwer)."""
 from __future__ import annotations
 
 import difflib
+import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +20,11 @@ from tasks.base import Batch, Task, iterate, register_task
 from tasks.speech.audio import add_noise, read_audio, speed_perturb
 from tasks.speech.data import OPTIONS, build_splits, dataset_alphabet
 from tasks.speech.decoding import decode_batch
+from tasks.speech.lm import CharNgramLM, LMFusion, read_lm_texts
 from tasks.speech.model import ASRConfig, SpeechOutput
 from tasks.speech.vocab import CharVocab
+
+log = logging.getLogger(__name__)
 
 BUCKET_BATCHES = 50  # a shuffled window of this many batches is sorted by duration, then cut
 
@@ -76,6 +80,19 @@ class SpeechRecognitionTask(Task):
         self.noise_prob = float(opts.get("noise_prob", 1.0))
         if not 0.0 <= self.noise_prob <= 1.0:
             raise ValueError(f"data.options.noise_prob must be in [0, 1], got {self.noise_prob}")
+        self.lm_weight = float(opts.get("lm_weight", 0.0))
+        self.lm_bonus = float(opts.get("lm_bonus", 0.0))
+        self.lm_order = int(opts.get("lm_order", 6))
+        self.lm_texts = opts.get("lm_texts") or []
+        if self.lm_weight < 0 or self.lm_order < 1:
+            raise ValueError(f"data.options.lm_weight must be >= 0 and lm_order >= 1, got "
+                             f"{self.lm_weight} and {self.lm_order}")
+        if not isinstance(self.lm_texts, (list, tuple)) or not all(
+            isinstance(p, str) for p in self.lm_texts
+        ):
+            raise ValueError(f"data.options.lm_texts must be a list of text file paths, got "
+                             f"{self.lm_texts!r}")
+        self._fusion: LMFusion | None = None
         model_sr = recipe.model.overrides.get("sample_rate") if hasattr(recipe, "model") else None
         self.sample_rate = int(model_sr or self.data.sample_rate or ASRConfig.sample_rate)
         self.vocab: CharVocab | None = None
@@ -169,6 +186,23 @@ class SpeechRecognitionTask(Task):
             raise RuntimeError("the vocabulary is not built yet: call prepare() or load_extra()")
         return self.vocab
 
+    def _lm(self) -> LMFusion | None:
+        """The character LM for shallow fusion (``data.options.lm_*``), built on first use from
+        the training transcripts and the ``lm_texts`` files; None when ``lm_weight`` is 0."""
+        if self.lm_weight == 0:
+            return None
+        if self._fusion is None:
+            alphabet = "".join(self._vocab().chars)
+            if self.splits is None:  # a saved model being used: the recipe's data gives them
+                self.splits = build_splits(self.data, self.sample_rate)
+            extra, dropped = read_lm_texts(self.lm_texts, alphabet)
+            texts = [*self.splits["train"].texts, *extra]
+            lm = CharNgramLM(texts, alphabet, self.lm_order)
+            log.info("character %d-gram LM from %d sentences (%d lines of lm_texts left out for "
+                     "characters outside the vocabulary)", self.lm_order, len(texts), dropped)
+            self._fusion = LMFusion(lm, self._vocab(), self.lm_weight, self.lm_bonus)
+        return self._fusion
+
     def _check_model(self, model: nn.Module) -> None:
         cfg = model.cfg
         if cfg.sample_rate != self.sample_rate or cfg.vocab_size != len(self._vocab()):
@@ -224,7 +258,8 @@ class SpeechRecognitionTask(Task):
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         """CER, WER (jiwer), exact-match accuracy and the loss over a loader.
 
-        The beam is ``recipe.eval.beam_size`` (1: greedy). For digit strings (no spaces) CER is
+        The beam is ``recipe.eval.beam_size`` (1: greedy); a beam search adds the character
+        LM's score when ``data.options.lm_weight`` > 0. For digit strings (no spaces) CER is
         the digit error rate and WER the string error rate.
         """
         model = unwrap(model)
@@ -246,7 +281,7 @@ class SpeechRecognitionTask(Task):
                 n = len(batch["text"])
                 loss_sum, count = loss_sum + loss.item() * n, count + n
                 ids = decode_batch(model, memory, mask, out.logits, out.lengths,
-                                   self._beam_size(), self.ctc_weight)
+                                   self._beam_size(), self.ctc_weight, self._lm())
                 hyps += [self._vocab().decode(h) for h in ids]
                 refs += batch["text"]
                 ids_seen += batch["id"]
@@ -304,7 +339,7 @@ class SpeechRecognitionTask(Task):
             audio, lengths = batch["audio"].to(device), batch["audio_lengths"].to(device)
             memory, mask, out_lengths = model.forward_features(audio, lengths)
             ids = decode_batch(model, memory, mask, model.forward_head(memory), out_lengths,
-                               self._beam_size(beam_size), self.ctc_weight)
+                               self._beam_size(beam_size), self.ctc_weight, self._lm())
             for i, h in zip(idx, ids):
                 out_texts[i] = self._vocab().decode(h)
         return out_texts

@@ -1,0 +1,129 @@
+"""The character n-gram LM (tasks.speech.lm) and its shallow fusion in CTC beam search."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import zoo
+from tasks.speech.decoding import ctc_log_likelihood, ctc_prefix_beam_search, decode_batch
+from tasks.speech.lm import END, CharNgramLM, LMFusion, read_lm_texts
+from tasks.speech.vocab import CharVocab
+from tests.tasks.test_speech import make_task
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz '"
+TEXTS = ["the cat sat on the mat", "a cat and a dog", "the dog sat", "don't"]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 6])
+def test_kneser_ney_distributions_sum_to_one(order):
+    lm = CharNgramLM(TEXTS, ALPHABET, order)
+    for history in ["", "the c", "zzz q", "the dog sat", "don'"]:  # seen and unseen histories
+        probs = [math.exp(lm.log_prob(history, c)) for c in [*ALPHABET, END]]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-9)
+        assert min(probs) > 0  # every character keeps some mass
+
+
+def test_longer_histories_sharpen_the_prediction():
+    unigram, trigram = CharNgramLM(TEXTS, ALPHABET, 1), CharNgramLM(TEXTS, ALPHABET, 3)
+    # "ca" is always followed by "t" in the texts
+    assert trigram.log_prob("the ca", "t") > math.log(0.7) > unigram.log_prob("the ca", "t")
+    assert trigram.log_prob("the ca", "q") < unigram.log_prob("the ca", "q")
+    assert trigram.log_prob("the dog sat", END) > trigram.log_prob("the dog sat", "q")
+    score = trigram.score("the")
+    manual = sum(trigram.log_prob("the"[:i], c) for i, c in enumerate("the"))
+    assert score == pytest.approx(manual + trigram.log_prob("the", END))
+
+
+def test_lm_errors_are_named(tmp_path):
+    with pytest.raises(ValueError, match="outside the vocabulary: 'Z'"):
+        CharNgramLM(["aZ"], ALPHABET)
+    with pytest.raises(ValueError, match="no text to learn from"):
+        CharNgramLM([], ALPHABET)
+    with pytest.raises(ValueError, match="order must be at least 1, got 0"):
+        CharNgramLM(TEXTS, ALPHABET, 0)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"LM text file .*latin1.txt is not UTF-8"):
+        read_lm_texts([latin1], ALPHABET)
+    with pytest.raises(ValueError, match=r"cannot read LM text file .*missing.txt"):
+        read_lm_texts([tmp_path / "missing.txt"], ALPHABET)
+
+
+def test_lm_texts_are_normalised_and_foreign_lines_counted(tmp_path):
+    path = tmp_path / "more.txt"
+    path.write_text("The Cat, sat!\n\nZ\u00fcrich is far\n  A dog\u2019s day \n", encoding="utf-8")
+    texts, dropped = read_lm_texts([path], ALPHABET)
+    assert texts == ["the cat sat", "a dog's day"]
+    assert dropped == 1  # "zürich is far": ü is not in the alphabet
+
+
+def _ambiguous_posterior() -> torch.Tensor:
+    """Three frames: 'a', then 'c' a little likelier than 'b', then blank (ids: a=2 b=3 c=4)."""
+    probs = torch.full((3, 5), 1e-4)
+    probs[0, 2] = 1.0
+    probs[1, 3], probs[1, 4] = 0.45, 0.55
+    probs[2, 0] = 1.0
+    return (probs / probs.sum(-1, keepdim=True)).log()[None]
+
+
+def test_fusion_lets_the_lm_pick_between_close_labels():
+    vocab = CharVocab("abc")
+    log_probs, lengths = _ambiguous_posterior(), torch.tensor([3])
+    plain = ctc_prefix_beam_search(log_probs, lengths, beam=4)[0]
+    assert plain[0][0] == [2, 4]  # "ac": the acoustics alone
+    lm = LMFusion(CharNgramLM(["ab"] * 20 + ["c"], "abc", 3), vocab, weight=1.0, bonus=0.5)
+    fused = ctc_prefix_beam_search(log_probs, lengths, beam=4, lm=lm)[0]
+    assert fused[0][0] == [2, 3]  # "ab": the LM has seen it twenty times, "ac" never
+    # Beam 2 and 'b' less likely than a blank: a search without the LM drops "ab" at the
+    # second frame (keeping "ac" and "a"), so rescoring alone could not bring it back.
+    probs = _ambiguous_posterior().exp()
+    probs[0, 1, 0], probs[0, 1, 3], probs[0, 1, 4] = 0.3, 0.2, 0.5
+    pruned = probs.log()
+    assert ctc_prefix_beam_search(pruned, lengths, beam=2)[0][0][0] == [2, 4]
+    strong = LMFusion(lm.lm, vocab, weight=2.0, bonus=1.0)
+    assert ctc_prefix_beam_search(pruned, lengths, beam=2, lm=strong)[0][0][0] == [2, 3]
+    ctc = ctc_log_likelihood(log_probs, lengths, [[2, 3]])[0].item()
+    assert fused[0][1] == pytest.approx(ctc + lm.total([2, 3]), rel=1e-6)
+    expected = lm.weight * lm.lm.score("ab") + 2 * lm.bonus
+    assert lm.total([2, 3]) == pytest.approx(expected)
+    silent = LMFusion(lm.lm, vocab, weight=0.0, bonus=0.0)  # no weight, no bonus: plain search
+    assert ctc_prefix_beam_search(log_probs, lengths, beam=4, lm=silent)[0][0][0] == [2, 4]
+
+
+def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
+    extra = tmp_path / "extra.txt"
+    extra.write_text("1 2 3\n12\n", encoding="utf-8")  # spaces are not digits: left out
+    task = make_task(train_utterances=8, eval_utterances=4, lm_weight=0.5, lm_bonus=0.2,
+                     lm_order=3, lm_texts=[str(extra)])
+    model = zoo.create_model("test_asr_transformer", **task.prepare()).eval()
+    fusion = task._lm()
+    assert fusion is task._lm() and (fusion.weight, fusion.bonus) == (0.5, 0.2)
+    assert fusion.lm.order == 3 and fusion.lm.alphabet == "0123456789"
+    # "12" was learnt from the file on top of the transcripts
+    only_transcripts = CharNgramLM(task.datasets()["train"].texts, "0123456789", 3)
+    assert fusion.lm.log_prob("1", "2") > only_transcripts.log_prob("1", "2")
+    loader = task.loader(task.datasets()["val"], 4)
+    metrics = task.evaluate(model, loader)  # greedy (beam 1): the LM is not used
+    assert 0.0 <= metrics["cer"]
+    batch = next(iter(loader))
+    memory, mask, lengths = model.forward_features(batch["audio"], batch["audio_lengths"])
+    hyps = decode_batch(model, memory, mask, model.forward_head(memory), lengths, beam=3,
+                        lm=fusion)
+    assert len(hyps) == 4 and all(min(h, default=2) >= 2 for h in hyps)
+    assert make_task(train_utterances=8, eval_utterances=4)._lm() is None  # off by default
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lm_weight": -1}, "lm_weight must be >= 0 and lm_order >= 1, got -1.0 and 6"),
+        ({"lm_weight": 1, "lm_order": 0}, "lm_weight must be >= 0 and lm_order >= 1"),
+        ({"lm_texts": "corpus.txt"}, "lm_texts must be a list of text file paths"),
+    ],
+)
+def test_bad_lm_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        make_task(**options)
