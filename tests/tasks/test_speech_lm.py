@@ -114,6 +114,11 @@ def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
                         lm=fusion)
     assert len(hyps) == 4 and all(min(h, default=2) >= 2 for h in hyps)
     assert make_task(train_utterances=8, eval_utterances=4)._lm() is None  # off by default
+    # a saved model being used (zoo transcribe): no prepare(), the recipe's data gives the LM
+    saved = make_task(train_utterances=8, eval_utterances=4, lm_weight=0.5, lm_order=3,
+                      lm_texts=[str(extra)])
+    saved.load_extra(tmp_path, task.save_extra(tmp_path))
+    assert saved._lm().lm.log_prob("1", "2") == fusion.lm.log_prob("1", "2")
 
 
 @pytest.mark.parametrize(
