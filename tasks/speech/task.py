@@ -104,8 +104,8 @@ class SpeechRecognitionTask(Task):
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, Any]:
         """Build the splits, the character vocabulary (``options.vocab``, else the digits for
-        the digit datasets, else the training transcripts' characters) and check every
-        transcript against it.
+        the digit datasets, else the training transcripts' characters), check every
+        transcript against it, and build the character LM when ``data.options.lm_weight`` > 0.
 
         Returns:
             ``{"vocab_size": ...}``, plus ``sample_rate`` when ``data.sample_rate`` sets it.
@@ -121,6 +121,7 @@ class SpeechRecognitionTask(Task):
         for ds in self.splits.values():
             for text, utt in zip(ds.texts, ds.ids):
                 self.vocab.encode(text, utt)  # raises naming the character and utterance
+        self._lm()  # with an LM, a bad text file fails here, before any training
         overrides: dict[str, Any] = {"vocab_size": len(self.vocab)}
         if self.data.sample_rate is not None:
             overrides["sample_rate"] = self.sample_rate
@@ -355,3 +356,5 @@ class SpeechRecognitionTask(Task):
                              "config.json (task_meta.vocab)")
         self.vocab = CharVocab.from_dict(meta["vocab"])
         self.sample_rate = int(meta.get("sample_rate", self.sample_rate))
+        if self._fusion is not None and self._fusion.vocab != self.vocab:
+            self._fusion = None  # built for other characters: rebuilt for the saved model's

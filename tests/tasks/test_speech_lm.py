@@ -119,6 +119,9 @@ def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
                       lm_texts=[str(extra)])
     saved.load_extra(tmp_path, task.save_extra(tmp_path))
     assert saved._lm().lm.log_prob("1", "2") == fusion.lm.log_prob("1", "2")
+    # a saved model with other characters than the recipe's data gets an LM over its own
+    task.load_extra(tmp_path, {"vocab": CharVocab("0123456789ab").to_dict()})
+    assert task._lm() is not fusion and task._lm().lm.alphabet == "0123456789ab"
 
 
 @pytest.mark.parametrize(
@@ -132,3 +135,10 @@ def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
 def test_bad_lm_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         make_task(**options)
+
+
+def test_a_missing_lm_text_file_fails_before_training(tmp_path):
+    task = make_task(train_utterances=4, eval_utterances=2, lm_weight=0.5,
+                     lm_texts=[str(tmp_path / "gone.txt")])
+    with pytest.raises(ValueError, match=r"cannot read LM text file .*gone.txt"):
+        task.prepare()
