@@ -106,23 +106,18 @@ def attention_bf16(
     return torch.matmul(weights, value.to(torch.bfloat16)).to(query.dtype)
 
 
-def _use_bf16_attention(graph: torch.fx.GraphModule) -> int:
-    """Point the graph's attention calls at ``attention_bf16``; returns how many changed.
+def _use_bf16_attention(graph: torch.fx.GraphModule) -> None:
+    """Point the graph's attention calls at ``attention_bf16``.
 
     Calls with grouped-query heads or dropout keep PyTorch's kernel.
     """
-    changed = 0
     for node in graph.graph.nodes:
         if node.op != "call_function" or node.target is not _SDPA:
             continue
         dropout = node.args[4] if len(node.args) > 4 else node.kwargs.get("dropout_p", 0.0)
-        if node.kwargs.get("enable_gqa", False) or dropout:
-            continue
-        node.target = attention_bf16
-        changed += 1
-    if changed:
-        graph.recompile()
-    return changed
+        if not node.kwargs.get("enable_gqa", False) and not dropout:
+            node.target = attention_bf16
+    graph.recompile()
 
 
 def quantize_int8(

@@ -80,7 +80,7 @@ class CharNgramLM:
         """log P(char | history); ``char`` is a character of the alphabet or ``END``. The
         history is the text so far (only its last ``order - 1`` characters matter)."""
         width = self.order - 1
-        history = (START * width + history)[len(history) :] if width else ""
+        history = (START * width + history[-width:])[-width:] if width else ""
         key = (history, char)
         cached = self._cache.get(key)
         if cached is not None:
@@ -147,14 +147,19 @@ class LMFusion:
     def __init__(self, lm: CharNgramLM, vocab: CharVocab, weight: float, bonus: float) -> None:
         self.lm, self.vocab, self.weight, self.bonus = lm, vocab, weight, bonus
 
+    def _history(self, prefix: Sequence[int]) -> str:
+        """The characters of the prefix's last ``order - 1`` labels: all the LM looks at."""
+        width = self.lm.order - 1
+        return self.vocab.decode(prefix[max(len(prefix) - width, 0) :]) if width else ""
+
     def step(self, prefix: Sequence[int], label: int) -> float:
         """The score of appending ``label`` to ``prefix``."""
         char = self.vocab.chars[label - 2]  # ids 0 and 1 are blank and end of sentence
-        return self.weight * self.lm.log_prob(self.vocab.decode(prefix), char) + self.bonus
+        return self.weight * self.lm.log_prob(self._history(prefix), char) + self.bonus
 
     def end(self, prefix: Sequence[int]) -> float:
         """The score of ending the sentence after ``prefix``."""
-        return self.weight * self.lm.log_prob(self.vocab.decode(prefix), END)
+        return self.weight * self.lm.log_prob(self._history(prefix), END)
 
     def total(self, prefix: Sequence[int]) -> float:
         """The whole hypothesis' score: every character, then the end of sentence."""
