@@ -7,7 +7,8 @@ per-tensor activations). ``torch.compile`` with inductor's freezing then folds t
 into oneDNN's packed layout; without compilation the quantized graph runs as reference ops
 (correct, but slower than fp32). Attention (softmax(QK^T/sqrt(d))V), which has no int8 kernel
 here, runs its two matmuls in bfloat16 with a float32 softmax where the CPU has oneDNN's bf16
-support (``attention_dtype``).
+support (``attention_dtype``), and there the values between the int8 kernels (their outputs,
+layer norms, GELU, residual adds) are bfloat16 too (``float_dtype``, "int8-mixed-bf16").
 
     from zoo.quantize import quantize_int8
     fast = quantize_int8(model, calibration=[images[:64], images[64:128]])
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 __all__ = ["Int8Model", "attention_bf16", "quantize_int8"]
 
 _SDPA = torch.ops.aten.scaled_dot_product_attention.default
+_ASSERT_METADATA = torch.ops.aten._assert_tensor_metadata.default
 
 
 def _pt2e():
@@ -46,21 +48,26 @@ class Int8Model(nn.Module):
 
     Calls run under ``torch.no_grad`` and, when compiled, with inductor's freezing on, which
     is what turns the int8 weights into packed oneDNN kernels (it is switched on for these
-    calls only, so other compiled models are unaffected).
+    calls only, so other compiled models are unaffected). With ``float_dtype=torch.bfloat16``
+    they also run under CPU bf16 autocast; the output is float32 either way.
     """
 
-    def __init__(self, graph: nn.Module, compiled: bool) -> None:
+    def __init__(
+        self, graph: nn.Module, compiled: bool, float_dtype: torch.dtype = torch.float32
+    ) -> None:
         super().__init__()
         self.graph = graph
         self.compiled = compiled
+        self.float_dtype = float_dtype
         # one compiled graph per input shape; kept out of the module tree (it wraps self.graph)
         run = torch.compile(graph, dynamic=False) if compiled else graph
         object.__setattr__(self, "_run", run)
 
     def forward(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
+        mixed = self.float_dtype == torch.bfloat16
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
             if not self.compiled:
-                return self._run(x)
+                return self._run(x).float()
             import torch._inductor.config as inductor_config
 
             # inductor's int8 lowering trips PyTorch's own copy-construct warning; not ours to fix
@@ -68,7 +75,7 @@ class Int8Model(nn.Module):
                 warnings.filterwarnings(
                     "ignore", message="To copy construct from a tensor", module="torch._inductor"
                 )
-                return self._run(x)
+                return self._run(x).float()
 
 
 def attention_bf16(
@@ -120,12 +127,21 @@ def _use_bf16_attention(graph: torch.fx.GraphModule) -> None:
     graph.recompile()
 
 
+def _drop_dtype_asserts(graph: torch.fx.GraphModule) -> None:
+    """Remove export's float32 dtype checks, which bf16 autocast would fail."""
+    for node in list(graph.graph.nodes):
+        if node.op == "call_function" and node.target is _ASSERT_METADATA and not node.users:
+            graph.graph.erase_node(node)
+    graph.recompile()
+
+
 def quantize_int8(
     model: nn.Module,
     calibration: Iterable[Tensor],
     compile: bool = True,
     dynamic_batch: bool = True,
     attention_dtype: torch.dtype | None = None,
+    float_dtype: torch.dtype | None = None,
 ) -> Int8Model:
     """Int8 static quantization of a model whose forward takes one tensor (e.g. a ViT).
 
@@ -141,15 +157,24 @@ def quantize_int8(
             calls), which stay in floating point: ``torch.bfloat16`` (``attention_bf16``) or
             ``torch.float32`` (PyTorch's kernel, unchanged). None picks bf16 where oneDNN
             supports it on this CPU (AVX-512 or newer), else float32.
+        float_dtype: the dtype of the values between the int8 kernels (their outputs, layer
+            norms, activations, residual adds): ``torch.bfloat16`` runs the graph under CPU
+            bf16 autocast ("int8-mixed-bf16"; attention is then bf16 too), ``torch.float32``
+            keeps them float32. None picks bf16 where oneDNN supports it and attention is not
+            asked to be float32, else float32. The output is float32 either way.
 
     Raises:
         ImportError: torchao is not installed.
-        ValueError: ``calibration`` is empty, the model cannot be exported to a graph, or
-            ``attention_dtype`` is neither float32 nor bfloat16.
+        ValueError: ``calibration`` is empty, the model cannot be exported to a graph, a dtype
+            is neither float32 nor bfloat16, or float32 attention is asked for in a bf16 graph.
     """
-    if attention_dtype not in (None, torch.float32, torch.bfloat16):
+    for arg, dtype in (("attention_dtype", attention_dtype), ("float_dtype", float_dtype)):
+        if dtype not in (None, torch.float32, torch.bfloat16):
+            raise ValueError(f"{arg} must be torch.float32, torch.bfloat16 or None; got {dtype}")
+    if attention_dtype == torch.float32 and float_dtype == torch.bfloat16:
         raise ValueError(
-            f"attention_dtype must be torch.float32, torch.bfloat16 or None; got {attention_dtype}"
+            "attention_dtype=torch.float32 needs float_dtype=torch.float32 (a bf16 graph feeds "
+            "attention bf16 values)"
         )
     prepare_pt2e, convert_pt2e, x86 = _pt2e()
     batches = iter(calibration)
@@ -173,10 +198,15 @@ def quantize_int8(
         prepared(first)
         for batch in batches:
             prepared(batch)
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     if attention_dtype is None:
-        bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        attention_dtype = torch.bfloat16 if bf16 else torch.float32
+        asked = float_dtype == torch.bfloat16
+        attention_dtype = torch.bfloat16 if bf16 or asked else torch.float32
+    if float_dtype is None:
+        float_dtype = attention_dtype if bf16 else torch.float32
     quantized = convert_pt2e(prepared)
     if attention_dtype == torch.bfloat16:
         _use_bf16_attention(quantized)
-    return Int8Model(quantized, compiled=compile)
+    if float_dtype == torch.bfloat16:
+        _drop_dtype_asserts(quantized)
+    return Int8Model(quantized, compiled=compile, float_dtype=float_dtype)

@@ -58,13 +58,37 @@ def test_attention_dtype_picks_the_attention_kernel() -> None:
     with torch.no_grad():
         ref = model(x)
     fp32 = quantize_int8(model, batches(2), compile=False, attention_dtype=torch.float32)
-    bf16 = quantize_int8(model, batches(2), compile=False, attention_dtype=torch.bfloat16)
+    bf16 = quantize_int8(
+        model, batches(2), compile=False, attention_dtype=torch.bfloat16, float_dtype=torch.float32
+    )
     sdpa = torch.ops.aten.scaled_dot_product_attention.default
     assert attention_targets(fp32) == [sdpa, sdpa]  # one per block, PyTorch's kernel
     assert attention_targets(bf16) == [attention_bf16, attention_bf16]
     out32, out16 = fp32(x), bf16(x)
     assert (out16 - ref).norm() / ref.norm() < 0.1
     assert (out16 - out32).norm() / out32.norm() < 0.05  # bf16 rounding, not a different model
+    assert not torch.equal(out16, out32)
+
+
+def test_bf16_graph_runs_under_autocast_and_returns_float32() -> None:
+    model = tiny_vit()
+    x = batches(1, size=16)[0]
+    with torch.no_grad():
+        ref = model(x)
+    fp32 = quantize_int8(model, batches(2), compile=False, float_dtype=torch.float32)
+    bf16 = quantize_int8(model, batches(2), compile=False, float_dtype=torch.bfloat16)
+    assert (fp32.float_dtype, bf16.float_dtype) == (torch.float32, torch.bfloat16)
+    assert attention_targets(bf16) == [attention_bf16, attention_bf16]  # bf16 graph, bf16 attention
+    asserts = [n for n in bf16.graph.graph.nodes if "_assert_tensor_metadata" in str(n.target)]
+    assert asserts == []  # export's float32 checks would fail on bf16 values
+    calls = []
+    hook = bf16.graph.register_forward_hook(lambda m, i, o: calls.append(o.dtype))
+    out16, out32 = bf16(x), fp32(x)
+    hook.remove()
+    assert calls == [torch.bfloat16]  # the graph itself computed in bf16 ...
+    assert out16.dtype == torch.float32  # ... and the caller gets float32
+    assert (out16 - ref).norm() / ref.norm() < 0.1
+    assert (out16 - out32).norm() / out32.norm() < 0.05
     assert not torch.equal(out16, out32)
 
 
@@ -90,6 +114,12 @@ def test_bf16_attention_matches_sdpa(mask_kind: str) -> None:
 def test_bad_attention_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match=r"attention_dtype must be .* got torch.float16"):
         quantize_int8(tiny_vit(), batches(1), attention_dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"float_dtype must be .* got torch.float64"):
+        quantize_int8(tiny_vit(), batches(1), float_dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"attention_dtype=torch.float32 needs float_dtype="):
+        quantize_int8(
+            tiny_vit(), batches(1), attention_dtype=torch.float32, float_dtype=torch.bfloat16
+        )
     q = torch.randn(1, 1, 3, 4)
     with pytest.raises(ValueError, match="attention_bf16 is for inference; got dropout_p=0.1"):
         attention_bf16(q, q, q, dropout_p=0.1)
@@ -112,14 +142,16 @@ def test_missing_torchao_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.slow
 def test_compiled_int8_model_matches_the_reference_graph() -> None:
     model = tiny_vit()
-    compiled = quantize_int8(model, batches(2))
-    reference = quantize_int8(model, batches(2), compile=False)
     x = batches(1)[0]
     with torch.no_grad():
         ref = model(x)
-    out = compiled(x)
-    assert (out - ref).norm() / ref.norm() < 0.1
-    torch.testing.assert_close(out, reference(x), atol=0.05, rtol=0.05)
+    for dtype in (torch.float32, torch.bfloat16):
+        compiled = quantize_int8(model, batches(2), float_dtype=dtype)
+        reference = quantize_int8(model, batches(2), compile=False, float_dtype=dtype)
+        out = compiled(x)
+        assert out.dtype == torch.float32
+        assert (out - ref).norm() / ref.norm() < 0.1
+        torch.testing.assert_close(out, reference(x), atol=0.05, rtol=0.05)
 
 
 class DataDependent(torch.nn.Module):
