@@ -68,7 +68,7 @@ class Int8Model(nn.Module):
         mixed = self.float_dtype == torch.bfloat16
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
             if not self.compiled:
-                return self._run(x).float()
+                return _float32(self._run(x))
             import torch._inductor.config as inductor_config
 
             # the C++ wrapper calls the kernels without a Python frame each (about 4% faster);
@@ -78,7 +78,11 @@ class Int8Model(nn.Module):
                 warnings.filterwarnings(
                     "ignore", message="To copy construct from a tensor", module="torch._inductor"
                 )
-                return self._run(x).float()
+                return _float32(self._run(x))
+
+
+def _float32(out: Tensor) -> Tensor:
+    return out.float() if isinstance(out, Tensor) and out.dtype == torch.bfloat16 else out
 
 
 def attention_bf16(
