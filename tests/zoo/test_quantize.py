@@ -27,6 +27,14 @@ def batches(n: int, size: int = 8) -> list[torch.Tensor]:
     return [torch.randn(size, 3, 16, 16, generator=gen) for _ in range(n)]
 
 
+def model_input_and_logits(size: int = 16) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The tiny ViT, a batch of ``size`` images and the float model's logits for it."""
+    model = tiny_vit()
+    x = batches(1, size=size)[0]
+    with torch.no_grad():
+        return model, x, model(x)
+
+
 def test_int8_graph_agrees_with_the_float_model() -> None:
     model = tiny_vit()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -53,10 +61,7 @@ def attention_targets(quantized) -> list[object]:
 
 
 def test_attention_dtype_picks_the_attention_kernel() -> None:
-    model = tiny_vit()
-    x = batches(1, size=16)[0]
-    with torch.no_grad():
-        ref = model(x)
+    model, x, ref = model_input_and_logits()
     fp32 = quantize_int8(model, batches(2), compile=False, attention_dtype=torch.float32)
     bf16 = quantize_int8(
         model, batches(2), compile=False, attention_dtype=torch.bfloat16, float_dtype=torch.float32
@@ -71,10 +76,7 @@ def test_attention_dtype_picks_the_attention_kernel() -> None:
 
 
 def test_bf16_graph_runs_under_autocast_and_returns_float32() -> None:
-    model = tiny_vit()
-    x = batches(1, size=16)[0]
-    with torch.no_grad():
-        ref = model(x)
+    model, x, ref = model_input_and_logits()
     fp32 = quantize_int8(model, batches(2), compile=False, float_dtype=torch.float32)
     bf16 = quantize_int8(model, batches(2), compile=False, float_dtype=torch.bfloat16)
     assert (fp32.float_dtype, bf16.float_dtype) == (torch.float32, torch.bfloat16)
@@ -141,10 +143,7 @@ def test_missing_torchao_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow
 def test_compiled_int8_model_matches_the_reference_graph() -> None:
-    model = tiny_vit()
-    x = batches(1)[0]
-    with torch.no_grad():
-        ref = model(x)
+    model, x, ref = model_input_and_logits(size=8)
     for dtype in (torch.float32, torch.bfloat16):
         compiled = quantize_int8(model, batches(2), float_dtype=dtype)
         reference = quantize_int8(model, batches(2), compile=False, float_dtype=dtype)
