@@ -161,6 +161,16 @@ def normalize_frames(x: Tensor, mask: Tensor | None) -> Tensor:
     return (x - mean) / torch.sqrt(var + 1e-5)
 
 
+def normalize_wave(x: Tensor, lengths: Tensor) -> Tensor:
+    """Scale each waveform of (B, S) to unit RMS over its first ``lengths`` samples; padding
+    (zeros) stays zero and silence stays silence."""
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float()
+        keep = torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(1)
+        power = (x * keep).pow(2).sum(1) / lengths.clamp(min=1)
+        return x * torch.rsqrt(power + 1e-12).unsqueeze(1)
+
+
 class AudioAdapter(nn.Module):
     """Speech front end: (waveform or log-mel, lengths) -> (frames (B, T', D), padding mask).
 
@@ -176,6 +186,9 @@ class AudioAdapter(nn.Module):
             0 = off).
         pos: "sinusoidal" or "none" (e.g. with a rotary core).
         dropout: dropout on the output frames.
+        wave_norm: scale each waveform to unit RMS over its real samples before the log-mel, so
+            that a recording's level does not change the features (log-mel's 1e-6 floor
+            otherwise makes a quiet voice look unlike a loud one).
     """
 
     def __init__(
@@ -190,6 +203,7 @@ class AudioAdapter(nn.Module):
         pos: str = "sinusoidal",
         dropout: float = 0.0,
         freq_warp: float = 0.0,
+        wave_norm: bool = False,
     ) -> None:
         super().__init__()
         if features not in FEATURES:
@@ -197,6 +211,7 @@ class AudioAdapter(nn.Module):
         if pos not in POSITIONS:
             raise ValueError(f"unknown position type '{pos}'; expected one of {POSITIONS}")
         self.dim, self.n_mels, self.features = dim, n_mels, features
+        self.wave_norm = wave_norm
         self.frontend = (
             LogMel(sample_rate, n_fft, hop_length, n_mels) if features == "waveform" else None
         )
@@ -234,6 +249,8 @@ class AudioAdapter(nn.Module):
     def _features(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if self.frontend is None:
             return x, lengths
+        if self.wave_norm:
+            x = normalize_wave(x, lengths)
         return self.frontend(x), self.frontend.num_frames(lengths)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

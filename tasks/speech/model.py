@@ -39,6 +39,7 @@ class ASRConfig:
     features: str = "waveform"  # "waveform" or "fbank" (precomputed log-mel)
     spec_augment: bool = True
     freq_warp: float = 0.0  # vocal tract length perturbation in training, e.g. 0.1
+    wave_norm: bool = False  # scale each waveform to unit RMS first (level invariance)
     decoder_depth: int = 0  # > 0 adds an attention decoder
     blank_id: int = 0
     eos_id: int = 1
@@ -78,6 +79,7 @@ class SpeechRecognizer(nn.Module):
             pos="none" if rotary else "sinusoidal",
             dropout=cfg.dropout,
             freq_warp=cfg.freq_warp,
+            wave_norm=cfg.wave_norm,
         )
         self.core = TransformerEncoder(
             cfg.dim,

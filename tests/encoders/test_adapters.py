@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from encoders.adapters import AudioAdapter, SpecAugment, TextAdapter, VisionAdapter
-from encoders.adapters.audio import Conv2dSubsampling, FrequencyWarp, LogMel
+from encoders.adapters.audio import Conv2dSubsampling, FrequencyWarp, LogMel, normalize_wave
 from encoders.positional import interpolate_pos_embed, sinusoidal_table
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +270,23 @@ def test_audio_adapter_applies_spec_augment_in_training_only() -> None:
     torch.manual_seed(1)
     trained, _ = adapter.train()(x)
     assert not torch.allclose(trained, first)
+
+
+def test_wave_norm_makes_the_features_independent_of_the_recording_level() -> None:
+    torch.manual_seed(0)
+    wave = 0.05 * torch.randn(2, 6000)
+    wave[1, 4000:] = 0.0  # padding of the shorter utterance
+    lengths = torch.tensor([6000, 4000])
+    scaled = wave * torch.tensor([[0.02], [7.0]])  # one much quieter, one louder
+    normed = normalize_wave(scaled, lengths)
+    torch.testing.assert_close(normed[0].pow(2).mean(), torch.tensor(1.0), rtol=1e-4, atol=0)
+    torch.testing.assert_close(normed[1, :4000].pow(2).mean(), torch.tensor(1.0), rtol=1e-4, atol=0)
+    assert torch.equal(normed[1, 4000:], torch.zeros(2000))
+    adapter = AudioAdapter(16, spec_augment=False, wave_norm=True).eval()
+    torch.testing.assert_close(adapter(scaled, lengths)[0], adapter(wave, lengths)[0])
+    plain = AudioAdapter(16, spec_augment=False).eval()
+    plain.load_state_dict(adapter.state_dict())
+    assert not torch.allclose(plain(scaled, lengths)[0], plain(wave, lengths)[0], atol=1e-3)
 
 
 @pytest.mark.parametrize(
