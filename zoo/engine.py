@@ -183,9 +183,12 @@ class Trainer:
         if self.world.is_main:
             dist.barrier(self.world)
         name, pretrained = self.recipe.model.name, self.recipe.model.pretrained
-        model = create_model(
-            name, pretrained=pretrained, **{**overrides, **self.recipe.model.overrides}
-        )
+        try:
+            model = create_model(
+                name, pretrained=pretrained, **{**overrides, **self.recipe.model.overrides}
+            )
+        except CheckpointError as e:  # say which setting named the missing or broken model
+            raise CheckpointError(f"model.pretrained: {e}") from e
         if pretrained is not None:
             logger.info("model %s: weights from %s", name, pretrained)
         n = sum(p.numel() for p in model.parameters())

@@ -242,6 +242,18 @@ def test_missing_data_directory(
     )
 
 
+def test_missing_pretrained_model(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = tmp_path / "no_such_run"
+    fails(
+        ["train", str(recipe), f"model.pretrained={gone}", "--out", str(tmp_path / "r")],
+        capsys,
+        "model.pretrained: model directory",
+        "no_such_run does not exist",
+    )
+
+
 def test_empty_dataset(recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty" / "cats").mkdir(parents=True)
     out = tmp_path / "r"
