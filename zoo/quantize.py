@@ -82,6 +82,7 @@ class Int8Model(nn.Module):
 
 
 def _float32(out: Tensor) -> Tensor:
+    """A bf16 tensor output (the mixed graph's) as float32; any other output as it is."""
     return out.float() if isinstance(out, Tensor) and out.dtype == torch.bfloat16 else out
 
 

@@ -166,8 +166,8 @@ def normalize_wave(x: Tensor, lengths: Tensor) -> Tensor:
     (zeros) stays zero and silence stays silence."""
     with torch.autocast(x.device.type, enabled=False):
         x = x.float()
-        keep = torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(1)
-        power = (x * keep).pow(2).sum(1) / lengths.clamp(min=1)
+        real = ~lengths_to_padding_mask(lengths, x.shape[1])  # (B, S) True at real samples
+        power = (x.square() * real).sum(1) / lengths.clamp(min=1)
         return x * torch.rsqrt(power + 1e-12).unsqueeze(1)
 
 
