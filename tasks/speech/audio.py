@@ -91,7 +91,11 @@ def speed_perturb(
         ratio = Fraction(factors[k]).limit_denominator(20)  # 1.1 -> 11/10: a short sinc kernel
         wave = row[:n]
         if ratio != 1:  # resampling from num to den keeps the rate but scales the duration
-            wave = AF.resample(wave.float(), ratio.numerator, ratio.denominator).to(row.dtype)
+            # in fp32 also under mixed precision: a bf16 convolution rounds the waveform to 8
+            # significant bits and, on the CPU, takes several times longer
+            with torch.autocast(audio.device.type, enabled=False):
+                wave = AF.resample(wave.float(), ratio.numerator, ratio.denominator)
+            wave = wave.to(row.dtype)
         waves.append(wave)
     new_lengths = torch.tensor([len(w) for w in waves], device=lengths.device)
     out = audio.new_zeros(len(waves), int(new_lengths.max()))

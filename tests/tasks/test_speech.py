@@ -288,6 +288,19 @@ def test_speed_perturbation_in_training_only():
     assert torch.equal(seen[1], batch["audio_lengths"])
 
 
+def test_speed_perturbation_keeps_fp32_under_mixed_precision():
+    # The training loss runs under bf16 autocast; the resampling must not follow it (bf16 keeps
+    # 8 significant bits, an error near 1e-2 of the signal's amplitude).
+    audio, lengths = torch.randn(2, 1600), torch.tensor([1600, 1200])
+    torch.manual_seed(0)
+    plain, _ = speed_perturb(audio, lengths, [0.9, 1.1])
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = speed_perturb(audio, lengths, [0.9, 1.1])
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=0, atol=1e-6)
+
+
 def test_noise_at_the_drawn_snr_in_training_only():
     t = torch.arange(4000) / 8000
     audio = torch.stack([torch.sin(2 * torch.pi * 440 * t)] * 3)  # power 0.5
