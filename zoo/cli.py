@@ -20,6 +20,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     TypeError,
     FileNotFoundError,
     OSError,
+    ImportError,  # an optional package a command needs (named in the message)
     CheckpointError,
 )
 

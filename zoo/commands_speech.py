@@ -27,3 +27,24 @@ def _add_transcribe_args(p: argparse.ArgumentParser) -> None:
 
 
 cmd_transcribe.arguments = _add_transcribe_args
+
+
+@command("synthesize", "read text files aloud with eSpeak NG into a speech manifest")
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    from tasks.speech.tts import synthesize_corpus
+
+    stats = synthesize_corpus(args.texts, args.out, args.count, args.seed, args.language)
+    print(f"{args.out}/transcripts.tsv: {stats['utterances']} utterances, "
+          f"{stats['hours']:.2f} h ({stats['left_out']} lines with other characters left out)")
+    return 0
+
+
+def _add_synthesize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("texts", nargs="+", help="UTF-8 text files, a sentence per line")
+    p.add_argument("--out", required=True, help="folder for wavs/ and transcripts.tsv")
+    p.add_argument("--count", type=int, default=None, help="sentences drawn (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="sentence, voice, rate and pitch draws")
+    p.add_argument("--language", default="en-us", help="eSpeak NG voice (default en-us)")
+
+
+cmd_synthesize.arguments = _add_synthesize_args

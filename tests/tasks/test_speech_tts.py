@@ -1,0 +1,121 @@
+"""Synthetic speech corpora with eSpeak NG (``tasks.speech.tts``) and ``zoo synthesize``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import zoo.commands_speech  # noqa: F401  (registers `zoo synthesize`)
+from tasks.speech.data import build_splits, read_manifest
+from tasks.speech.tts import read_sentences, synthesize_corpus
+from zoo.cli import main
+from zoo.config import recipe_from_dict
+
+pytest.importorskip("espeakng_loader")
+
+
+@pytest.fixture
+def texts(tmp_path: Path) -> Path:
+    path = tmp_path / "texts.txt"
+    path.write_text(
+        "A dog runs across the field.\n"
+        "Two children play in the snow.\n"
+        "a dog runs across the field\n"  # the first line again once normalised: kept
+        "The café opens at 9.\n"  # an accent and a digit: left out
+        "\n"
+        "Women's shoes, red and blue.\n"
+        "A man rides a bicycle down the street.\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_sentences_are_normalised_and_within_the_alphabet(texts: Path) -> None:
+    sentences, dropped = read_sentences([texts])
+    assert sentences == [
+        "a dog runs across the field",
+        "two children play in the snow",
+        "a dog runs across the field",
+        "women's shoes red and blue",
+        "a man rides a bicycle down the street",
+    ]
+    assert dropped == 1
+
+
+def test_unreadable_text_files_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8"):
+        read_sentences([bad])
+    with pytest.raises(ValueError, match=r"missing.txt does not exist"):
+        read_sentences([tmp_path / "missing.txt"])
+    digits = tmp_path / "digits.txt"
+    digits.write_text("1 2 3\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"no line of .*digits.txt uses only"):
+        synthesize_corpus([digits], tmp_path / "out")
+
+
+def test_corpus_is_a_manifest_of_speech_and_repeats_with_its_seed(
+    texts: Path, tmp_path: Path
+) -> None:
+    stats = synthesize_corpus([texts], tmp_path / "a", count=3, seed=1)
+    assert stats["utterances"] == 3 and stats["left_out"] == 1
+    rows = read_manifest(tmp_path / "a" / "transcripts.tsv")
+    assert len(rows) == 3
+    durations = []
+    for row in rows:
+        wave, sr = sf.read(tmp_path / "a" / row["path"], dtype="float32")
+        assert sr == 22050 and wave.ndim == 1
+        assert np.sqrt(np.mean(wave**2)) > 0.01  # speech, not silence
+        durations.append((row["text"], len(wave) / sr))
+    assert abs(sum(d for _, d in durations) / 3600 - stats["hours"]) < 1e-6
+    # a longer sentence takes longer to say at any rate and voice drawn (140-200 words/min)
+    for text, seconds in durations:
+        words = len(text.split())
+        assert words * 60 / 200 * 0.7 < seconds < words * 60 / 140 * 2.0, (text, seconds)
+
+    synthesize_corpus([texts], tmp_path / "b", count=3, seed=1)
+    assert (tmp_path / "a" / "transcripts.tsv").read_text() == (
+        tmp_path / "b" / "transcripts.tsv").read_text()
+    for row in rows:
+        assert (tmp_path / "a" / row["path"]).read_bytes() == (
+            tmp_path / "b" / row["path"]).read_bytes()
+    synthesize_corpus([texts], tmp_path / "c", count=3, seed=2)
+    assert [r["speaker"] for r in read_manifest(tmp_path / "c" / "transcripts.tsv")] != [
+        r["speaker"] for r in rows]
+
+
+def test_the_manifest_dataset_reads_the_corpus(texts: Path, tmp_path: Path) -> None:
+    synthesize_corpus([texts], tmp_path / "corpus")
+    data = recipe_from_dict({
+        "task": "speech_recognition", "model": {"name": "test_asr_transformer"},
+        "data": {"dataset": "manifest", "root": str(tmp_path / "corpus"), "val_fraction": 0.25},
+        "train": {"max_steps": 1},
+    }).data
+    splits = build_splits(data, 16000)
+    assert len(splits["train"]) == 4 and len(splits["val"]) == 1
+    item = splits["train"][0]
+    assert item["audio"].ndim == 1 and len(item["audio"]) > 16000 * 0.5  # resampled to 16 kHz
+
+
+def test_unknown_voice_is_named(texts: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no voice variant 'nobody'"):
+        synthesize_corpus([texts], tmp_path / "out", variants=["f1", "nobody"])
+    with pytest.raises(ValueError, match=r"no voice 'xx-nowhere\+f1'"):
+        synthesize_corpus([texts], tmp_path / "out", language="xx-nowhere", variants=["f1"])
+
+
+def test_synthesize_command(
+    texts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "corpus"
+    assert main(["synthesize", str(texts), "--out", str(out), "--count", "2"]) == 0
+    assert "2 utterances" in capsys.readouterr().out
+    assert len(read_manifest(out / "transcripts.tsv")) == 2
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\n")
+    assert main(["synthesize", str(bad), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: text file {bad} is not UTF-8 (byte 0)"
