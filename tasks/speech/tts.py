@@ -50,8 +50,9 @@ class Espeak:
 
     def __new__(cls) -> Espeak:
         if cls._instance is None:
-            cls._instance = super().__new__(cls)
-            cls._instance._start()
+            tts = super().__new__(cls)
+            tts._start()  # kept only once it has started, so a failure is raised again next time
+            cls._instance = tts
         return cls._instance
 
     def _start(self) -> None:
@@ -79,7 +80,7 @@ class Espeak:
         self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, word_gap: int = 0
     ) -> np.ndarray:
         """Int16 samples at ``sample_rate`` of ``text`` read by ``voice`` (a language such as
-        ``en-us``, optionally ``+variant``) at ``rate`` words per minute, ``pitch`` 0-99 and
+        ``en-us``, optionally ``+variant``) at ``rate`` words per minute, ``pitch`` 0-100 (50 is the voice's own) and
         ``word_gap`` extra pauses between words in units of 10 ms.
 
         Raises:
