@@ -80,8 +80,8 @@ class Espeak:
         self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, word_gap: int = 0
     ) -> np.ndarray:
         """Int16 samples at ``sample_rate`` of ``text`` read by ``voice`` (a language such as
-        ``en-us``, optionally ``+variant``) at ``rate`` words per minute, ``pitch`` 0-100 (50 is the voice's own) and
-        ``word_gap`` extra pauses between words in units of 10 ms.
+        ``en-us``, optionally ``+variant``) at ``rate`` words per minute, ``pitch`` 0-100 (50
+        is the voice's own) and ``word_gap`` extra pauses between words in units of 10 ms.
 
         Raises:
             ValueError: an unknown voice, or text that gives no audio.
