@@ -16,9 +16,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
-from tasks.speech.vocab import CharVocab, normalize_text
+from tasks.speech.vocab import CharVocab
 
 END = "\n"  # end of sentence; never a transcript character (whitespace is normalised to " ")
 START = "\t"  # the history before a sentence's first character
@@ -102,36 +101,6 @@ class CharNgramLM:
         return sum(self.log_prob(text[:i], c) for i, c in enumerate(text)) + self.log_prob(
             text, END
         )
-
-
-def read_lm_texts(paths: Sequence[str | Path], alphabet: str) -> tuple[list[str], int]:
-    """Normalised lines of UTF-8 text files, one sentence per line.
-
-    Lines with characters outside ``alphabet`` after normalisation are left out and counted.
-
-    Returns:
-        (sentences, lines left out).
-    Raises:
-        ValueError: a file cannot be read or is not UTF-8 (named).
-    """
-    kept, dropped = [], 0
-    allowed = set(alphabet)
-    for path in paths:
-        try:
-            raw = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"LM text file {path} is not UTF-8 (byte {e.start})") from None
-        except OSError as e:
-            raise ValueError(f"cannot read LM text file {path}: {e.strerror or e}") from None
-        for line in raw.splitlines():
-            text = normalize_text(line)
-            if not text:
-                continue
-            if set(text) <= allowed:
-                kept.append(text)
-            else:
-                dropped += 1
-    return kept, dropped
 
 
 class LMFusion:

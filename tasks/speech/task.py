@@ -20,9 +20,9 @@ from tasks.base import Batch, Task, iterate, register_task
 from tasks.speech.audio import add_noise, read_audio, speed_perturb
 from tasks.speech.data import OPTIONS, build_splits, dataset_alphabet
 from tasks.speech.decoding import decode_batch
-from tasks.speech.lm import CharNgramLM, LMFusion, read_lm_texts
+from tasks.speech.lm import CharNgramLM, LMFusion
 from tasks.speech.model import ASRConfig, SpeechOutput
-from tasks.speech.vocab import CharVocab
+from tasks.speech.vocab import CharVocab, read_sentences
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ class SpeechRecognitionTask(Task):
             alphabet = "".join(self._vocab().chars)
             if self.splits is None:  # a saved model being used: the recipe's data gives them
                 self.splits = build_splits(self.data, self.sample_rate)
-            extra, dropped = read_lm_texts(self.lm_texts, alphabet)
+            extra, dropped = read_sentences(self.lm_texts, alphabet, "LM text file")
             texts = [*self.splits["train"].texts, *extra]
             lm = CharNgramLM(texts, alphabet, self.lm_order)
             log.info("character %d-gram LM from %d sentences (%d lines of lm_texts left out for "

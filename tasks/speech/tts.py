@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from tasks.speech.vocab import normalize_text
+from tasks.speech.vocab import read_sentences
 
 ENGLISH = " 'abcdefghijklmnopqrstuvwxyz"
 # eSpeak NG's voice variants (espeak-ng-data/voices/!v): female and male formant voices and the
@@ -98,30 +98,6 @@ class Espeak:
         return np.concatenate(self._chunks)
 
 
-def read_sentences(paths: Sequence[str | Path], alphabet: str = ENGLISH) -> tuple[list[str], int]:
-    """The normalised non-empty lines of UTF-8 text files, in order, that use only ``alphabet``,
-    and the number of lines left out (digits, other scripts: the synthesiser would read "12" as
-    words the transcript does not hold).
-
-    Raises:
-        ValueError: a file that is missing or not UTF-8, naming it.
-    """
-    allowed, kept, dropped = set(alphabet), [], 0
-    for path in paths:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ValueError(f"text file {path} does not exist") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"text file {path} is not UTF-8 (byte {e.start})") from None
-        for line in map(normalize_text, lines):
-            if line and set(line) <= allowed:
-                kept.append(line)
-            elif line:
-                dropped += 1
-    return kept, dropped
-
-
 def synthesize_corpus(
     texts: Sequence[str | Path],
     out: str | Path,
@@ -161,7 +137,7 @@ def synthesize_corpus(
     width = len(str(len(sentences) - 1))
     rows, samples = [], 0
     for i, text in enumerate(sentences):
-        variant = rng.choice(list(variants))
+        variant = rng.choice(variants)
         wave = tts.say(text, f"{language}+{variant}", rng.randint(*rate), rng.randint(*pitch),
                        rng.randint(*word_gap))
         name = f"wavs/{i:0{width}d}.wav"

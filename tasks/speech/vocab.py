@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 BLANK, EOS = "<blank>", "<eos>"
@@ -28,6 +29,40 @@ def normalize_text(text: str) -> str:
         c for c in text if c == "'" or c.isspace() or not unicodedata.category(c).startswith("P")
     )
     return _SPACES.sub(" ", kept).strip()
+
+
+def read_sentences(
+    paths: Sequence[str | Path], alphabet: str, what: str = "text file"
+) -> tuple[list[str], int]:
+    """Normalised non-empty lines of UTF-8 text files, one sentence per line, in order.
+
+    Lines with characters outside ``alphabet`` after normalisation are left out and counted.
+
+    Args:
+        what: how error messages name a file ("LM text file" for the LM's texts).
+    Returns:
+        (sentences, lines left out).
+    Raises:
+        ValueError: a file cannot be read or is not UTF-8 (named).
+    """
+    kept, dropped = [], 0
+    allowed = set(alphabet)
+    for path in paths:
+        try:
+            raw = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{what} {path} is not UTF-8 (byte {e.start})") from None
+        except OSError as e:
+            raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from None
+        for line in raw.splitlines():
+            text = normalize_text(line)
+            if not text:
+                continue
+            if set(text) <= allowed:
+                kept.append(text)
+            else:
+                dropped += 1
+    return kept, dropped
 
 
 class CharVocab:

@@ -9,8 +9,8 @@ import torch
 
 import zoo
 from tasks.speech.decoding import ctc_log_likelihood, ctc_prefix_beam_search, decode_batch
-from tasks.speech.lm import END, CharNgramLM, LMFusion, read_lm_texts
-from tasks.speech.vocab import CharVocab
+from tasks.speech.lm import END, CharNgramLM, LMFusion
+from tasks.speech.vocab import CharVocab, read_sentences
 from tests.tasks.test_speech import make_task
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz '"
@@ -47,15 +47,15 @@ def test_lm_errors_are_named(tmp_path):
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"LM text file .*latin1.txt is not UTF-8"):
-        read_lm_texts([latin1], ALPHABET)
+        read_sentences([latin1], ALPHABET, "LM text file")
     with pytest.raises(ValueError, match=r"cannot read LM text file .*missing.txt"):
-        read_lm_texts([tmp_path / "missing.txt"], ALPHABET)
+        read_sentences([tmp_path / "missing.txt"], ALPHABET, "LM text file")
 
 
 def test_lm_texts_are_normalised_and_foreign_lines_counted(tmp_path):
     path = tmp_path / "more.txt"
     path.write_text("The Cat, sat!\n\nZ\u00fcrich is far\n  A dog\u2019s day \n", encoding="utf-8")
-    texts, dropped = read_lm_texts([path], ALPHABET)
+    texts, dropped = read_sentences([path], ALPHABET, "LM text file")
     assert texts == ["the cat sat", "a dog's day"]
     assert dropped == 1  # "zürich is far": ü is not in the alphabet
 

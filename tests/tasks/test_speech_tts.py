@@ -10,7 +10,8 @@ import soundfile as sf
 
 import zoo.commands_speech  # noqa: F401  (registers `zoo synthesize`)
 from tasks.speech.data import build_splits, read_manifest
-from tasks.speech.tts import read_sentences, synthesize_corpus
+from tasks.speech.tts import ENGLISH, synthesize_corpus
+from tasks.speech.vocab import read_sentences
 from zoo.cli import main
 from zoo.config import recipe_from_dict
 
@@ -34,7 +35,7 @@ def texts(tmp_path: Path) -> Path:
 
 
 def test_sentences_are_normalised_and_within_the_alphabet(texts: Path) -> None:
-    sentences, dropped = read_sentences([texts])
+    sentences, dropped = read_sentences([texts], ENGLISH)
     assert sentences == [
         "a dog runs across the field",
         "two children play in the snow",
@@ -49,9 +50,9 @@ def test_unreadable_text_files_are_named(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8"):
-        read_sentences([bad])
-    with pytest.raises(ValueError, match=r"missing.txt does not exist"):
-        read_sentences([tmp_path / "missing.txt"])
+        read_sentences([bad], ENGLISH)
+    with pytest.raises(ValueError, match=r"cannot read text file .*missing.txt"):
+        read_sentences([tmp_path / "missing.txt"], ENGLISH)
     digits = tmp_path / "digits.txt"
     digits.write_text("1 2 3\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"no line of .*digits.txt uses only"):
