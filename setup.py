@@ -30,12 +30,16 @@ QUANT = ["torchao>=0.18,<0.19"]
 # speech synthesis for pretraining corpora (tasks.speech.tts): eSpeak NG's library and voices
 TTS = ["espeakng-loader>=0.2.4,<0.3"]
 
+# a word list for the speech LM (data.options.lm_lexicon: wordfreq:<language>)
+LEXICON = ["wordfreq>=3.1,<4"]
+
 EXTRAS_REQUIRE = {
     "plot": ["matplotlib"],
     "tensorboard": ["tensorboard"],
     "quant": QUANT,
     "tts": TTS,
-    "dev": ["pytest", "ruff", "matplotlib", *QUANT, *TTS],
+    "lexicon": LEXICON,
+    "dev": ["pytest", "ruff", "matplotlib", *QUANT, *TTS, *LEXICON],
 }
 
 setup(

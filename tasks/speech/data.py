@@ -306,6 +306,10 @@ OPTIONS = {
     "lm_order": "n of the character n-gram LM (default 6)",
     "lm_texts": "UTF-8 text files, a sentence per line, that the LM learns from besides the "
                 "training transcripts",
+    "lm_lexicon": "a word list mixed into the LM: a file of 'word [count]' lines, or "
+                  "'wordfreq:<language>' (the wordfreq package's list; default none)",
+    "lm_lexicon_size": "keep the lexicon's most frequent words (default 100000)",
+    "lm_lexicon_mix": "the lexicon's share of the LM's character predictions (default 0.7)",
 }
 DATASETS = ("synthetic", "fsdd", "fsdd_connected", "manifest", "kathleen_arctic")
 DIGITS = "0123456789"

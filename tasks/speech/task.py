@@ -20,7 +20,13 @@ from tasks.base import Batch, Task, iterate, register_task
 from tasks.speech.audio import add_noise, read_audio, speed_perturb
 from tasks.speech.data import OPTIONS, build_splits, dataset_alphabet
 from tasks.speech.decoding import decode_batch
-from tasks.speech.lm import CharNgramLM, LMFusion
+from tasks.speech.lm import (
+    CharNgramLM,
+    LMFusion,
+    WordLexicon,
+    read_word_counts,
+    wordfreq_counts,
+)
 from tasks.speech.model import ASRConfig, SpeechOutput
 from tasks.speech.vocab import CharVocab, read_sentences
 
@@ -92,6 +98,15 @@ class SpeechRecognitionTask(Task):
         ):
             raise ValueError(f"data.options.lm_texts must be a list of text file paths, got "
                              f"{self.lm_texts!r}")
+        self.lm_lexicon = opts.get("lm_lexicon")
+        self.lm_lexicon_size = int(opts.get("lm_lexicon_size", 100_000))
+        self.lm_lexicon_mix = float(opts.get("lm_lexicon_mix", 0.7))
+        if self.lm_lexicon is not None and not isinstance(self.lm_lexicon, str):
+            raise ValueError(f"data.options.lm_lexicon must be a file path or "
+                             f"'wordfreq:<language>', got {self.lm_lexicon!r}")
+        if self.lm_lexicon_size < 1 or not 0.0 <= self.lm_lexicon_mix < 1.0:
+            raise ValueError(f"data.options.lm_lexicon_size must be >= 1 and lm_lexicon_mix in "
+                             f"[0, 1), got {self.lm_lexicon_size} and {self.lm_lexicon_mix}")
         self._fusion: LMFusion | None = None
         model_sr = recipe.model.overrides.get("sample_rate") if hasattr(recipe, "model") else None
         self.sample_rate = int(model_sr or self.data.sample_rate or ASRConfig.sample_rate)
@@ -189,7 +204,8 @@ class SpeechRecognitionTask(Task):
 
     def _lm(self) -> LMFusion | None:
         """The character LM for shallow fusion (``data.options.lm_*``), built on first use from
-        the training transcripts and the ``lm_texts`` files; None when ``lm_weight`` is 0."""
+        the training transcripts and the ``lm_texts`` files, with the ``lm_lexicon`` word list
+        mixed in when there is one; None when ``lm_weight`` is 0."""
         if self.lm_weight == 0:
             return None
         if self._fusion is None:
@@ -201,7 +217,18 @@ class SpeechRecognitionTask(Task):
             lm = CharNgramLM(texts, alphabet, self.lm_order)
             log.info("character %d-gram LM from %d sentences (%d lines of lm_texts left out for "
                      "characters outside the vocabulary)", self.lm_order, len(texts), dropped)
-            self._fusion = LMFusion(lm, self._vocab(), self.lm_weight, self.lm_bonus)
+            lexicon = None
+            if self.lm_lexicon is not None:
+                source = self.lm_lexicon
+                if source.startswith("wordfreq:"):
+                    counts = wordfreq_counts(source.split(":", 1)[1])
+                else:
+                    counts = read_word_counts(source)
+                lexicon = WordLexicon(counts, alphabet, self.lm_lexicon_size)
+                log.info("word lexicon %s: %d words, %.2f of the LM", source, len(lexicon),
+                         self.lm_lexicon_mix)
+            self._fusion = LMFusion(lm, self._vocab(), self.lm_weight, self.lm_bonus, lexicon,
+                                    self.lm_lexicon_mix)
         return self._fusion
 
     def _check_model(self, model: nn.Module) -> None:

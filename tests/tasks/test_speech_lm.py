@@ -9,7 +9,14 @@ import torch
 
 import zoo
 from tasks.speech.decoding import ctc_log_likelihood, ctc_prefix_beam_search, decode_batch
-from tasks.speech.lm import END, CharNgramLM, LMFusion
+from tasks.speech.lm import (
+    END,
+    CharNgramLM,
+    LMFusion,
+    WordLexicon,
+    read_word_counts,
+    wordfreq_counts,
+)
 from tasks.speech.vocab import CharVocab, read_sentences
 from tests.tasks.test_speech import make_task
 
@@ -140,6 +147,9 @@ def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
         ({"lm_weight": -1}, "lm_weight must be >= 0 and lm_order >= 1, got -1.0 and 6"),
         ({"lm_weight": 1, "lm_order": 0}, "lm_weight must be >= 0 and lm_order >= 1"),
         ({"lm_texts": "corpus.txt"}, "lm_texts must be a list of text file paths"),
+        ({"lm_lexicon": ["words.txt"]}, "lm_lexicon must be a file path or 'wordfreq:<language>'"),
+        ({"lm_lexicon_size": 0}, "lm_lexicon_size must be >= 1 and lm_lexicon_mix in"),
+        ({"lm_lexicon_mix": 1.0}, r"lm_lexicon_mix in \[0, 1\), got 100000 and 1.0"),
     ],
 )
 def test_bad_lm_options_are_named(options, message):
@@ -152,3 +162,122 @@ def test_a_missing_lm_text_file_fails_before_training(tmp_path):
                      lm_texts=[str(tmp_path / "gone.txt")])
     with pytest.raises(ValueError, match=r"cannot read LM text file .*gone.txt"):
         task.prepare()
+
+
+WORDS = {"the": 50, "cat": 10, "cab": 5, "car": 4, "Don\u2019t": 3, "caf\u00e9": 7, "a-b": 2}
+
+
+def test_lexicon_spells_words_by_their_frequency():
+    lex = WordLexicon(WORDS, ALPHABET)
+    # "café" is outside the alphabet and "a-b" has a space after normalisation: left out
+    assert set(lex.words) == {"the", "cat", "cab", "car", "don't"}
+    assert lex.words["cat"] == pytest.approx(10 / 72)
+    assert lex.next_prob("ca", "t") == pytest.approx(10 / 19)
+    assert lex.next_prob("", "c") == pytest.approx(19 / 72)
+    for partial in ["", "c", "ca", "cat", "don'", "th"]:  # every word in progress: sums to one
+        letters = sum(lex.next_prob(partial, c) for c in ALPHABET if c != " ")
+        assert letters + lex.end_prob(partial) == pytest.approx(1.0)
+    assert lex.end_prob("cat") == 1.0 and lex.end_prob("ca") == 0.0
+    assert lex.next_prob("dog", "s") == 0.0 and lex.end_prob("dog") == 0.0  # off the lexicon
+    top = WordLexicon(WORDS, ALPHABET, size=2)
+    assert set(top.words) == {"the", "cat"} and top.words["the"] == pytest.approx(50 / 60)
+
+
+def test_lexicon_errors_are_named(tmp_path):
+    with pytest.raises(ValueError, match="no word made of the vocabulary's characters"):
+        WordLexicon({"caf\u00e9": 1}, ALPHABET)
+    with pytest.raises(ValueError, match="word 'cat' of the lexicon has count 0"):
+        WordLexicon({"cat": 0}, ALPHABET)
+    with pytest.raises(ValueError, match="lexicon size must be at least 1, got 0"):
+        WordLexicon(WORDS, ALPHABET, size=0)
+    with pytest.raises(ValueError, match="share of the LM must be in"):
+        LMFusion(CharNgramLM(TEXTS, ALPHABET, 3), CharVocab(ALPHABET), 1.0, 0.0,
+                 WordLexicon(WORDS, ALPHABET), mix=1.0)
+
+
+def test_word_count_files_are_read_and_bad_ones_named(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("the 120\ncat\t4\n\ndog\ncat 1.5\n", encoding="utf-8")
+    assert read_word_counts(path) == {"the": 120.0, "cat": 5.5, "dog": 1.0}
+    path.write_text("the 120\ncat four\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 2: expected 'word \[count\]'.*'cat four'"):
+        read_word_counts(path)
+    path.write_text("the -1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 1: expected 'word \\[count\\]' with a positive"):
+        read_word_counts(path)
+    path.write_bytes("caf\xe9 2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"lexicon file .*words.txt is not UTF-8"):
+        read_word_counts(path)
+    with pytest.raises(ValueError, match=r"cannot read lexicon file .*gone.txt"):
+        read_word_counts(tmp_path / "gone.txt")
+
+
+def test_wordfreq_lists_and_their_errors(monkeypatch):
+    pytest.importorskip("wordfreq")
+    counts = wordfreq_counts("en")
+    assert max(counts, key=counts.get) == "the" and len(counts) > 100_000
+    with pytest.raises(ValueError, match="no large word list for language 'xx'"):
+        wordfreq_counts("xx")
+    monkeypatch.setitem(__import__("sys").modules, "wordfreq", None)
+    with pytest.raises(ImportError, match=r"needs the wordfreq package: pip install"):
+        wordfreq_counts("en")
+
+
+def test_fusion_with_a_lexicon_is_a_distribution_and_keeps_other_words_possible():
+    vocab = CharVocab(ALPHABET)
+    ngram = CharNgramLM(TEXTS, ALPHABET, 4)
+    lex = WordLexicon(WORDS, ALPHABET)
+    fusion = LMFusion(ngram, vocab, 1.0, 0.0, lex, mix=0.7)
+    plain = LMFusion(ngram, vocab, 1.0, 0.0, lex, mix=0.0)  # the lexicon gets no share
+    for text in ["", "the ca", "the cat", "a ", "dog", "the dog sa", "don'"]:
+        prefix = vocab.encode(text)
+        probs = [math.exp(fusion.log_prob(prefix, c)) for c in [*ALPHABET, END]]
+        assert sum(probs) == pytest.approx(1.0)
+        assert min(probs) > 0  # words off the lexicon stay possible
+        assert plain.log_prob(prefix, "t") == ngram.log_prob(text, "t")
+    # a word that left the lexicon pays once, where it left: then the n-gram alone goes on
+    leaving = fusion.log_prob(vocab.encode("the do"), "g")  # "do" begins "don't"; "dog" no word
+    assert leaving == pytest.approx(math.log(0.3) + ngram.log_prob("the do", "g"))
+    assert fusion.log_prob(vocab.encode("the dog"), " ") == ngram.log_prob("the dog", " ")
+    # inside a lexicon word its letters gain, and the n-gram's texts never had "car"
+    assert fusion.log_prob(vocab.encode("the ca"), "r") > ngram.log_prob("the ca", "r") + 1.0
+    assert fusion.log_prob(vocab.encode("the ca"), "q") < ngram.log_prob("the ca", "q")
+    # where a word ends, a space and the sentence's end share it as the n-gram does
+    prefix = vocab.encode("the cat")
+    ratio = fusion.log_prob(prefix, " ") - fusion.log_prob(prefix, END)
+    assert ratio == pytest.approx(ngram.log_prob("the cat", " ") - ngram.log_prob("the cat", END))
+    assert fusion.step(prefix, vocab.index["s"]) == pytest.approx(fusion.log_prob(prefix, "s"))
+
+
+def test_the_lexicon_turns_a_close_call_into_a_word():
+    """'c', then 'b' a little likelier than 'a', then 'b': the acoustics say "cbb", and so does
+    a search with an n-gram that saw only "cbb"; with "cab" in the lexicon "cab" wins."""
+    vocab = CharVocab("abc ")
+    probs = torch.full((4, 6), 1e-4)
+    probs[0, vocab.index["c"]] = 1.0
+    probs[1, vocab.index["b"]], probs[1, vocab.index["a"]] = 0.55, 0.45
+    probs[2, 0] = 1.0
+    probs[3, vocab.index["b"]] = 1.0
+    log_probs = (probs / probs.sum(-1, keepdim=True)).log()[None]
+    lengths = torch.tensor([4])
+    ngram = CharNgramLM(["cbb", "a b c"], "abc ", 3)
+    without = LMFusion(ngram, vocab, 1.0, 0.5)
+    best = ctc_prefix_beam_search(log_probs, lengths, beam=4, lm=without)[0][0][0]
+    assert vocab.decode(best) == "cbb"
+    with_lexicon = LMFusion(ngram, vocab, 1.0, 0.5, WordLexicon({"cab": 3, "bab": 1}, "abc "), 0.9)
+    best = ctc_prefix_beam_search(log_probs, lengths, beam=4, lm=with_lexicon)[0][0][0]
+    assert vocab.decode(best) == "cab"
+
+
+def test_task_mixes_a_lexicon_file_into_its_lm(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("12 5\n345 2\nab 9\n", encoding="utf-8")  # "ab" is not digits: left out
+    task = make_task(train_utterances=8, eval_utterances=4, lm_weight=0.5, lm_order=3,
+                     lm_lexicon=str(words), lm_lexicon_size=5, lm_lexicon_mix=0.6)
+    task.prepare()
+    fusion = task._lm()
+    assert fusion.mix == 0.6 and fusion.lexicon.words == pytest.approx({"12": 5 / 7, "345": 2 / 7})
+    missing = make_task(train_utterances=4, eval_utterances=2, lm_weight=0.5,
+                        lm_lexicon=str(tmp_path / "gone.txt"))
+    with pytest.raises(ValueError, match=r"cannot read lexicon file .*gone.txt"):
+        missing.prepare()
