@@ -10,9 +10,9 @@ normalised sentences: the recipe's training transcripts and, optionally, more te
 character: after the part of a word written so far, the next letter's probability is the share of
 the lexicon's mass among the words that continue that way, and the word's end gets the mass of
 the word itself. Mixed into the n-gram's prediction (``LMFusion``'s ``mix``), it steers the search
-towards real words: it knows the spelling of far more words than the n-gram's texts hold, which
-the n-gram brings the context of. Word lists come from a file (``read_word_counts``) or from
-the ``wordfreq`` package (``wordfreq_counts``).
+towards real words: it knows how far more words are spelt than the n-gram's texts hold, and the
+n-gram brings the context. Word lists come from a file (``read_word_counts``) or from the
+``wordfreq`` package (``wordfreq_counts``).
 
 ``LMFusion`` scores label-id prefixes for the beam search: ``weight * log P_lm + bonus`` per
 character, the usual shallow-fusion score with a length bonus against the LM's preference for
@@ -266,9 +266,9 @@ class LMFusion:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        ngram = math.exp(self.lm.log_prob(history, char))
         if not self.lexicon.has_prefix(partial):
             return self.lm.log_prob(history, char)  # a word off the lexicon: the n-gram alone
+        ngram = math.exp(self.lm.log_prob(history, char))
         if char == " " or char == END:
             if partial:
                 space = math.exp(self.lm.log_prob(history, " ")) if char == END else ngram
