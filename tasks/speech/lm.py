@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from tasks.speech.vocab import CharVocab, normalize_text
+from tasks.speech.vocab import CharVocab, normalize_text, read_text_file
 
 END = "\n"  # end of sentence; never a transcript character (whitespace is normalised to " ")
 START = "\t"  # the history before a sentence's first character
@@ -175,14 +175,8 @@ def read_word_counts(path: str | Path) -> dict[str, float]:
         ValueError: the file cannot be read, is not UTF-8, or has a line that is not
             ``word [count]`` (named with its line number).
     """
-    try:
-        raw = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"lexicon file {path} is not UTF-8 (byte {e.start})") from None
-    except OSError as e:
-        raise ValueError(f"cannot read lexicon file {path}: {e.strerror or e}") from None
     counts: dict[str, float] = defaultdict(float)
-    for number, line in enumerate(raw.splitlines(), 1):
+    for number, line in enumerate(read_text_file(path, "lexicon file").splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -270,10 +264,9 @@ class LMFusion:
             return self.lm.log_prob(history, char)  # a word off the lexicon: the n-gram alone
         ngram = math.exp(self.lm.log_prob(history, char))
         if char == " " or char == END:
-            if partial:
-                space = math.exp(self.lm.log_prob(history, " ")) if char == END else ngram
-                end = math.exp(self.lm.log_prob(history, END)) if char == " " else ngram
-                lexical = self.lexicon.end_prob(partial) * ngram / (space + end)
+            if partial:  # the n-gram's odds of a space against the sentence's end
+                boundary = sum(math.exp(self.lm.log_prob(history, c)) for c in (" ", END))
+                lexical = self.lexicon.end_prob(partial) * ngram / boundary
             else:
                 lexical = 0.0  # no empty words
         else:

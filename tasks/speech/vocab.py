@@ -31,6 +31,22 @@ def normalize_text(text: str) -> str:
     return _SPACES.sub(" ", kept).strip()
 
 
+def read_text_file(path: str | Path, what: str = "text file") -> str:
+    """The whole of a UTF-8 text file.
+
+    Args:
+        what: how error messages name the file ("LM text file", "lexicon file").
+    Raises:
+        ValueError: the file cannot be read or is not UTF-8 (named).
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {path} is not UTF-8 (byte {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
 def read_sentences(
     paths: Sequence[str | Path], alphabet: str, what: str = "text file"
 ) -> tuple[list[str], int]:
@@ -48,13 +64,7 @@ def read_sentences(
     kept, dropped = [], 0
     allowed = set(alphabet)
     for path in paths:
-        try:
-            raw = Path(path).read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{what} {path} is not UTF-8 (byte {e.start})") from None
-        except OSError as e:
-            raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from None
-        for line in raw.splitlines():
+        for line in read_text_file(path, what).splitlines():
             text = normalize_text(line)
             if not text:
                 continue
