@@ -29,11 +29,13 @@ def _add_transcribe_args(p: argparse.ArgumentParser) -> None:
 cmd_transcribe.arguments = _add_transcribe_args
 
 
-@command("synthesize", "read text files aloud with eSpeak NG into a speech manifest")
+@command("synthesize", "read text files aloud (eSpeak NG, Flite) into a speech manifest")
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    from tasks.speech.tts import synthesize_corpus
+    from tasks.speech.tts import FLITE_VOICES, synthesize_corpus
 
-    stats = synthesize_corpus(args.texts, args.out, args.count, args.seed, args.language)
+    flite = FLITE_VOICES if args.flite == [] else args.flite or ()  # bare --flite: all voices
+    stats = synthesize_corpus(args.texts, args.out, args.count, args.seed, args.language,
+                              flite_voices=flite, flite_share=args.flite_share)
     print(f"{args.out}/transcripts.tsv: {stats['utterances']} utterances, "
           f"{stats['hours']:.2f} h ({stats['left_out']} lines with other characters left out)")
     return 0
@@ -45,6 +47,11 @@ def _add_synthesize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=None, help="sentences drawn (default: all)")
     p.add_argument("--seed", type=int, default=0, help="sentence, voice, rate and pitch draws")
     p.add_argument("--language", default="en-us", help="eSpeak NG voice (default en-us)")
+    p.add_argument("--flite", nargs="*", metavar="VOICE",
+                   help="also read with these Flite voices (none given: slt rms awb kal16); "
+                        "needs the flite program")
+    p.add_argument("--flite-share", type=float, default=0.5,
+                   help="share of the sentences Flite reads (default 0.5)")
 
 
 cmd_synthesize.arguments = _add_synthesize_args

@@ -293,6 +293,9 @@ OPTIONS = {
     "test_fraction": "manifest: fraction of prompts held out as the test split",
     "manifest": "manifest file, relative to data.root (default transcripts.tsv)",
     "manifests": "manifest per split: {train: ..., val: ..., test: ...}",
+    "extra_train": "manifest files (paths as given) whose utterances join the train split only, "
+                   "e.g. synthetic speech mixed into a small corpus (default none)",
+    "extra_train_count": "how many extra utterances, a seeded draw (default all)",
     "train_utterances": "generated training utterances (fsdd_connected, synthetic)",
     "eval_utterances": "generated val/test utterances (fsdd_connected, synthetic)",
     "digits": "[min, max] digits per generated utterance (synthetic [1, 5], connected [2, 7])",
@@ -390,15 +393,42 @@ def _manifest_splits(data: Any, sample_rate: int, seed: int, skip: bool) -> dict
         split = {k: read(v) for k, v in files.items()}
         if "val" not in split:
             split["train"], split["val"] = split_held_out(split["train"], data.val_fraction, seed)
-        return split
-    utts = read("" if root.is_file() else opts.get("manifest", "transcripts.tsv"))
-    test: list[Utterance] = []
-    if _test_speakers(opts):
-        utts, test = speaker_split(utts, _test_speakers(opts))
-    elif opts.get("test_fraction"):
-        utts, test = split_held_out(utts, opts["test_fraction"], seed)
-    train, val = split_held_out(utts, data.val_fraction, seed + 1)
-    return {"train": train, "val": val, "test": test}
+    else:
+        utts = read("" if root.is_file() else opts.get("manifest", "transcripts.tsv"))
+        test: list[Utterance] = []
+        if _test_speakers(opts):
+            utts, test = speaker_split(utts, _test_speakers(opts))
+        elif opts.get("test_fraction"):
+            utts, test = split_held_out(utts, opts["test_fraction"], seed)
+        train, val = split_held_out(utts, data.val_fraction, seed + 1)
+        split = {"train": train, "val": val, "test": test}
+    if opts.get("extra_train"):
+        split["train"] = split["train"] + extra_train(
+            opts["extra_train"], opts.get("extra_train_count"), split, sample_rate, seed, skip)
+    return split
+
+
+def extra_train(
+    files: str | Sequence[str], count: int | None, split: dict[str, list[Utterance]],
+    sample_rate: int, seed: int, skip_bad: bool,
+) -> list[Utterance]:
+    """``count`` utterances (a seeded draw; all when None) of the manifest ``files`` for the
+    train split, leaving out any whose transcript is a val or test prompt.
+
+    Raises:
+        ValueError: ``count`` < 1, or no utterance left.
+    """
+    files = [files] if isinstance(files, str) else list(files)
+    if count is not None and count < 1:
+        raise ValueError(f"data.options.extra_train_count must be at least 1, got {count}")
+    held = {u.text for k in ("val", "test") for u in split.get(k, [])}
+    rows = [r for f in files for r in read_manifest(f) if r["text"] not in held]
+    if not rows:
+        raise ValueError(f"data.options.extra_train {files} has no utterance outside the val "
+                         "and test prompts")
+    if count is not None and count < len(rows):
+        rows = random.Random(seed).sample(rows, count)
+    return manifest_utterances(rows, sample_rate, skip_bad)
 
 
 def cap(utts: list[Any], max_samples: int | None) -> list[Any]:

@@ -1,11 +1,14 @@
-"""Synthetic read speech from text with the eSpeak NG formant synthesiser, for pretraining a
-recogniser before a small real corpus. eSpeak NG comes as a library with its voice data in the
-``espeakng-loader`` package (``pip install -e ".[tts]"``); it is driven here through ctypes.
+"""Synthetic read speech from text, for pretraining a recogniser before a small real corpus.
+
+Two synthesisers: eSpeak NG's formant voices, a library with its voice data in the
+``espeakng-loader`` package (``pip install -e ".[tts]"``), driven here through ctypes; and,
+optionally, CMU Flite's statistical-parametric voices (the ``flite`` program, Debian/Ubuntu
+package ``flite``), which were trained on recorded speech and sound less machine-like.
 
 ``synthesize_corpus`` writes ``wavs/*.wav`` and a ``transcripts.tsv`` manifest (``path``,
-``text``, ``speaker`` = voice), which the ``manifest`` dataset reads. Each utterance gets a voice
-variant, speaking rate, pitch and word gap drawn from a seeded generator, so one command gives
-the same corpus again.
+``text``, ``speaker`` = voice), which the ``manifest`` dataset reads. Each utterance gets a voice,
+speaking rate, pitch and word gap drawn from a seeded generator, so one command gives the same
+corpus again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 import csv
 import ctypes
 import random
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +34,12 @@ VARIANTS = (
     "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3", "klatt4", "m1", "m2", "m3", "m4",
     "m5", "Annie", "belinda", "linda", "anika", "aunty", "grandma", "john", "max",
 )
+# Flite's English voices at 16 kHz: US female (slt), US male (rms), Scottish male (awb), all
+# clustergen voices trained on CMU ARCTIC recordings, and a US male diphone voice (kal16)
+FLITE_VOICES = ("slt", "rms", "awb", "kal16")
+FLITE_RATE = 175  # words per minute at duration_stretch 1, the reference for ``rate``
+# the voices' own mean pitch in Hz (measured on their speech), which ``pitch`` 50 keeps
+_FLITE_F0 = {"slt": 175.0, "rms": 109.0, "awb": 135.0, "kal16": 105.0}
 
 _OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT: samples handed to the callback, Synth blocks
 _DONT_EXIT = 0x8000  # espeakINITIALIZE_DONT_EXIT: report errors instead of exiting the process
@@ -98,6 +110,57 @@ class Espeak:
         return np.concatenate(self._chunks)
 
 
+class Flite:
+    """CMU Flite through its command-line program (one process per sentence, ~0.1 s each).
+
+    Raises:
+        OSError: the ``flite`` program is not on the PATH.
+    """
+
+    sample_rate = 16000
+
+    def __init__(self, program: str = "flite") -> None:
+        path = shutil.which(program)
+        if path is None:
+            raise OSError(f"speech synthesis with Flite needs its program '{program}' on the "
+                          "PATH (Debian/Ubuntu: apt-get install flite)")
+        self.program = path
+        listed = subprocess.run([path, "-lv"], capture_output=True, text=True, check=False)
+        self.voices = [v for v in listed.stdout.split(":", 1)[-1].split() if v in _FLITE_F0]
+
+    def check(self, voice: str) -> None:
+        """Raise ValueError naming ``voice`` when it is not one of ``voices``."""
+        if voice not in self.voices:
+            raise ValueError(f"Flite has no voice {voice!r} here (its voices: "
+                             f"{', '.join(self.voices) or 'none'})")
+
+    def say(
+        self, text: str, voice: str = "slt", rate: int = FLITE_RATE, pitch: int = 50
+    ) -> np.ndarray:
+        """Int16 samples at 16 kHz of ``text`` read by ``voice`` at ``rate`` words per minute
+        (as a duration stretch of ``FLITE_RATE / rate``) and ``pitch`` 0-100, 50 being the
+        voice's own mean pitch and each 50 either side a factor of 2**0.5 (the rms voice keeps
+        its own pitch whatever is asked).
+
+        Raises:
+            ValueError: a voice not in ``voices``, or text that gives no audio.
+        """
+        self.check(voice)
+        f0 = _FLITE_F0[voice] * 2 ** ((pitch - 50) / 100)
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = Path(tmp) / "say.wav"
+            done = subprocess.run(
+                [self.program, "-voice", voice, "--setf", f"duration_stretch={FLITE_RATE / rate}",
+                 "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(wav)],
+                capture_output=True, text=True, check=False)
+            if done.returncode != 0 or not wav.exists():
+                raise ValueError(f"Flite failed on {text!r}: {done.stderr.strip()}")
+            wave, rate_read = sf.read(wav, dtype="int16")
+        if rate_read != self.sample_rate or wave.ndim != 1 or len(wave) == 0:
+            raise ValueError(f"Flite gave no 16 kHz mono audio for {text!r} with voice {voice}")
+        return wave
+
+
 def synthesize_corpus(
     texts: Sequence[str | Path],
     out: str | Path,
@@ -109,14 +172,22 @@ def synthesize_corpus(
     pitch: tuple[int, int] = (25, 75),
     word_gap: tuple[int, int] = (0, 2),
     alphabet: str = ENGLISH,
+    flite_voices: Sequence[str] = (),
+    flite_share: float = 0.5,
 ) -> dict[str, float]:
     """Read ``count`` sentences of the ``texts`` files (the first ``count`` of a seeded shuffle;
     all when None) aloud into ``out/wavs`` and write ``out/transcripts.tsv``.
 
+    With ``flite_voices``, a ``flite_share`` of the sentences (drawn) is read by one of those
+    Flite voices instead of an eSpeak ``variant`` (Flite has no word gap); their speaker column
+    is ``flite-<voice>``. Without, the corpus is the same as before Flite existed here.
+
     Returns:
         ``utterances``, ``hours`` of audio, ``left_out`` lines (outside ``alphabet``).
     Raises:
-        ValueError: no usable sentence, a bad text file or voice, ``count`` < 1.
+        ValueError: no usable sentence, a bad text file or voice, ``count`` < 1, a
+            ``flite_share`` outside [0, 1].
+        OSError: ``flite_voices`` without the ``flite`` program.
     """
     sentences, dropped = read_sentences(texts, alphabet)
     if not sentences:
@@ -127,26 +198,38 @@ def synthesize_corpus(
     rng = random.Random(seed)
     rng.shuffle(sentences)
     sentences = sentences[:count]
+    if not 0.0 <= flite_share <= 1.0:
+        raise ValueError(f"flite_share must be within [0, 1], got {flite_share}")
     tts = Espeak()
     unknown = sorted(set(variants) - set(tts.variants))
     if unknown:
         raise ValueError(f"eSpeak NG has no voice variant {unknown[0]!r} (the variants are "
                          "the files of its espeak-ng-data/voices/!v)")
+    flite = Flite() if flite_voices else None
+    for voice in flite_voices:
+        flite.check(voice)
     out = Path(out)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     width = len(str(len(sentences) - 1))
-    rows, samples = [], 0
+    rows = []
+    seconds = 0.0
     for i, text in enumerate(sentences):
-        variant = rng.choice(variants)
-        wave = tts.say(text, f"{language}+{variant}", rng.randint(*rate), rng.randint(*pitch),
-                       rng.randint(*word_gap))
+        if flite is not None and rng.random() < flite_share:
+            voice = rng.choice(flite_voices)
+            wave = flite.say(text, voice, rng.randint(*rate), rng.randint(*pitch))
+            speaker, sample_rate = f"flite-{voice}", flite.sample_rate
+        else:
+            speaker = rng.choice(variants)
+            wave = tts.say(text, f"{language}+{speaker}", rng.randint(*rate),
+                           rng.randint(*pitch), rng.randint(*word_gap))
+            sample_rate = tts.sample_rate
         name = f"wavs/{i:0{width}d}.wav"
-        sf.write(out / name, wave, tts.sample_rate, subtype="PCM_16")
-        rows.append((name, text, variant))
-        samples += len(wave)
+        sf.write(out / name, wave, sample_rate, subtype="PCM_16")
+        rows.append((name, text, speaker))
+        seconds += len(wave) / sample_rate
     with open(out / "transcripts.tsv", "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE)
         writer.writerow(("path", "text", "speaker"))
         writer.writerows(rows)
-    return {"utterances": len(rows), "hours": samples / tts.sample_rate / 3600,
+    return {"utterances": len(rows), "hours": seconds / 3600,
             "left_out": dropped}

@@ -114,6 +114,43 @@ def test_manifest_relative_paths_and_prompt_split(tmp_path):
     assert {k: len(v) for k, v in task.datasets().items()} == {"train": 18, "val": 2}
 
 
+def test_extra_train_utterances_join_the_train_split_only(tmp_path):
+    rows = []
+    for i in range(10):
+        write_wav(tmp_path / "wavs" / f"u{i}.wav")
+        rows.append((f"wavs/u{i}.wav", f"prompt {'ab' * (i + 1)}", "kate"))
+    write_manifest(tmp_path, rows)
+    extra = tmp_path / "synth"
+    extra.mkdir()
+    extra_rows = []
+    for i in range(6):
+        write_wav(extra / f"s{i}.wav", rate=22050)
+        extra_rows.append((f"s{i}.wav", f"caption {'c' * (i + 1)}", "f1"))
+    write_manifest(extra, extra_rows + [("s0.wav", rows[0][1], "f1")])  # a prompt of the corpus
+    plain = make_task("manifest", tmp_path / "m.tsv", test_fraction=0.2)
+    plain.prepare()
+    base = plain.datasets()
+    task = make_task("manifest", tmp_path / "m.tsv", test_fraction=0.2,
+                     extra_train=str(extra / "m.tsv"))
+    task.prepare()
+    splits = task.datasets()
+    assert splits["val"].texts == base["val"].texts and splits["test"].texts == base["test"].texts
+    added = [t for t in splits["train"].texts if t not in base["train"].texts]
+    held = set(base["val"].texts + base["test"].texts)
+    # every caption, and the corpus prompt again only if it is a training prompt
+    assert sorted(added) == sorted(r[1] for r in extra_rows)
+    assert len(splits["train"]) == len(base["train"]) + 6 + (rows[0][1] not in held)
+    task = make_task("manifest", tmp_path / "m.tsv", test_fraction=0.2,
+                     extra_train=[str(extra / "m.tsv")], extra_train_count=3)
+    task.prepare()
+    assert len(task.datasets()["train"]) == len(base["train"]) + 3
+    with pytest.raises(ValueError, match="extra_train_count must be at least 1, got 0"):
+        make_task("manifest", tmp_path / "m.tsv", extra_train=str(extra / "m.tsv"),
+                  extra_train_count=0).prepare()
+    with pytest.raises(FileNotFoundError, match="manifest .*nowhere.tsv does not exist"):
+        make_task("manifest", tmp_path / "m.tsv", extra_train="nowhere.tsv").prepare()
+
+
 def test_kathleen_columns_and_skip_bad_audio(tmp_path):
     header = "utt_id\tpath\tnum_samples\tduration_s\ttext\tsource_file"
     rows = [(f"arctic_{i}", f"wavs/{i}.wav", "0", "0", f"prompt {'ab' * (i + 1)}", "x")

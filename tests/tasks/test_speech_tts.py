@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
+from torchaudio.functional import detect_pitch_frequency
 
 import zoo.commands_speech  # noqa: F401  (registers `zoo synthesize`)
 from tasks.speech.data import build_splits, read_manifest
-from tasks.speech.tts import ENGLISH, synthesize_corpus
+from tasks.speech.tts import ENGLISH, FLITE_VOICES, VARIANTS, Flite, synthesize_corpus
 from tasks.speech.vocab import read_sentences
 from zoo.cli import main
 from zoo.config import recipe_from_dict
@@ -120,3 +123,61 @@ def test_synthesize_command(
     bad.write_bytes(b"\xff\xfe\n")
     assert main(["synthesize", str(bad), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"error: text file {bad} is not UTF-8 (byte 0)"
+
+
+flite_missing = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="no flite program (apt-get install flite)")
+
+
+@flite_missing
+def test_flite_voices_read_at_the_rate_and_pitch_asked() -> None:
+    tts = Flite()
+    assert set(FLITE_VOICES) <= set(tts.voices)
+    text = "a woman in a red coat walks her dog along the beach"
+    slow, fast = tts.say(text, "slt", rate=110), tts.say(text, "slt", rate=220)
+    assert slow.dtype == np.int16 and np.sqrt(np.mean(slow.astype(np.float64) ** 2)) > 300
+    assert 1.6 < len(slow) / len(fast) < 2.4  # twice the words per minute, about half the time
+
+    def median_f0(wave: np.ndarray) -> float:
+        audio = torch.from_numpy(wave.astype(np.float32) / 32768)
+        return float(detect_pitch_frequency(audio, Flite.sample_rate).median())
+
+    low, high = median_f0(tts.say(text, "slt", pitch=0)), median_f0(tts.say(text, "slt", pitch=100))
+    assert 1.6 < high / low < 2.5, (low, high)  # pitch 0 and 100: half and twice 2**0.5 the own
+    with pytest.raises(ValueError, match=r"Flite has no voice 'kal8' here"):
+        tts.say(text, "kal8")
+
+
+@flite_missing
+def test_corpus_mixes_flite_and_espeak_voices(texts: Path, tmp_path: Path) -> None:
+    stats = synthesize_corpus([texts], tmp_path / "mixed", seed=3, flite_voices=FLITE_VOICES,
+                              flite_share=0.5)
+    rows = read_manifest(tmp_path / "mixed" / "transcripts.tsv")
+    seconds = 0.0
+    for row in rows:
+        wave, sr = sf.read(tmp_path / "mixed" / row["path"], dtype="float32")
+        assert sr == (16000 if row["speaker"].startswith("flite-") else 22050), row
+        assert np.sqrt(np.mean(wave**2)) > 0.01
+        seconds += len(wave) / sr
+    assert abs(seconds / 3600 - stats["hours"]) < 1e-6
+    speakers = {row["speaker"] for row in rows}
+    assert any(s.startswith("flite-") for s in speakers)
+    assert any(s in VARIANTS for s in speakers)
+    only = synthesize_corpus([texts], tmp_path / "flite", count=2, flite_voices=["slt"],
+                             flite_share=1.0)
+    assert only["utterances"] == 2
+    assert {r["speaker"] for r in read_manifest(tmp_path / "flite" / "transcripts.tsv")} == {
+        "flite-slt"}
+    with pytest.raises(ValueError, match=r"Flite has no voice 'nobody' here"):
+        synthesize_corpus([texts], tmp_path / "out", flite_voices=["slt", "nobody"])
+
+
+def test_flite_errors_are_named(
+    texts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=r"flite_share must be within \[0, 1\], got 1.5"):
+        synthesize_corpus([texts], tmp_path / "out", flite_voices=["slt"], flite_share=1.5)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no flite program to be found
+    with pytest.raises(OSError, match=r"needs its program 'flite' on the PATH .*apt-get"):
+        synthesize_corpus([texts], tmp_path / "out", flite_voices=["slt"])
+    assert main(["synthesize", str(texts), "--out", str(tmp_path / "out"), "--flite"]) == 2
