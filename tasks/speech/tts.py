@@ -180,7 +180,8 @@ def synthesize_corpus(
 
     With ``flite_voices``, a ``flite_share`` of the sentences (drawn) is read by one of those
     Flite voices instead of an eSpeak ``variant`` (Flite has no word gap); their speaker column
-    is ``flite-<voice>``. Without, the corpus is the same as before Flite existed here.
+    is ``flite-<voice>``. Without them no draw is spent on the choice, so a seed gives the same
+    eSpeak-only corpus whatever ``flite_share`` says.
 
     Returns:
         ``utterances``, ``hours`` of audio, ``left_out`` lines (outside ``alphabet``).
