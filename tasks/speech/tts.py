@@ -38,8 +38,9 @@ VARIANTS = (
 # clustergen voices trained on CMU ARCTIC recordings, and a US male diphone voice (kal16)
 FLITE_VOICES = ("slt", "rms", "awb", "kal16")
 FLITE_RATE = 175  # words per minute at duration_stretch 1, the reference for ``rate``
-# the voices' own mean pitch in Hz (measured on their speech), which ``pitch`` 50 keeps
-_FLITE_F0 = {"slt": 175.0, "rms": 109.0, "awb": 135.0, "kal16": 105.0}
+# the voices' own median pitch in Hz (measured on a caption each, autocorrelation over voiced
+# frames), which ``pitch`` 50 keeps
+_FLITE_F0 = {"slt": 175.0, "rms": 105.0, "awb": 133.0, "kal16": 85.0}
 
 _OUTPUT_SYNCHRONOUS = 2  # espeak_AUDIO_OUTPUT: samples handed to the callback, Synth blocks
 _DONT_EXIT = 0x8000  # espeakINITIALIZE_DONT_EXIT: report errors instead of exiting the process
