@@ -143,7 +143,7 @@ def test_flite_voices_read_at_the_rate_and_pitch_asked() -> None:
         return float(detect_pitch_frequency(audio, Flite.sample_rate).median())
 
     low, high = median_f0(tts.say(text, "slt", pitch=0)), median_f0(tts.say(text, "slt", pitch=100))
-    assert 1.6 < high / low < 2.5, (low, high)  # pitch 0 and 100: half and twice 2**0.5 the own
+    assert 1.6 < high / low < 2.5, (low, high)  # pitch 0 and 100: 2**-0.5 and 2**0.5 x own
     with pytest.raises(ValueError, match=r"Flite has no voice 'kal8' here"):
         tts.say(text, "kal8")
 
@@ -173,7 +173,8 @@ def test_corpus_mixes_flite_and_espeak_voices(texts: Path, tmp_path: Path) -> No
 
 
 def test_flite_errors_are_named(
-    texts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    texts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(ValueError, match=r"flite_share must be within \[0, 1\], got 1.5"):
         synthesize_corpus([texts], tmp_path / "out", flite_voices=["slt"], flite_share=1.5)
@@ -181,3 +182,4 @@ def test_flite_errors_are_named(
     with pytest.raises(OSError, match=r"needs its program 'flite' on the PATH .*apt-get"):
         synthesize_corpus([texts], tmp_path / "out", flite_voices=["slt"])
     assert main(["synthesize", str(texts), "--out", str(tmp_path / "out"), "--flite"]) == 2
+    assert "needs its program 'flite' on the PATH" in capsys.readouterr().err
