@@ -102,6 +102,13 @@ class Task:
         """Human-readable predictions for the CLI (inputs are file paths or sentences)."""
         raise NotImplementedError
 
+    def ensemble(
+        self, model: nn.Module, others: list[tuple[Path, nn.Module, dict[str, Any]]]
+    ) -> nn.Module:
+        """One model that averages ``model`` and ``others`` (each: its directory, the model and
+        its saved ``task_meta``), for ``evaluate`` and ``predict``. Default: not supported."""
+        raise ValueError(f"ensembles are not supported for {self.name} models")
+
     # -- saved with the model -----------------------------------------------------------------
     def save_extra(self, directory: Path) -> dict[str, Any]:
         """Write files the task needs at prediction time into ``directory`` (beside the model)

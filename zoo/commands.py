@@ -135,11 +135,36 @@ def _run_recipe(path: Path, model_dir: Path, overrides: Sequence[str] = ()) -> t
     return found
 
 
+def with_ensemble(
+    task: Task, model: torch.nn.Module, runs: Sequence[str | Path], device: torch.device
+) -> torch.nn.Module:
+    """``model`` alone when ``runs`` is empty, else the task's ensemble of it and the models
+    of ``runs`` (run directories or saved model directories, loaded onto ``device``).
+
+    Raises:
+        CheckpointError: a path holds no saved model.
+        ValueError: a model of another task, or one the task cannot average with ``model``.
+    """
+    if not runs:
+        return model
+    others = []
+    for run in runs:
+        model_dir = find_model_dir(Path(run))
+        config = read_model_config(model_dir)
+        if config.get("task", task.name) != task.name:
+            raise ValueError(f"{model_dir} holds a {config['task']} model, not a {task.name} "
+                             "model, so it cannot join the ensemble")
+        meta = config.get("task_meta") or {}
+        others.append((model_dir, load_pretrained(model_dir).to(device), meta))
+    return task.ensemble(model, others)
+
+
 def load_for_prediction(
-    run: str | Path, task_name: str, device: str = "auto"
+    run: str | Path, task_name: str, device: str = "auto", ensemble: Sequence[str | Path] = ()
 ) -> tuple[Task, torch.nn.Module]:
     """The task (with what it saved beside the model: vocabulary, class names) and the model
-    of a run directory (its best/, else newest checkpoint) or a saved model directory.
+    of a run directory (its best/, else newest checkpoint) or a saved model directory;
+    averaged with the models of the ``ensemble`` runs when there are any.
 
     Raises:
         CheckpointError: the path holds no saved model.
@@ -159,7 +184,8 @@ def load_for_prediction(
         recipe = found[1]
     task = get_task(task_name)(recipe)
     task.load_extra(model_dir, config.get("task_meta") or {})
-    model = load_pretrained(model_dir).to(resolve_device(device))
+    device = resolve_device(device)
+    model = with_ensemble(task, load_pretrained(model_dir).to(device), ensemble, device)
     return task, model
 
 
@@ -170,6 +196,7 @@ def evaluate_run(
     device: str = "auto",
     report: bool = False,
     overrides: Sequence[str] = (),
+    ensemble: Sequence[str | Path] = (),
 ) -> tuple[Path, dict[str, float], list[str]]:
     """Evaluate the model saved in a run (its best/, else newest checkpoint) or a model dir.
 
@@ -179,6 +206,9 @@ def evaluate_run(
         overrides: ``dotted.key=value`` changes to the run's recipe for this evaluation only
             (e.g. ``eval.beam_size=1`` or ``data.options.len_penalty=0.6``); the run's
             ``config.yaml`` is not rewritten.
+        ensemble: further runs (or model directories) whose models are averaged with this
+            one's (speech recognition: frame by frame); its report is written to ``path``'s
+            run as ``<split>_ensemble``.
     Returns:
         The model directory evaluated, its metrics on ``split`` and the report's lines.
     """
@@ -192,21 +222,27 @@ def evaluate_run(
     splits = task.datasets()
     if split not in splits:
         raise ValueError(f"split '{split}' does not exist here; the data has {sorted(splits)}")
-    model = load_pretrained(model_dir).to(resolve_device(device))
+    device = resolve_device(device)
+    model = with_ensemble(task, load_pretrained(model_dir).to(device), ensemble, device)
     batch_size = batch_size or recipe.eval.batch_size or recipe.train.batch_size
     loader = task.loader(splits[split], batch_size)
     with torch.no_grad():
         metrics = {k: float(v) for k, v in task.evaluate(model, loader).items()}
-    lines = task.write_report(run_dir, split) if report else []
+    # an ensemble's report is named apart, so it does not replace the run's own
+    name = f"{split}_ensemble" if ensemble else split
+    lines = task.write_report(run_dir, name) if report else []
     return model_dir, metrics, lines
 
 
 @command("eval", "evaluate a trained run on its validation or test split")
 def cmd_eval(args: argparse.Namespace) -> int:
+    others = args.ensemble or []
     model_dir, metrics, report = evaluate_run(
-        args.run, args.split, args.batch_size, args.device, report=True, overrides=args.overrides
+        args.run, args.split, args.batch_size, args.device, report=True,
+        overrides=args.overrides, ensemble=others,
     )
-    print(f"{model_dir} on {args.split}:")
+    members = f" (ensemble with {', '.join(map(str, others))})" if others else ""
+    print(f"{model_dir}{members} on {args.split}:")
     for key, value in metrics.items():
         print(f"  {key}: {value:.4f}")
     for line in report:
@@ -219,6 +255,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val", help="val or test (default: val)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--ensemble", action="append", metavar="RUN",
+                   help="average this run's model with RUN's (repeatable; speech recognition)")
     p.add_argument(
         "overrides",
         nargs="*",

@@ -12,7 +12,7 @@ TASK = "speech_recognition"
 
 @command("transcribe", "transcribe audio files with a trained speech model")
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    task, model = load_for_prediction(args.run, TASK, args.device)
+    task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or ())
     texts = task.predict(model, args.audio, beam_size=args.beam_size)
     for path, text in zip(args.audio, texts):
         print(f"{path}: {text}")
@@ -24,6 +24,8 @@ def _add_transcribe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("audio", nargs="+", help="audio files (any sample rate, mono or stereo)")
     p.add_argument("--beam-size", type=int, default=None, help="default: the recipe's beam_size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--ensemble", action="append", metavar="RUN",
+                   help="average the model's frame log-probabilities with RUN's (repeatable)")
 
 
 cmd_transcribe.arguments = _add_transcribe_args

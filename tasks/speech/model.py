@@ -151,3 +151,61 @@ class SpeechRecognizer(nn.Module):
         if tgt_in is not None and self.decoder is not None:
             dec = self.decode(tgt_in, memory, mask)
         return SpeechOutput(self.forward_head(memory), out_lengths, dec)
+
+
+class CTCEnsemble(nn.Module):
+    """Several speech models of one vocabulary and frame rate read as one CTC model: each
+    frame's log-probabilities are the mean of the members' (a normalised geometric mean of
+    their posteriors), so greedy and beam search, the LM included, run once on the average.
+
+    It answers the calls the speech task makes of a model: ``forward_features`` gives the
+    averaged log-probabilities (B, T', V) with the first member's mask and lengths, and
+    ``forward_head`` passes them on. The members' attention decoders, if any, are not used.
+
+    Raises:
+        ValueError: fewer than two members, or members whose vocabulary size, sample rate or
+            subsampled lengths differ (named by position, 0 being the first).
+    """
+
+    decoder = None
+
+    def __init__(self, members: list[SpeechRecognizer]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two models, got {len(members)}")
+        first = members[0].cfg
+        probe = torch.arange(400, 80_000, 997)  # sample counts
+        for i, m in enumerate(members[1:], 1):
+            if (m.cfg.vocab_size, m.cfg.sample_rate) != (first.vocab_size, first.sample_rate):
+                raise ValueError(
+                    f"ensemble member {i} has {m.cfg.vocab_size} tokens at {m.cfg.sample_rate} "
+                    f"Hz, member 0 {first.vocab_size} tokens at {first.sample_rate} Hz")
+            if not torch.equal(m.adapter.output_lengths(probe),
+                               members[0].adapter.output_lengths(probe)):
+                raise ValueError(f"ensemble member {i} subsamples the audio differently from "
+                                 "member 0, so their frames do not line up")
+        self.members = nn.ModuleList(members)
+        self.cfg = first
+        self.adapter = members[0].adapter  # for output_lengths; its weights are member 0's
+
+    def forward_features(
+        self, audio: Tensor, lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Audio (B, S) -> mean CTC log-probabilities (B, T', V), mask (B, T'), lengths (B,)."""
+        total, mask, out_lengths = None, None, None
+        for m in self.members:
+            memory, mask, out_lengths = m.forward_features(audio, lengths)
+            log_probs = m.forward_head(memory).float().log_softmax(-1)
+            total = log_probs if total is None else total + log_probs
+        # decoding leaves out EOS and renormalises each frame; that removes the same constant
+        # as leaving it out of each member first would, so the members keep all V tokens here
+        return total / len(self.members), mask, out_lengths
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """The averaged log-probabilities are already the CTC scores."""
+        return features
+
+    def forward(self, audio: Tensor, lengths: Tensor | None = None, tgt_in: Tensor | None = None
+                ) -> SpeechOutput:
+        memory, _, out_lengths = self.forward_features(audio, lengths)
+        return SpeechOutput(memory, out_lengths)

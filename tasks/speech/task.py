@@ -27,7 +27,7 @@ from tasks.speech.lm import (
     read_word_counts,
     wordfreq_counts,
 )
-from tasks.speech.model import ASRConfig, SpeechOutput
+from tasks.speech.model import ASRConfig, CTCEnsemble, SpeechOutput
 from tasks.speech.vocab import CharVocab, read_sentences
 
 log = logging.getLogger(__name__)
@@ -371,6 +371,23 @@ class SpeechRecognitionTask(Task):
             for i, h in zip(idx, ids):
                 out_texts[i] = self._vocab().decode(h)
         return out_texts
+
+    def ensemble(
+        self, model: nn.Module, others: list[tuple[Path, nn.Module, dict[str, Any]]]
+    ) -> CTCEnsemble:
+        """``model`` and ``others`` (directory, model, saved ``task_meta``) as a
+        :class:`CTCEnsemble`: frame log-probabilities averaged, decoded once.
+
+        Raises:
+            ValueError: a member spells with other characters than ``model`` (named), or
+                differs in sample rate or frame rate.
+        """
+        for directory, _, meta in others:
+            vocab = meta.get("vocab") if isinstance(meta, dict) else None
+            if vocab is None or CharVocab.from_dict(vocab) != self._vocab():
+                raise ValueError(f"the model in {directory} does not spell with the same "
+                                 "characters as the first model, so it cannot join its ensemble")
+        return CTCEnsemble([unwrap(model), *(unwrap(m) for _, m, _ in others)])
 
     # -- saved with the model -----------------------------------------------------------------
     def save_extra(self, directory: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tasks.speech.decoding import (
     ctc_prefix_beam_search,
     decode_batch,
 )
+from tasks.speech.model import CTCEnsemble
 from tasks.speech.tones import ToneDigits, tone_pair
 from tasks.speech.vocab import CharVocab, normalize_text
 from zoo.checkpoint import save_pretrained
@@ -286,6 +287,56 @@ def test_prefix_beam_search_equals_greedy_on_peaked_posteriors():
     assert [h[0][0] for h in ctc_prefix_beam_search(lp, lengths, 5)] == ctc_greedy(lp, lengths)
 
 
+def test_ctc_ensemble_averages_frame_log_probs():
+    torch.manual_seed(0)
+    task = make_task(train_utterances=6, eval_utterances=6)
+    meta = task.prepare()
+    a, b = (zoo.create_model("test_asr_transformer", **meta).eval() for _ in range(2))
+    batch = task.collate([task.datasets()["val"][i] for i in range(6)])
+    audio, lengths = batch["audio"], batch["audio_lengths"]
+    ens = task.ensemble(a, [(Path("b"), b, task.save_extra(Path("b")))]).eval()
+
+    def log_probs(m):
+        memory, _, n = m.forward_features(audio, lengths)
+        return m.forward_head(memory).log_softmax(-1), n
+
+    (la, n), (lb, _) = log_probs(a), log_probs(b)
+    out, mask, out_n = ens.forward_features(audio, lengths)
+    assert torch.equal(out_n, n) and mask.shape == out.shape[:2]
+    assert torch.allclose(out, (la + lb) / 2, atol=1e-5)
+    assert not torch.allclose(la, lb)  # two different models, so the mean is a third
+    # with EOS left out of each member first, decoding's posteriors are the same
+    eos = torch.tensor([a.cfg.eos_id])
+    masked = [x.index_fill(-1, eos, float("-inf")).log_softmax(-1) for x in (la, lb)]
+    mean_masked = (masked[0] + masked[1]).div(2).log_softmax(-1)
+    assert torch.allclose(out.index_fill(-1, eos, float("-inf")).log_softmax(-1), mean_masked,
+                          atol=1e-5)
+    # decoding reads the ensemble as one model; a model averaged with itself is itself
+    same = task.ensemble(a, [(Path("a"), a, task.save_extra(Path("a")))])
+    mem, m_mask, m_n = same.forward_features(audio, lengths)
+    mem_a, mask_a, n_a = a.forward_features(audio, lengths)
+    for beam in (1, 4):
+        assert decode_batch(same, mem, m_mask, same.forward_head(mem), m_n, beam) == \
+            decode_batch(a, mem_a, mask_a, a.forward_head(mem_a), n_a, beam)
+    loss, _ = task.loss(ens, batch)  # the CTC loss of the averaged posteriors
+    assert torch.isfinite(loss)
+
+
+def test_ctc_ensemble_refuses_members_that_do_not_line_up():
+    task = make_task(train_utterances=6, eval_utterances=6)
+    meta = task.prepare()
+    a = zoo.create_model("test_asr_transformer", **meta)
+    other = make_task(train_utterances=6, eval_utterances=6, vocab="0123456789x")
+    other.prepare()
+    with pytest.raises(ValueError, match="in /runs/x does not spell with the same characters"):
+        task.ensemble(a, [(Path("/runs/x"), a, other.save_extra(Path("x")))])
+    wide = zoo.create_model("test_asr_transformer", **{**meta, "vocab_size": 40})
+    with pytest.raises(ValueError, match="member 1 has 40 tokens"):
+        task.ensemble(a, [(Path("w"), wide, task.save_extra(Path("w")))])
+    with pytest.raises(ValueError, match="at least two"):
+        CTCEnsemble([a])
+
+
 # -- loss, decoder, saving, CLI -----------------------------------------------------------------
 def test_joint_ctc_attention_loss_and_rescoring():
     task = make_task(train_utterances=6, eval_utterances=6, ctc_weight=0.4)
@@ -419,8 +470,38 @@ def test_smoke_learns_tone_digits_then_saves_and_transcribes(tmp_path, capsys):
                  "--device", "cpu", "--beam-size", "4"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line == f"{tmp_path / 'x.wav'}: {ds.texts[i]}"
+    # the model averaged with itself: the same line; a model of another task is named
+    assert main(["transcribe", str(tmp_path / "run"), str(tmp_path / "x.wav"), "--device",
+                 "cpu", "--beam-size", "4", "--ensemble", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == line
+    vit = zoo.create_model("test_vit", num_classes=3)
+    save_pretrained(vit, tmp_path / "vit", extra={"task": "classification"})
+    assert main(["transcribe", str(tmp_path / "run"), str(tmp_path / "x.wav"),
+                 "--ensemble", str(tmp_path / "vit")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'vit'} holds a classification model" in err and "ensemble" in err
     assert main(["transcribe", str(tmp_path / "run"), str(tmp_path / "nope.wav")]) == 2
     assert "nope.wav" in capsys.readouterr().err
+
+
+def test_eval_of_an_ensemble_reports_apart(tmp_path, capsys):
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "demo" / "speech.yaml"
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run), "train.max_steps=2",
+                 "schedule.warmup_steps=1", "data.options.train_utterances=64",
+                 "data.options.eval_utterances=16"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--device", "cpu"]) == 0
+    alone = capsys.readouterr().out
+    assert main(["eval", str(run), "--device", "cpu", "--ensemble", str(run / "best")]) == 0
+    out = capsys.readouterr().out
+    assert f"{run / 'best'} (ensemble with {run / 'best'}) on val:" in out
+    # the model averaged with itself scores as itself; its report does not replace the run's
+    scores = [line for line in alone.splitlines() if "cer:" in line or "loss:" in line]
+    assert len(scores) == 2 and scores == [
+        line for line in out.splitlines() if "cer:" in line or "loss:" in line]
+    assert (run / "transcripts_val.tsv").is_file() and (run / "transcripts_val_ensemble.tsv") \
+        .read_text("utf-8") == (run / "transcripts_val.tsv").read_text("utf-8")
 
 
 def test_recipes_load():

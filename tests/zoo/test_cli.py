@@ -129,6 +129,13 @@ def test_eval_unknown_split(run: Path, capsys: pytest.CaptureFixture[str]) -> No
     fails(["eval", str(run), "--split", "dev"], capsys, "split 'dev'")
 
 
+def test_eval_ensemble_of_classifiers_refused(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails(["eval", str(run), "--ensemble", str(run)], capsys,
+          "ensembles are not supported for classification models")
+
+
 @pytest.mark.draws_curves
 def test_plot_draws_the_curves(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (run / "curves.png").unlink(missing_ok=True)
