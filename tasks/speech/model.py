@@ -41,6 +41,10 @@ class ASRConfig:
     freq_warp: float = 0.0  # vocal tract length perturbation in training, e.g. 0.1
     wave_norm: bool = False  # scale each waveform to unit RMS first (level invariance)
     decoder_depth: int = 0  # > 0 adds an attention decoder
+    # > 0: in training, the CTC head also reads this block's output (1 = the first block), and
+    # the CTC loss becomes (1 - w) * final + w * intermediate (InterCTC, Lee & Watanabe 2021)
+    inter_ctc_layer: int = 0
+    inter_ctc_weight: float = 0.3
     blank_id: int = 0
     eos_id: int = 1
 
@@ -49,12 +53,14 @@ class ASRConfig:
 
 
 class SpeechOutput(NamedTuple):
-    """What a speech model returns: CTC logits (B, T, V), their lengths (B,), and the attention
-    decoder's logits (B, U, V) when target inputs were given and a decoder exists."""
+    """What a speech model returns: CTC logits (B, T, V), their lengths (B,), the attention
+    decoder's logits (B, U, V) when target inputs were given and a decoder exists, and in
+    training the intermediate CTC logits when ``inter_ctc_layer`` is set."""
 
     logits: Tensor
     lengths: Tensor
     decoder_logits: Tensor | None = None
+    inter_logits: Tensor | None = None  # (B, T', V) of block inter_ctc_layer, training only
 
 
 class SpeechRecognizer(nn.Module):
@@ -64,6 +70,10 @@ class SpeechRecognizer(nn.Module):
         super().__init__()
         if cfg.pos not in POSITIONS:  # anything else would silently mean sinusoidal
             raise ValueError(f"unknown position type '{cfg.pos}'; expected one of {POSITIONS}")
+        if not 0 <= cfg.inter_ctc_layer < cfg.depth or not 0 <= cfg.inter_ctc_weight <= 1:
+            raise ValueError(f"inter_ctc_layer must be in [0, {cfg.depth - 1}] (a block below "
+                             f"the last; 0: off) and inter_ctc_weight in [0, 1], got "
+                             f"{cfg.inter_ctc_layer} and {cfg.inter_ctc_weight}")
         self.cfg = cfg
         rotary = cfg.pos == "rotary"
         sr, mels = cfg.sample_rate, cfg.n_mels
@@ -121,11 +131,22 @@ class SpeechRecognizer(nn.Module):
         self, audio: Tensor, lengths: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None, Tensor]:
         """Audio (B, S) or features (B, T, F) -> frames (B, T', D), mask (B, T'), lengths (B,)."""
+        return self._encode(audio, lengths)[:3]
+
+    def _encode(
+        self, audio: Tensor, lengths: Tensor | None, inter_layer: int = 0
+    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """``forward_features``, plus block ``inter_layer``'s normalised output (1 = the first
+        block; 0: None)."""
         if lengths is None:
             lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
         tokens, mask = self.adapter(audio, lengths)
         out_lengths = self.adapter.output_lengths(lengths)
-        return self.core(tokens, mask), mask, out_lengths
+        if inter_layer == 0:
+            return self.core(tokens, mask), mask, out_lengths, None
+        memory, (hidden,) = self.core.forward_intermediates(tokens, mask, [inter_layer - 1],
+                                                            norm=True)
+        return memory, mask, out_lengths, hidden
 
     def forward_head(self, features: Tensor) -> Tensor:
         """(B, T', D) -> (B, T', V) CTC logits."""
@@ -146,11 +167,13 @@ class SpeechRecognizer(nn.Module):
     ) -> SpeechOutput:
         """CTC logits for audio (B, S) with sample lengths (B,); decoder logits too when target
         inputs (B, U) are given and the model has a decoder."""
-        memory, mask, out_lengths = self.forward_features(audio, lengths)
+        inter_layer = self.cfg.inter_ctc_layer if self.training else 0
+        memory, mask, out_lengths, hidden = self._encode(audio, lengths, inter_layer)
+        inter = self.forward_head(hidden) if hidden is not None else None
         dec = None
         if tgt_in is not None and self.decoder is not None:
             dec = self.decode(tgt_in, memory, mask)
-        return SpeechOutput(self.forward_head(memory), out_lengths, dec)
+        return SpeechOutput(self.forward_head(memory), out_lengths, dec, inter)
 
 
 class CTCEnsemble(nn.Module):

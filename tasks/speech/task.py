@@ -113,6 +113,7 @@ class SpeechRecognitionTask(Task):
         self.vocab: CharVocab | None = None
         self.splits: dict[str, Dataset] | None = None
         self._checked = False
+        self._inter_ctc_weight = 0.0  # the model's inter_ctc_weight, read at the first loss
         # (id, reference, hypothesis) of the last evaluate() call, for write_report
         self.last_transcripts: list[tuple[str, str, str]] | None = None
 
@@ -253,11 +254,20 @@ class SpeechRecognitionTask(Task):
     def _losses(self, out: SpeechOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         tokens, token_lengths = batch["tokens"], batch["token_lengths"]
         bsz = tokens.shape[0]
-        log_probs = out.logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V) for ctc_loss
-        ctc = F.ctc_loss(log_probs, tokens, out.lengths, token_lengths, blank=0,
-                         reduction="sum", zero_infinity=True) / bsz
+
+        def ctc_of(logits: Tensor) -> Tensor:
+            log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, V) for ctc_loss
+            return F.ctc_loss(log_probs, tokens, out.lengths, token_lengths, blank=0,
+                              reduction="sum", zero_infinity=True) / bsz
+
+        ctc = ctc_of(out.logits)
+        logs = {"ctc": ctc.item()}
+        if out.inter_logits is not None:
+            inter, w = ctc_of(out.inter_logits), self._inter_ctc_weight
+            ctc = (1 - w) * ctc + w * inter
+            logs["inter_ctc"] = inter.item()
         if out.decoder_logits is None:
-            return ctc, {"loss": ctc.item(), "ctc": ctc.item()}
+            return ctc, {"loss": ctc.item(), **logs}
         tgt_out = torch.cat([tokens, torch.zeros_like(tokens[:, :1])], dim=1)  # (B, U+1)
         tgt_out[torch.arange(bsz, device=tokens.device), token_lengths] = self._vocab().eos_id
         att = F.cross_entropy(
@@ -265,12 +275,13 @@ class SpeechRecognitionTask(Task):
             label_smoothing=self.recipe.train.label_smoothing, reduction="sum",
         ) / bsz
         loss = self.ctc_weight * ctc + (1 - self.ctc_weight) * att
-        return loss, {"loss": loss.item(), "ctc": ctc.item(), "att": att.item()}
+        return loss, {"loss": loss.item(), **logs, "att": att.item()}
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         """Batch: ``audio`` (B, S), ``audio_lengths`` (B,), ``tokens`` (B, U), ``token_lengths``."""
         if not self._checked:
             self._check_model(unwrap(model))
+            self._inter_ctc_weight = unwrap(model).cfg.inter_ctc_weight
             self._checked = True
         if self.speed_factors and model.training:
             audio, lengths = speed_perturb(batch["audio"], batch["audio_lengths"],

@@ -287,6 +287,32 @@ def test_prefix_beam_search_equals_greedy_on_peaked_posteriors():
     assert [h[0][0] for h in ctc_prefix_beam_search(lp, lengths, 5)] == ctc_greedy(lp, lengths)
 
 
+def test_intermediate_ctc_loss_in_training_only():
+    torch.manual_seed(0)
+    task = make_task(train_utterances=6, eval_utterances=6)
+    meta = task.prepare()
+    model = zoo.create_model("test_asr_transformer", inter_ctc_layer=1, inter_ctc_weight=0.25,
+                             **meta)
+    batch = task.collate([task.datasets()["train"][i] for i in range(6)])
+    out = model(batch["audio"], batch["audio_lengths"])
+    assert out.inter_logits is not None and out.inter_logits.shape == out.logits.shape
+    loss, logs = task.loss(model, batch)
+    assert set(logs) == {"loss", "ctc", "inter_ctc"} and logs["inter_ctc"] != logs["ctc"]
+    assert logs["loss"] == pytest.approx(0.75 * logs["ctc"] + 0.25 * logs["inter_ctc"], rel=1e-5)
+    loss.backward()  # the shared head learns from both
+    assert model.head[1].weight.grad.abs().sum() > 0
+    model.eval()
+    assert model(batch["audio"], batch["audio_lengths"]).inter_logits is None
+    # the same weights without the intermediate loss: eval outputs agree
+    plain = zoo.create_model("test_asr_transformer", **meta).eval()
+    plain.load_state_dict(model.state_dict())
+    assert torch.allclose(plain(batch["audio"], batch["audio_lengths"]).logits,
+                          model(batch["audio"], batch["audio_lengths"]).logits)
+    for bad in ({"inter_ctc_layer": 2}, {"inter_ctc_layer": -1}, {"inter_ctc_weight": 1.5}):
+        with pytest.raises(ValueError, match="inter_ctc_layer must be in \\[0, 1\\]"):
+            zoo.create_model("test_asr_transformer", **{**meta, **bad})
+
+
 def test_ctc_ensemble_averages_frame_log_probs():
     torch.manual_seed(0)
     task = make_task(train_utterances=6, eval_utterances=6)
