@@ -113,7 +113,6 @@ class SpeechRecognitionTask(Task):
         self.vocab: CharVocab | None = None
         self.splits: dict[str, Dataset] | None = None
         self._checked = False
-        self._inter_ctc_weight = 0.0  # the model's inter_ctc_weight, read at the first loss
         # (id, reference, hypothesis) of the last evaluate() call, for write_report
         self.last_transcripts: list[tuple[str, str, str]] | None = None
 
@@ -251,7 +250,9 @@ class SpeechRecognitionTask(Task):
         eos = torch.full_like(tokens[:, :1], self._vocab().eos_id)
         return torch.cat([eos, tokens], dim=1)  # (B, U+1): EOS first, pad 0 after
 
-    def _losses(self, out: SpeechOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    def _losses(
+        self, out: SpeechOutput, batch: Batch, inter_weight: float = 0.0
+    ) -> tuple[Tensor, dict[str, float]]:
         tokens, token_lengths = batch["tokens"], batch["token_lengths"]
         bsz = tokens.shape[0]
 
@@ -263,8 +264,8 @@ class SpeechRecognitionTask(Task):
         ctc = ctc_of(out.logits)
         logs = {"ctc": ctc.item()}
         if out.inter_logits is not None:
-            inter, w = ctc_of(out.inter_logits), self._inter_ctc_weight
-            ctc = (1 - w) * ctc + w * inter
+            inter = ctc_of(out.inter_logits)
+            ctc = (1 - inter_weight) * ctc + inter_weight * inter
             logs["inter_ctc"] = inter.item()
         if out.decoder_logits is None:
             return ctc, {"loss": ctc.item(), **logs}
@@ -281,7 +282,6 @@ class SpeechRecognitionTask(Task):
         """Batch: ``audio`` (B, S), ``audio_lengths`` (B,), ``tokens`` (B, U), ``token_lengths``."""
         if not self._checked:
             self._check_model(unwrap(model))
-            self._inter_ctc_weight = unwrap(model).cfg.inter_ctc_weight
             self._checked = True
         if self.speed_factors and model.training:
             audio, lengths = speed_perturb(batch["audio"], batch["audio_lengths"],
@@ -291,7 +291,8 @@ class SpeechRecognitionTask(Task):
             noisy = add_noise(batch["audio"], batch["audio_lengths"], self.noise_snr,
                               self.noise_prob)
             batch = {**batch, "audio": noisy}
-        return self._losses(self._forward(model, batch), batch)
+        inter_weight = unwrap(model).cfg.inter_ctc_weight  # used when inter_ctc_layer > 0
+        return self._losses(self._forward(model, batch), batch, inter_weight)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
