@@ -149,14 +149,27 @@ def with_ensemble(
         return model
     others = []
     for run in runs:
-        model_dir = find_model_dir(Path(run))
-        config = read_model_config(model_dir)
-        if config.get("task", task.name) != task.name:
-            raise ValueError(f"{model_dir} holds a {config['task']} model, not a {task.name} "
-                             "model, so it cannot join the ensemble")
+        model_dir, config = _saved_model(run, task.name, ", so it cannot join the ensemble")
         meta = config.get("task_meta") or {}
         others.append((model_dir, load_pretrained(model_dir).to(device), meta))
     return task.ensemble(model, others)
+
+
+def _saved_model(run: str | Path, task_name: str, purpose: str = "") -> tuple[Path, dict]:
+    """The model directory of ``run`` and its config.json, which must be a ``task_name``
+    model (a config without a task is taken as one).
+
+    Raises:
+        CheckpointError: the path holds no saved model.
+        ValueError: the saved model belongs to another task.
+    """
+    model_dir = find_model_dir(Path(run))
+    config = read_model_config(model_dir)
+    saved_task = config.get("task", task_name)
+    if saved_task != task_name:
+        raise ValueError(f"{model_dir} holds a {saved_task} model, not a {task_name} "
+                         f"model{purpose}")
+    return model_dir, config
 
 
 def load_for_prediction(
@@ -171,11 +184,7 @@ def load_for_prediction(
         ValueError: the saved model belongs to another task.
     """
     run = Path(run)
-    model_dir = find_model_dir(run)
-    config = read_model_config(model_dir)
-    saved_task = config.get("task", task_name)
-    if saved_task != task_name:
-        raise ValueError(f"{model_dir} holds a {saved_task} model, not a {task_name} model")
+    model_dir, config = _saved_model(run, task_name)
     found = find_run_recipe(run, model_dir)
     if found is None:  # a bare saved model: the task's defaults
         minimal = {"task": task_name, "model": {"name": config["model"]}, "train": {"max_steps": 1}}
