@@ -60,17 +60,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     cfg = zoo.get_config(args.model, dropout=0.0)
+    core = cfg.core
     ours = zoo.create_model(args.model, dropout=0.0).core
     theirs = torchaudio.models.Conformer(
-        cfg.dim, cfg.num_heads, int(cfg.mlp_ratio * cfg.dim), cfg.depth, cfg.conv_kernel
+        core.dim, core.num_heads, int(core.mlp_ratio * core.dim), core.depth, core.conv_kernel
     )
     n_ours = sum(p.numel() for p in ours.parameters())
     n_theirs = sum(p.numel() for p in theirs.parameters())
-    print(f"{args.model} encoder: dim {cfg.dim}, {cfg.depth} blocks, kernel {cfg.conv_kernel}; "
+    print(f"{args.model} encoder: dim {core.dim}, {core.depth} blocks, kernel {core.conv_kernel}; "
           f"params ours {n_ours / 1e6:.2f}M, torchaudio {n_theirs / 1e6:.2f}M; "
           f"threads {torch.get_num_threads()}")  # fmt: skip
     for seconds in (1, 10):
-        x = torch.randn(args.batch, seconds * FRAMES_PER_SECOND, cfg.dim)
+        x = torch.randn(args.batch, seconds * FRAMES_PER_SECOND, core.dim)
         frames = x.shape[0] * x.shape[1]
         for train in (True, False):
             ours.train(train), theirs.train(train)

@@ -31,14 +31,15 @@ class TorchSeq2Seq(nn.Module):
 
     def __init__(self, cfg) -> None:
         super().__init__()
-        self.dim = cfg.dim
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-        self.register_buffer("pos", sinusoidal_table(cfg.max_len, cfg.dim), persistent=False)
+        core = cfg.core
+        self.dim = core.dim
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.core.dim)
+        self.register_buffer("pos", sinusoidal_table(cfg.max_len, cfg.core.dim), persistent=False)
         self.transformer = nn.Transformer(
-            cfg.dim, cfg.num_heads, cfg.depth, cfg.decoder_depth, int(cfg.mlp_ratio * cfg.dim),
-            dropout=0.0, activation=cfg.act, batch_first=True, norm_first=cfg.norm_first,
+            core.dim, core.num_heads, core.depth, cfg.decoder_depth, int(core.mlp_ratio * core.dim),
+            dropout=0.0, activation=core.act, batch_first=True, norm_first=core.norm_first,
         )  # fmt: skip
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.head = nn.Linear(cfg.core.dim, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight
 
     def embed_tokens(self, ids: Tensor) -> Tensor:
@@ -111,7 +112,7 @@ def main() -> None:
     n, t = args.sentences, args.length
     src = torch.randint(4, cfg.vocab_size, (n, t))
     tgt = torch.randint(4, cfg.vocab_size, (n, t + 1))
-    print(f"{args.model}: dim {cfg.dim}, {cfg.depth}+{cfg.decoder_depth} layers, "
+    print(f"{args.model}: dim {cfg.core.dim}, {cfg.core.depth}+{cfg.decoder_depth} layers, "
           f"vocab {cfg.vocab_size}; torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")  # fmt: skip
     for bf16 in (False, True):

@@ -54,10 +54,10 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048) -> floa
 def vit_flops(cfg, train: bool) -> float:
     """Matmul FLOPs per image: patch embedding, attention and MLP per layer, head; x3 to train."""
     n = (cfg.img_size // cfg.patch_size) ** 2 + (cfg.global_pool == "cls")
-    d = cfg.dim
+    d = cfg.core.dim
     patch = 2 * (n - 1) * cfg.patch_size**2 * cfg.in_chans * d
-    per_layer = 2 * n * d * (3 * d + d + 2 * int(cfg.mlp_ratio * d)) + 4 * n * n * d
-    forward = patch + cfg.depth * per_layer + 2 * d * cfg.num_classes
+    per_layer = 2 * n * d * (3 * d + d + 2 * int(cfg.core.mlp_ratio * d)) + 4 * n * n * d
+    forward = patch + cfg.core.depth * per_layer + 2 * d * cfg.num_classes
     return forward * (3 if train else 1)
 
 
@@ -69,11 +69,11 @@ def timm_twin(model: nn.Module) -> nn.Module:
         patch_size=cfg.patch_size,
         in_chans=cfg.in_chans,
         num_classes=cfg.num_classes,
-        embed_dim=cfg.dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        qkv_bias=cfg.qkv_bias,
+        embed_dim=cfg.core.dim,
+        depth=cfg.core.depth,
+        num_heads=cfg.core.num_heads,
+        mlp_ratio=cfg.core.mlp_ratio,
+        qkv_bias=cfg.core.qkv_bias,
         global_pool="token",
     )
     from zoo.interop.timm import from_timm

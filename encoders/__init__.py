@@ -10,8 +10,16 @@ from encoders.attention import (
     build_attention_mask,
     lengths_to_padding_mask,
 )
-from encoders.core import DecoderCache, TransformerDecoder, TransformerEncoder
+from encoders.core import (
+    CORE_SIZES,
+    CoreConfig,
+    DecoderCache,
+    TransformerDecoder,
+    TransformerEncoder,
+    core_size,
+)
 from encoders.layers import (
+    ConformerLayer,
     ConvModule,
     DecoderLayer,
     DropPath,
@@ -27,8 +35,11 @@ from encoders.positional import (
 )
 
 __all__ = [
+    "CORE_SIZES",
     "AudioAdapter",
+    "ConformerLayer",
     "ConvModule",
+    "CoreConfig",
     "DecoderCache",
     "DecoderLayer",
     "DropPath",
@@ -45,6 +56,7 @@ __all__ = [
     "TransformerEncoder",
     "VisionAdapter",
     "build_attention_mask",
+    "core_size",
     "lengths_to_padding_mask",
     "sinusoidal_table",
 ]

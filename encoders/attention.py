@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from encoders.positional import RotaryEmbedding
@@ -48,11 +49,10 @@ def _cpu_training_path(q: Tensor, nk: int) -> str:
     """How a half-precision query on the CPU attends while a gradient will flow: "sdpa" (any
     other case), "explicit" or "upcast".
 
-    PyTorch's CPU attention kernel is slower forward and backward in bf16 than in fp32 (on 2
-    cores: 4x at 16 tokens, 2.5x at 65, 1.2x at 197), while inference costs the same. Up to
-    ``SHORT_KEYS`` keys the softmax written out in the query's dtype is faster still than the
-    fp32 kernel (a 16-token ViT training step: 101 ms against 118); above, the kernel gets
-    fp32 inputs and its output is cast back.
+    PyTorch's CPU attention kernel trains slower in bf16 than in fp32, the more so the shorter
+    the sequence, while inference costs the same (docs/benchmarks.md has the measurements).
+    Up to ``SHORT_KEYS`` keys the softmax written out in the query's dtype is faster still
+    than the fp32 kernel; above, the kernel gets fp32 inputs and its output is cast back.
     """
     if not (
         q.device.type == "cpu"
@@ -97,6 +97,21 @@ def build_attention_mask(
     return mask
 
 
+def _visible_keys(
+    padding_mask: Tensor | None, causal: bool, nq: int, nk: int, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
+    """The SDPA mask, and the query rows (B, 1, Nq, 1) that see no key at all, or Nones.
+
+    A query with no visible key would give NaN: it is let see every key here, and the caller
+    zeroes its output (the contract: a fully masked row gives zeros, never NaN).
+    """
+    mask = build_attention_mask(padding_mask, causal, nq, nk, device)
+    if mask is None:
+        return None, None
+    has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, Nq, 1)
+    return mask | ~has_key, ~has_key
+
+
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention softmax(QK^T / sqrt(d_k)) V over several heads.
 
@@ -117,6 +132,7 @@ class MultiHeadAttention(nn.Module):
         self,
         dim: int,
         num_heads: int = 8,
+        *,
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
@@ -140,10 +156,7 @@ class MultiHeadAttention(nn.Module):
         self.rope = rope
 
     def _split_heads(self, x: Tensor, parts: int) -> tuple[Tensor, ...]:
-        # (B, N, parts*D) -> (B, N, parts, H, Dh) -> parts x (B, H, N, Dh)
-        b, n, _ = x.shape
-        x = x.view(b, n, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return x.unbind(0)
+        return rearrange(x, "b n (p h d) -> p b h n d", p=parts, h=self.num_heads).unbind(0)
 
     def _project(self, x: Tensor, context: Tensor | None, cache: KVCache | None):
         """Queries, keys and values, each (B, H, N, Dh), using and updating the cache."""
@@ -192,40 +205,35 @@ class MultiHeadAttention(nn.Module):
         """
         q, k, v = self._project(x, context, cache)
         nq, nk = q.shape[2], k.shape[2]
-        drop = self.attn_drop if self.training else 0.0
         path = "explicit" if need_weights else _cpu_training_path(q, nk)
         # Plain causal self-attention needs no mask tensor: SDPA builds it inside its kernel.
         plain_causal = causal and padding_mask is None and nq == nk and path != "explicit"
-        mask = (
-            None if plain_causal else build_attention_mask(padding_mask, causal, nq, nk, x.device)
-        )
-        empty_rows = None
-        if mask is not None:
-            # A query with no visible key would give NaN; let it see everything, then zero it.
-            has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, Nq, 1)
-            mask = mask | ~has_key
-            empty_rows = ~has_key
-        weights = None
-        if path == "explicit":
-            out, weights = self._explicit_attention(q, k, v, mask, drop)
-            weights = weights if need_weights else None  # training: no masking them below
-        else:
-            out_dtype, upcast = q.dtype, path == "upcast"
-            if upcast:  # autocast would cast fp32 inputs straight back: switch it off here
-                q, k, v = q.float(), k.float(), v.float()
-            with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=mask, dropout_p=drop, is_causal=plain_causal
-                )
-            out = out.to(out_dtype)
-        b, _, n, _ = out.shape
-        out = out.transpose(1, 2).reshape(b, n, -1)  # (B, H, N, Dh) -> (B, N, D)
-        out = self.proj_drop(self.proj(out))
+        mask, empty_rows = None, None
+        if not plain_causal:
+            mask, empty_rows = _visible_keys(padding_mask, causal, nq, nk, x.device)
+        out, weights = self._attend(q, k, v, mask, path, plain_causal)
+        weights = weights if need_weights else None  # CPU half training: no masking them below
+        out = self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
         if empty_rows is not None:  # queries that saw no key output exact zeros
             out = out.masked_fill(empty_rows[:, 0], 0.0)  # (B, 1, Nq, 1) -> (B, Nq, 1)
-            if weights is not None:
-                weights = weights.masked_fill(empty_rows, 0.0)
+            weights = None if weights is None else weights.masked_fill(empty_rows, 0.0)
         return (out, weights) if need_weights else out
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, path: str, is_causal: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """(B, H, Nq, Dh) outputs by the chosen path, and the weights on the explicit one."""
+        drop = self.attn_drop if self.training else 0.0
+        if path == "explicit":
+            return self._explicit_attention(q, k, v, mask, drop)
+        out_dtype, upcast = q.dtype, path == "upcast"
+        if upcast:  # autocast would cast fp32 inputs straight back: switch it off here
+            q, k, v = q.float(), k.float(), v.float()
+        with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=drop, is_causal=is_causal
+            )
+        return out.to(out_dtype), None
 
     def _explicit_attention(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, drop: float

@@ -1,15 +1,122 @@
-"""The shared core: encoder and decoder stacks. They see (B, N, D) tokens and padding masks only,
-never token ids, pixels or audio; the modality adapters produce their input."""
+"""The shared core: its configuration, the named sizes every family shares, and the encoder and
+decoder stacks built from it. The stacks see (B, N, D) tokens and padding masks only, never
+token ids, pixels or audio; the modality adapters produce their input.
+
+Two models whose ``core`` configs are equal have identical ``core.*`` keys, shapes and
+behaviour, whatever their modality, so a trained core moves between them with one
+``load_state_dict``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
 from encoders.attention import KVCache
-from encoders.layers import NORM_EPS, DecoderLayer, EncoderLayer
+from encoders.layers import ACTIVATIONS, NORM_EPS, ConformerLayer, DecoderLayer, EncoderLayer
 from encoders.positional import RotaryEmbedding
+
+
+@dataclass
+class CoreConfig:
+    """Settings of the shared core (``TransformerEncoder``; the translation and speech decoders
+    reuse them with their own depth).
+
+    Attributes:
+        dim: width D of every token.
+        depth: number of layers.
+        num_heads: attention heads per layer; ``dim`` must be divisible by it.
+        mlp_ratio: feed-forward hidden width over ``dim``.
+        qkv_bias: bias on the attention input projections.
+        dropout: dropout on residual branches and inside the feed-forward.
+        attn_drop: dropout on attention weights.
+        drop_path: stochastic depth rate of the last layer (linear from 0 at the first).
+        act: feed-forward activation, one of ``ACTIVATIONS``.
+        norm_first: pre-norm layers (x + f(norm(x))); False gives the original post-norm.
+        layer_scale: initial LayerScale value (CaiT), or None for none.
+        conformer: Conformer blocks (macaron feed-forwards + convolution module).
+        conv_kernel: depthwise kernel of the Conformer convolution (odd).
+        rotary: rotary position embedding inside attention (the adapters then add none).
+    """
+
+    dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    dropout: float = 0.0
+    attn_drop: float = 0.0
+    drop_path: float = 0.0
+    act: str = "gelu"
+    norm_first: bool = True
+    layer_scale: float | None = None
+    conformer: bool = False
+    conv_kernel: int = 31
+    rotary: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"core dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.act not in ACTIVATIONS:
+            raise ValueError(f"unknown core activation '{self.act}'; expected one of {ACTIVATIONS}")
+
+
+CORE_FIELDS = tuple(f.name for f in dataclasses.fields(CoreConfig))
+
+# Named sizes shared by every family: `vit_mini_*`, `mt_transformer_mini` and
+# `asr_transformer_ctc_mini` hold the same core. "test" is for tests and smoke runs; "mini" is
+# the size real-data recipes of all three tasks train on a 2-core CPU; tiny/small/base are
+# DeiT's ViT-Ti/S/B widths (Touvron et al. 2021).
+CORE_SIZES: dict[str, CoreConfig] = {
+    "test": CoreConfig(dim=64, depth=2, num_heads=4),
+    "mini": CoreConfig(dim=128, depth=6, num_heads=4),
+    "tiny": CoreConfig(dim=192, depth=12, num_heads=3),
+    "small": CoreConfig(dim=384, depth=12, num_heads=6),
+    "base": CoreConfig(dim=768, depth=12, num_heads=12),
+}
+
+
+def core_size(name: str, **overrides: Any) -> CoreConfig:
+    """The named core size ``name`` with ``overrides`` applied.
+
+    Raises:
+        ValueError: an unknown size (the message lists the sizes).
+    """
+    if name not in CORE_SIZES:
+        raise ValueError(f"unknown core size '{name}'; expected one of {', '.join(CORE_SIZES)}")
+    return dataclasses.replace(CORE_SIZES[name], **overrides)
+
+
+def make_core_config(value: CoreConfig | str | dict[str, Any], **overrides: Any) -> CoreConfig:
+    """A ``CoreConfig`` from a config, a size name or a dict of fields (as in ``config.json``),
+    with ``overrides`` on top.
+
+    Raises:
+        TypeError: a dict key or override that is not a core setting (the nearest is named).
+        ValueError: an unknown size name.
+    """
+    if isinstance(value, str):
+        base = core_size(value)
+    elif isinstance(value, dict):
+        _check_keys(value)
+        base = CoreConfig(**value)
+    else:
+        base = value
+    _check_keys(overrides)
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def _check_keys(values: dict[str, Any]) -> None:
+    for key in values:
+        if key not in CORE_FIELDS:
+            close = difflib.get_close_matches(key, CORE_FIELDS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise TypeError(f"the core has no setting '{key}'{hint}")
 
 
 def _drop_path_rates(drop_path: float, depth: int) -> list[float]:
@@ -28,24 +135,47 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class TransformerEncoder(nn.Module):
-    """A stack of encoder layers with a final norm (pre-norm) — the zoo's shared core.
+class _Stack(nn.Module):
+    """What the encoder and decoder stacks share: the layers (built by ``make_layer`` with each
+    layer's stochastic depth rate), an optional shared rotary embedding, the final norm
+    (pre-norm stacks only) and the weight init."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        make_layer: Callable[..., nn.Module],
+        drop_path: float,
+        norm_first: bool,
+        rotary: bool,
+    ) -> None:
+        super().__init__()
+        self.dim, self.depth = dim, depth
+        rope = RotaryEmbedding(dim // num_heads) if rotary else None
+        self.blocks = nn.ModuleList(
+            make_layer(dim, num_heads, drop_path=dpr, norm_first=norm_first, rope=rope)
+            for dpr in _drop_path_rates(drop_path, depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=NORM_EPS) if norm_first else nn.Identity()
+        self.apply(_init_weights)
+
+
+class TransformerEncoder(_Stack):
+    """A stack of encoder (or Conformer) layers with a final norm (pre-norm): the zoo's shared
+    core. ``TransformerEncoder.from_config(cfg)`` builds it from a ``CoreConfig``.
 
     Args:
         dim: width D.
         depth: number of layers.
         num_heads: attention heads per layer.
-        mlp_ratio: feed-forward width over D.
-        qkv_bias: bias on the attention projections.
-        dropout: residual/feed-forward dropout.
-        attn_drop: attention-weight dropout.
-        drop_path: stochastic depth rate of the last layer (linear from 0).
-        act: feed-forward activation ("gelu", "relu", "swiglu").
-        norm_first: pre-norm layers; post-norm layers get no final norm.
-        layer_scale: initial LayerScale value or None.
         conformer: Conformer blocks (macaron feed-forward + convolution module).
         conv_kernel: conformer depthwise kernel size.
+        drop_path: stochastic depth rate of the last layer (linear from 0).
+        norm_first: pre-norm layers; post-norm layers get no final norm.
         rotary: rotary position embedding inside attention.
+        **layer_args: the layers' other settings (``mlp_ratio``, ``qkv_bias``, ``dropout``,
+            ``attn_drop``, ``act``, ``layer_scale``), as in ``EncoderLayer``.
     """
 
     def __init__(
@@ -53,41 +183,25 @@ class TransformerEncoder(nn.Module):
         dim: int,
         depth: int,
         num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        dropout: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-        act: str = "gelu",
-        norm_first: bool = True,
-        layer_scale: float | None = None,
+        *,
         conformer: bool = False,
         conv_kernel: int = 31,
+        drop_path: float = 0.0,
+        norm_first: bool = True,
         rotary: bool = False,
+        **layer_args: Any,
     ) -> None:
-        super().__init__()
-        self.dim, self.depth = dim, depth
-        rope = RotaryEmbedding(dim // num_heads) if rotary else None
-        self.blocks = nn.ModuleList(
-            EncoderLayer(
-                dim,
-                num_heads,
-                mlp_ratio,
-                qkv_bias,
-                dropout,
-                attn_drop,
-                dpr,
-                act,
-                norm_first,
-                layer_scale,
-                conformer,
-                conv_kernel,
-                rope,
-            )
-            for dpr in _drop_path_rates(drop_path, depth)
-        )
-        self.norm = nn.LayerNorm(dim, eps=NORM_EPS) if norm_first else nn.Identity()
-        self.apply(_init_weights)
+        def make_layer(*args: Any, **kwargs: Any) -> nn.Module:
+            if conformer:
+                return ConformerLayer(*args, conv_kernel=conv_kernel, **kwargs, **layer_args)
+            return EncoderLayer(*args, **kwargs, **layer_args)
+
+        super().__init__(dim, depth, num_heads, make_layer, drop_path, norm_first, rotary)
+
+    @classmethod
+    def from_config(cls, cfg: CoreConfig) -> TransformerEncoder:
+        """The encoder stack of a core config."""
+        return cls(cfg.dim, cfg.depth, cfg.num_heads, **_stack_args(cfg))
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """x: (B, N, D), padding_mask: (B, N) True at padding -> (B, N, D)."""
@@ -148,10 +262,11 @@ class DecoderCache:
             cross_kv.reorder(index)
 
 
-class TransformerDecoder(nn.Module):
+class TransformerDecoder(_Stack):
     """A stack of decoder layers (causal self-attention + cross-attention) with a final norm.
 
-    Arguments as in ``TransformerEncoder`` (without the conformer options).
+    Arguments as in ``TransformerEncoder`` (without the Conformer options);
+    ``TransformerDecoder.from_config(cfg, depth)`` builds one from a core config.
     """
 
     def __init__(
@@ -159,37 +274,24 @@ class TransformerDecoder(nn.Module):
         dim: int,
         depth: int,
         num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        dropout: float = 0.0,
-        attn_drop: float = 0.0,
+        *,
         drop_path: float = 0.0,
-        act: str = "gelu",
         norm_first: bool = True,
-        layer_scale: float | None = None,
         rotary: bool = False,
+        **layer_args: Any,
     ) -> None:
-        super().__init__()
-        self.dim, self.depth = dim, depth
-        rope = RotaryEmbedding(dim // num_heads) if rotary else None
-        self.blocks = nn.ModuleList(
-            DecoderLayer(
-                dim,
-                num_heads,
-                mlp_ratio,
-                qkv_bias,
-                dropout,
-                attn_drop,
-                dpr,
-                act,
-                norm_first,
-                layer_scale,
-                rope,
-            )
-            for dpr in _drop_path_rates(drop_path, depth)
-        )
-        self.norm = nn.LayerNorm(dim, eps=NORM_EPS) if norm_first else nn.Identity()
-        self.apply(_init_weights)
+        def make_layer(*args: Any, **kwargs: Any) -> nn.Module:
+            return DecoderLayer(*args, **kwargs, **layer_args)
+
+        super().__init__(dim, depth, num_heads, make_layer, drop_path, norm_first, rotary)
+
+    @classmethod
+    def from_config(cls, cfg: CoreConfig, depth: int) -> TransformerDecoder:
+        """A decoder of ``depth`` layers with the core's width, heads and layer settings
+        (the Conformer options do not apply to it)."""
+        args = _stack_args(cfg)
+        del args["conformer"], args["conv_kernel"]
+        return cls(cfg.dim, depth, cfg.num_heads, **args)
 
     def new_cache(self) -> DecoderCache:
         """An empty cache for incremental decoding."""
@@ -220,3 +322,19 @@ class TransformerDecoder(nn.Module):
             layer_cache = cache.layers[i] if cache is not None else None
             x = block(x, memory, memory_padding_mask, padding_mask, layer_cache)
         return self.norm(x)
+
+
+def _stack_args(cfg: CoreConfig) -> dict[str, Any]:
+    """The keyword arguments of a stack built from ``cfg`` (all but dim, depth, num_heads)."""
+    args = dataclasses.asdict(cfg)
+    del args["dim"], args["depth"], args["num_heads"]
+    return args
+
+
+def rotary_positions(pos: str, core: CoreConfig) -> tuple[str, CoreConfig]:
+    """A family's ``pos`` setting and its core agreed on rotary positions: ``pos="rotary"``
+    turns on ``core.rotary`` (rotations live inside attention), and a rotary core shows as
+    ``pos="rotary"``. Other positions are the adapter's and leave the core as it is."""
+    if pos == "rotary" or core.rotary:
+        return "rotary", dataclasses.replace(core, rotary=True)
+    return pos, core

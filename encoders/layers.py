@@ -115,9 +115,7 @@ class EncoderLayer(_ResidualLayer):
     """One encoder layer: self-attention and feed-forward, each a residual branch.
 
     Pre-norm by default (x + f(norm(x))); post-norm (norm(x + f(x))) as in the original
-    Transformer. With ``conformer=True`` the layer becomes a Conformer block: a half-step
-    macaron feed-forward before attention, a convolution module after it, a half-step
-    feed-forward and a final norm.
+    Transformer.
 
     Args:
         dim: width D.
@@ -130,8 +128,6 @@ class EncoderLayer(_ResidualLayer):
         act: feed-forward activation.
         norm_first: pre-norm (True) or post-norm (False).
         layer_scale: initial LayerScale value, or None for none.
-        conformer: add the macaron feed-forward and convolution module.
-        conv_kernel: depthwise kernel size of the conformer convolution.
         rope: shared rotary embedding, or None.
     """
 
@@ -139,6 +135,7 @@ class EncoderLayer(_ResidualLayer):
         self,
         dim: int,
         num_heads: int,
+        *,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         dropout: float = 0.0,
@@ -147,41 +144,67 @@ class EncoderLayer(_ResidualLayer):
         act: str = "gelu",
         norm_first: bool = True,
         layer_scale: float | None = None,
-        conformer: bool = False,
-        conv_kernel: int = 31,
         rope: RotaryEmbedding | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.conformer = conformer
         self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
-        self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, attn_drop, dropout, rope=rope)
+        self.attn = MultiHeadAttention(
+            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=dropout, rope=rope
+        )
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = FeedForward(dim, mlp_ratio, act, dropout)
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        if conformer:
-            self.norm_ff1 = nn.LayerNorm(dim, eps=NORM_EPS)
-            self.ff1 = FeedForward(dim, mlp_ratio, act, dropout)
-            self.norm_conv = nn.LayerNorm(dim, eps=NORM_EPS)
-            self.conv = ConvModule(dim, conv_kernel, dropout)
-            self.norm_out = nn.LayerNorm(dim, eps=NORM_EPS)
+
+    def _attend(self, h: Tensor, padding_mask: Tensor | None) -> Tensor:
+        return self.ls1(self.attn(h, padding_mask=padding_mask))
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """x: (B, N, D), padding_mask: (B, N) True at padding -> (B, N, D)."""
-        if self.conformer:
-            x = self._residual(x, self.norm_ff1, self.ff1, 0.5)
+        x = self._residual(x, self.norm1, lambda h: self._attend(h, padding_mask))
+        return self._residual(x, self.norm2, lambda h: self.ls2(self.mlp(h)))
 
-        def attend(h: Tensor) -> Tensor:
-            return self.ls1(self.attn(h, padding_mask=padding_mask))
 
-        x = self._residual(x, self.norm1, attend)
-        if self.conformer:
-            x = self._residual(x, self.norm_conv, lambda h: self.conv(h, padding_mask))
-        ff_scale = 0.5 if self.conformer else 1.0  # macaron: two half-step feed-forwards
-        x = self._residual(x, self.norm2, lambda h: self.ls2(self.mlp(h)), ff_scale)
-        return self.norm_out(x) if self.conformer else x
+class ConformerLayer(EncoderLayer):
+    """A Conformer block (Gulati et al. 2020): a half-step macaron feed-forward, self-attention,
+    a convolution module, a half-step feed-forward and a final norm.
+
+    Its attention and feed-forward keep ``EncoderLayer``'s names (``norm1``, ``attn``,
+    ``norm2``, ``mlp``), so a plain Transformer core loads into a Conformer core by name; the
+    Conformer's own parts are ``norm_ff1``, ``ff1``, ``norm_conv``, ``conv`` and ``norm_out``.
+
+    Args:
+        conv_kernel: depthwise kernel size of the convolution module (odd).
+        others: as in ``EncoderLayer``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        conv_kernel: int = 31,
+        mlp_ratio: float = 4.0,
+        act: str = "gelu",
+        dropout: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(dim, num_heads, mlp_ratio=mlp_ratio, act=act, dropout=dropout, **kwargs)
+        self.norm_ff1 = nn.LayerNorm(dim, eps=NORM_EPS)
+        self.ff1 = FeedForward(dim, mlp_ratio, act, dropout)
+        self.norm_conv = nn.LayerNorm(dim, eps=NORM_EPS)
+        self.conv = ConvModule(dim, conv_kernel, dropout)
+        self.norm_out = nn.LayerNorm(dim, eps=NORM_EPS)
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """x: (B, T, D), padding_mask: (B, T) True at padding -> (B, T, D)."""
+        x = self._residual(x, self.norm_ff1, self.ff1, 0.5)  # macaron: two half-steps
+        x = self._residual(x, self.norm1, lambda h: self._attend(h, padding_mask))
+        x = self._residual(x, self.norm_conv, lambda h: self.conv(h, padding_mask))
+        x = self._residual(x, self.norm2, lambda h: self.ls2(self.mlp(h)), 0.5)
+        return self.norm_out(x)
 
 
 class DecoderLayer(_ResidualLayer):
@@ -192,6 +215,7 @@ class DecoderLayer(_ResidualLayer):
         self,
         dim: int,
         num_heads: int,
+        *,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         dropout: float = 0.0,
@@ -205,12 +229,11 @@ class DecoderLayer(_ResidualLayer):
         super().__init__()
         self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
-        self.attn = MultiHeadAttention(dim, num_heads, qkv_bias, attn_drop, dropout, rope=rope)
+        attn_args = dict(qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=dropout)
+        self.attn = MultiHeadAttention(dim, num_heads, rope=rope, **attn_args)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.norm_cross = nn.LayerNorm(dim, eps=NORM_EPS)
-        self.cross_attn = MultiHeadAttention(
-            dim, num_heads, qkv_bias, attn_drop, dropout, cross=True
-        )
+        self.cross_attn = MultiHeadAttention(dim, num_heads, cross=True, **attn_args)
         self.ls_cross = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = FeedForward(dim, mlp_ratio, act, dropout)

@@ -38,14 +38,19 @@ def command(name: str, help: str):
     return wrap
 
 
+# the values of the family configs' ``task`` and ``modality``
+TASKS = ("classification", "translation", "speech_recognition")
+MODALITIES = ("vision", "text", "speech")
+
+
 def _format_params(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
 
 
 def _add_list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
-    p.add_argument("--task", default=None)
-    p.add_argument("--modality", default=None)
+    p.add_argument("--task", default=None, choices=TASKS)
+    p.add_argument("--modality", default=None, choices=MODALITIES)
 
 
 @command("list", "list registered models")

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from encoders.core import CORE_FIELDS, make_core_config
+
 _MODELS: dict[str, Callable[[], Any]] = {}
 
 
@@ -36,20 +38,34 @@ def _variant(name: str) -> Callable[[], Any]:
 def get_config(name: str, **overrides: Any) -> Any:
     """The config dataclass of variant ``name`` with ``overrides`` applied.
 
+    ``core`` takes a core config, a named size (``"mini"``) or a dict of core settings; the
+    core's settings can also be given on their own (``depth=4``, as timm takes its kwargs), and
+    apply on top of ``core``.
+
     Raises:
         ValueError: unknown model name (the message lists the closest names).
-        TypeError: an override that is not a field of the model's config.
+        TypeError: an override that is not a setting of the model or its core.
     """
     cfg = _variant(name)()
+    return apply_overrides(cfg, overrides, f"model '{name}'")
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], owner: str) -> Any:
+    """``cfg`` with ``overrides`` applied (see ``get_config``); ``owner`` names it in errors."""
     valid = [f.name for f in dataclasses.fields(cfg)]
+    fields, core_fields = {}, {}
     for key, value in overrides.items():
+        if key in CORE_FIELDS and "core" in valid:
+            core_fields[key] = value
+            continue
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
+            close = difflib.get_close_matches(key, [*valid, *CORE_FIELDS], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise TypeError(f"model '{name}' has no setting '{key}'{hint}")
-        if isinstance(value, list):  # JSON turns tuples into lists
-            overrides[key] = tuple(value)
-    return dataclasses.replace(cfg, **overrides)
+            raise TypeError(f"{owner} has no setting '{key}'{hint}")
+        fields[key] = tuple(value) if isinstance(value, list) else value  # JSON: tuple -> list
+    if "core" in valid:
+        fields["core"] = make_core_config(fields.get("core", cfg.core), **core_fields)
+    return dataclasses.replace(cfg, **fields)
 
 
 def build_model(name: str, cfg: Any) -> nn.Module:

@@ -3,37 +3,33 @@ with an optional attention decoder for joint CTC/attention training (Watanabe et
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from encoders import AudioAdapter, TextAdapter, TransformerDecoder, TransformerEncoder
+from encoders.core import CoreConfig, rotary_positions
 
 POSITIONS = ("sinusoidal", "rotary")
 
 
 @dataclass
 class ASRConfig:
-    """Speech recogniser hyperparameters. Token 0 is the CTC blank (and the decoder's padding);
+    """Speech recogniser hyperparameters: the audio adapter, CTC head and optional attention
+    decoder around a shared ``core``. Token 0 is the CTC blank (and the decoder's padding);
     token ``eos_id`` starts and ends decoder sequences."""
 
     task: ClassVar[str] = "speech_recognition"
-    modality: ClassVar[str] = "audio"
+    modality: ClassVar[str] = "speech"
 
     vocab_size: int = 32
-    dim: int = 144
-    depth: int = 12
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    conformer: bool = False
-    conv_kernel: int = 31
-    dropout: float = 0.1
-    attn_drop: float = 0.0
-    drop_path: float = 0.0
-    pos: str = "sinusoidal"  # "sinusoidal" (added to frames) or "rotary" (inside attention)
+    core: CoreConfig = field(
+        default_factory=lambda: CoreConfig(dim=144, depth=12, num_heads=4, dropout=0.1)
+    )
+    pos: str = "sinusoidal"  # "sinusoidal" (added to frames) or "rotary" (= core.rotary)
     n_mels: int = 80
     sample_rate: int = 16000
     features: str = "waveform"  # "waveform" or "fbank" (precomputed log-mel)
@@ -47,6 +43,9 @@ class ASRConfig:
     inter_ctc_weight: float = 0.3
     blank_id: int = 0
     eos_id: int = 1
+
+    def __post_init__(self) -> None:
+        self.pos, self.core = rotary_positions(self.pos, self.core)
 
     def build(self) -> SpeechRecognizer:
         return SpeechRecognizer(self)
@@ -70,74 +69,58 @@ class SpeechRecognizer(nn.Module):
         super().__init__()
         if cfg.pos not in POSITIONS:  # anything else would silently mean sinusoidal
             raise ValueError(f"unknown position type '{cfg.pos}'; expected one of {POSITIONS}")
-        if not 0 <= cfg.inter_ctc_layer < cfg.depth or not 0 <= cfg.inter_ctc_weight <= 1:
-            raise ValueError(f"inter_ctc_layer must be in [0, {cfg.depth - 1}] (a block below "
+        depth = cfg.core.depth
+        if not 0 <= cfg.inter_ctc_layer < depth or not 0 <= cfg.inter_ctc_weight <= 1:
+            raise ValueError(f"inter_ctc_layer must be in [0, {depth - 1}] (a block below "
                              f"the last; 0: off) and inter_ctc_weight in [0, 1], got "
                              f"{cfg.inter_ctc_layer} and {cfg.inter_ctc_weight}")
         self.cfg = cfg
-        rotary = cfg.pos == "rotary"
+        dim, dropout = cfg.core.dim, cfg.core.dropout
+        pos = "none" if cfg.core.rotary else "sinusoidal"
         sr, mels = cfg.sample_rate, cfg.n_mels
         n_fft, hop = sr * 25 // 1000, sr * 10 // 1000  # 25 ms windows, 10 ms hop
         self.adapter = AudioAdapter(
-            cfg.dim,
+            dim,
             mels,
             sr,
             n_fft,
             hop,
             cfg.features,
             cfg.spec_augment,
-            pos="none" if rotary else "sinusoidal",
-            dropout=cfg.dropout,
+            pos=pos,
+            dropout=dropout,
             freq_warp=cfg.freq_warp,
             wave_norm=cfg.wave_norm,
         )
-        self.core = TransformerEncoder(
-            cfg.dim,
-            cfg.depth,
-            cfg.num_heads,
-            cfg.mlp_ratio,
-            cfg.qkv_bias,
-            cfg.dropout,
-            cfg.attn_drop,
-            cfg.drop_path,
-            conformer=cfg.conformer,
-            conv_kernel=cfg.conv_kernel,
-            rotary=rotary,
-        )
-        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.dim, cfg.vocab_size))
+        self.core = TransformerEncoder.from_config(cfg.core)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, cfg.vocab_size))
         self.decoder = None
         if cfg.decoder_depth > 0:
             self.tgt_adapter = TextAdapter(
-                cfg.vocab_size,
-                cfg.dim,
-                pad_id=cfg.blank_id,
-                dropout=cfg.dropout,
-                pos="none" if rotary else "sinusoidal",
+                cfg.vocab_size, dim, pad_id=cfg.blank_id, dropout=dropout, pos=pos
             )
-            self.decoder = TransformerDecoder(
-                cfg.dim,
-                cfg.decoder_depth,
-                cfg.num_heads,
-                cfg.mlp_ratio,
-                cfg.qkv_bias,
-                cfg.dropout,
-                cfg.attn_drop,
-                rotary=rotary,
-            )
-            self.decoder_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+            # a plain decoder with the core's settings, without stochastic depth
+            dec_core = dataclasses.replace(cfg.core, drop_path=0.0, conformer=False)
+            self.decoder = TransformerDecoder.from_config(dec_core, cfg.decoder_depth)
+            self.decoder_head = nn.Linear(dim, cfg.vocab_size, bias=False)
             self.decoder_head.weight = self.tgt_adapter.embed.weight  # tied
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Sample lengths (B,) -> frame lengths (B,) after the adapter's subsampling."""
+        return self.adapter.output_lengths(lengths)
 
     def forward_features(
         self, audio: Tensor, lengths: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Audio (B, S) or features (B, T, F) -> frames (B, T', D), mask (B, T'), lengths (B,)."""
-        return self._encode(audio, lengths)[:3]
+    ) -> tuple[Tensor, Tensor | None]:
+        """Audio (B, S) or features (B, T, F) with lengths (B,) -> the core's output frames
+        (B, T', D) and their padding mask (B, T'), True at padding."""
+        return self._encode(audio, lengths)[:2]
 
     def _encode(
         self, audio: Tensor, lengths: Tensor | None, inter_layer: int = 0
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
-        """``forward_features``, plus block ``inter_layer``'s normalised output (1 = the first
-        block; 0: None)."""
+        """``forward_features``, the frame lengths (B,), and block ``inter_layer``'s
+        normalised output (1 = the first block; 0: None)."""
         if lengths is None:
             lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
         tokens, mask = self.adapter(audio, lengths)
@@ -211,18 +194,22 @@ class CTCEnsemble(nn.Module):
         self.cfg = first
         self.adapter = members[0].adapter  # for output_lengths; its weights are member 0's
 
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Sample lengths (B,) -> frame lengths (B,), the same for every member."""
+        return self.adapter.output_lengths(lengths)
+
     def forward_features(
         self, audio: Tensor, lengths: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Audio (B, S) -> mean CTC log-probabilities (B, T', V), mask (B, T'), lengths (B,)."""
-        total, mask, out_lengths = None, None, None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Audio (B, S) -> mean CTC log-probabilities (B, T', V) and the mask (B, T')."""
+        total, mask = None, None
         for m in self.members:
-            memory, mask, out_lengths = m.forward_features(audio, lengths)
+            memory, mask = m.forward_features(audio, lengths)
             log_probs = m.forward_head(memory).float().log_softmax(-1)
             total = log_probs if total is None else total + log_probs
         # decoding leaves out EOS and renormalises each frame; that removes the same constant
         # as leaving it out of each member first would, so the members keep all V tokens here
-        return total / len(self.members), mask, out_lengths
+        return total / len(self.members), mask
 
     def forward_head(self, features: Tensor) -> Tensor:
         """The averaged log-probabilities are already the CTC scores."""
@@ -230,5 +217,7 @@ class CTCEnsemble(nn.Module):
 
     def forward(self, audio: Tensor, lengths: Tensor | None = None, tgt_in: Tensor | None = None
                 ) -> SpeechOutput:
-        memory, _, out_lengths = self.forward_features(audio, lengths)
-        return SpeechOutput(memory, out_lengths)
+        if lengths is None:
+            lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
+        memory, _ = self.forward_features(audio, lengths)
+        return SpeechOutput(memory, self.output_lengths(lengths))

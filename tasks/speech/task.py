@@ -311,8 +311,8 @@ class SpeechRecognitionTask(Task):
         try:
             for batch in iterate(loader, device):
                 # the parts of forward(), to keep the encoder output for rescoring
-                memory, mask, lengths = model.forward_features(
-                    batch["audio"], batch["audio_lengths"])
+                memory, mask = model.forward_features(batch["audio"], batch["audio_lengths"])
+                lengths = model.output_lengths(batch["audio_lengths"])
                 dec = None
                 if model.decoder is not None:
                     dec = model.decode(self._decoder_input(batch["tokens"]), memory, mask)
@@ -377,7 +377,8 @@ class SpeechRecognitionTask(Task):
             idx = order[start : start + batch_size]
             batch = self.collate([{"audio": waves[i], "text": "", "id": str(i)} for i in idx])
             audio, lengths = batch["audio"].to(device), batch["audio_lengths"].to(device)
-            memory, mask, out_lengths = model.forward_features(audio, lengths)
+            memory, mask = model.forward_features(audio, lengths)
+            out_lengths = model.output_lengths(lengths)
             ids = decode_batch(model, memory, mask, model.forward_head(memory), out_lengths,
                                self._beam_size(beam_size), self.ctc_weight, self._lm())
             for i, h in zip(idx, ids):

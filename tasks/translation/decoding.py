@@ -58,7 +58,7 @@ class _Stepper:
     def __call__(self, prefix: Tensor) -> Tensor:
         if self.cache is None:
             states = self.model.decode(prefix, self.memory, self.mask)  # (R, t, D)
-            logits = self.model.forward_head(states[:, -1:])[:, -1]
+            logits = self.model.head(states[:, -1:])[:, -1]
         else:
             logits = self.model.decode_step(prefix[:, -1:], self.memory, self.mask, self.cache)
             self.memory = None  # the cache now holds the cross-attention keys/values

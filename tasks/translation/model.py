@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from torch import Tensor, nn
 
 from encoders import DecoderCache, TextAdapter, TransformerDecoder, TransformerEncoder
+from encoders.core import CoreConfig, rotary_positions
 
 
 @dataclass
 class Seq2SeqConfig:
-    """Encoder-decoder Transformer hyperparameters. One joint vocabulary for both languages."""
+    """Encoder-decoder Transformer hyperparameters. One joint vocabulary for both languages.
+
+    The encoder is the shared ``core``; the decoder has the core's settings and its own depth.
+    """
 
     task: ClassVar[str] = "translation"
     modality: ClassVar[str] = "text"
 
     vocab_size: int = 8000
-    dim: int = 512
-    depth: int = 6  # encoder layers
+    # Transformer base (Vaswani et al. 2017): ReLU, dropout 0.1; pre-norm trains without warmup
+    # tricks (core.norm_first=False gives the paper's post-norm)
+    core: CoreConfig = field(
+        default_factory=lambda: CoreConfig(dim=512, depth=6, num_heads=8, act="relu", dropout=0.1)
+    )
     decoder_depth: int = 6
-    num_heads: int = 8
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    dropout: float = 0.1
-    attn_drop: float = 0.0
-    act: str = "relu"
-    norm_first: bool = True  # pre-norm trains without warmup tricks; False = the paper's post-norm
-    pos: str = "sinusoidal"  # "sinusoidal", "learned" or "rotary"
+    pos: str = "sinusoidal"  # "sinusoidal", "learned" or "rotary" (= core.rotary)
     max_len: int = 1024
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+
+    def __post_init__(self) -> None:
+        self.pos, self.core = rotary_positions(self.pos, self.core)
 
     def build(self) -> Seq2SeqTransformer:
         return Seq2SeqTransformer(self)
@@ -47,27 +51,21 @@ class Seq2SeqTransformer(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        rotary = cfg.pos == "rotary"
-        adapter_pos = "none" if rotary else cfg.pos
+        dim, dropout = cfg.core.dim, cfg.core.dropout
+        adapter_pos = "none" if cfg.core.rotary else cfg.pos
         self.src_adapter = TextAdapter(
-            cfg.vocab_size, cfg.dim, cfg.max_len, cfg.pad_id, adapter_pos, cfg.dropout
+            cfg.vocab_size, dim, cfg.max_len, cfg.pad_id, adapter_pos, dropout
         )
         self.tgt_adapter = TextAdapter(
-            cfg.vocab_size, cfg.dim, cfg.max_len, cfg.pad_id, adapter_pos, cfg.dropout
+            cfg.vocab_size, dim, cfg.max_len, cfg.pad_id, adapter_pos, dropout
         )
         self.tgt_adapter.embed = self.src_adapter.embed  # shared vocabulary
-        common = dict(
-            mlp_ratio=cfg.mlp_ratio,
-            qkv_bias=cfg.qkv_bias,
-            dropout=cfg.dropout,
-            attn_drop=cfg.attn_drop,
-            act=cfg.act,
-            norm_first=cfg.norm_first,
-            rotary=rotary,
+        # the paper's model has no stochastic depth; a core's drop_path stays with the encoder
+        self.core = TransformerEncoder.from_config(cfg.core)
+        self.decoder = TransformerDecoder.from_config(
+            dataclasses.replace(cfg.core, drop_path=0.0), cfg.decoder_depth
         )
-        self.core = TransformerEncoder(cfg.dim, cfg.depth, cfg.num_heads, **common)
-        self.decoder = TransformerDecoder(cfg.dim, cfg.decoder_depth, cfg.num_heads, **common)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.head = nn.Linear(dim, cfg.vocab_size, bias=False)
         self.head.weight = self.src_adapter.embed.weight  # tied output projection
 
     def encode(
@@ -91,17 +89,21 @@ class Seq2SeqTransformer(nn.Module):
         """
         x, _ = self.tgt_adapter(tokens, start_pos=cache.offset)
         x = self.decoder(x, memory, memory_mask, cache=cache)
-        return self.forward_head(x)[:, -1]
+        return self.head(x)[:, -1]
 
-    def forward_features(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        """(B, S) source ids, (B, T) target input ids -> (B, T, D) decoder states."""
-        memory, mask = self.encode(src)
-        return self.decode(tgt_in, memory, mask)
+    def forward_features(
+        self, src: Tensor, src_lengths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """(B, S) source ids -> the core's output tokens (B, S, D) and their padding mask
+        (B, S), True at padding (or None); the same as ``encode``."""
+        return self.encode(src, src_lengths)
 
-    def forward_head(self, features: Tensor) -> Tensor:
-        """(B, T, D) -> (B, T, V) logits."""
-        return self.head(features)
+    def forward_head(self, memory: Tensor, memory_mask: Tensor | None, tgt_in: Tensor) -> Tensor:
+        """The decoder and output projection: (B, T) target inputs (BOS first) attending to
+        the encoded source (B, S, D) -> (B, T, V) logits."""
+        return self.head(self.decode(tgt_in, memory, memory_mask))
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V) for target inputs (B, T) given sources (B, S)."""
-        return self.forward_head(self.forward_features(src, tgt_in))
+        memory, mask = self.forward_features(src)
+        return self.forward_head(memory, mask, tgt_in)

@@ -159,3 +159,35 @@ def test_decoder_cache_starts_empty() -> None:
 def test_decoder_without_memory_or_cache_says_what_it_needs() -> None:
     with pytest.raises(ValueError, match="needs a context tensor"):
         _decoder()(torch.randn(1, 2, DIM), None)
+
+
+def test_core_config_builds_the_stack_and_checks_its_settings() -> None:
+    from encoders.core import CORE_SIZES, CoreConfig, core_size
+
+    cfg = core_size("test", conformer=True, conv_kernel=3, drop_path=0.2)
+    enc = TransformerEncoder.from_config(cfg)
+    assert len(enc.blocks) == cfg.depth and enc.dim == cfg.dim
+    assert type(enc.blocks[0]).__name__ == "ConformerLayer"
+    assert CORE_SIZES["test"].conformer is False  # the named size itself is unchanged
+    dec = TransformerDecoder.from_config(cfg, depth=3)
+    assert len(dec.blocks) == 3 and dec.blocks[0].attn.num_heads == cfg.num_heads
+    with pytest.raises(ValueError, match="core dim 10 is not divisible by num_heads 4"):
+        CoreConfig(dim=10, num_heads=4)
+    with pytest.raises(ValueError, match="unknown core activation 'tanh'"):
+        CoreConfig(act="tanh")
+
+
+def test_stack_settings_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        TransformerEncoder(DIM, 2, HEADS, 2.0)  # mlp_ratio by position would be silent
+    with pytest.raises(TypeError):
+        TransformerDecoder(DIM, 2, HEADS, 2.0)
+
+
+def test_a_plain_core_loads_into_a_conformer_core_by_name() -> None:
+    plain, conformer = _encoder(), _encoder(conformer=True, conv_kernel=3)
+    missing, unexpected = conformer.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected
+    assert all(k.split(".")[2] in {"norm_ff1", "ff1", "norm_conv", "conv", "norm_out"}
+               for k in missing)
+    torch.testing.assert_close(conformer.blocks[0].attn.qkv.weight, plain.blocks[0].attn.qkv.weight)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from encoders.layers import (
+    ConformerLayer,
     ConvModule,
     DecoderLayer,
     DropPath,
@@ -115,7 +116,7 @@ def test_layer_parameter_names_follow_timm() -> None:
         assert name in keys
     dec = set(DecoderLayer(DIM, HEADS).state_dict())
     assert {"attn.qkv.weight", "cross_attn.q.weight", "cross_attn.kv.weight"} <= dec
-    conformer = set(EncoderLayer(DIM, HEADS, conformer=True, conv_kernel=3).state_dict())
+    conformer = set(ConformerLayer(DIM, HEADS, conv_kernel=3).state_dict())
     assert {
         "ff1.fc1.weight",
         "conv.dw.weight",
@@ -144,7 +145,7 @@ def test_conformer_convolution_needs_an_odd_kernel() -> None:
 
 def test_conformer_layer_is_macaron_with_a_final_norm() -> None:
     torch.manual_seed(0)
-    layer = EncoderLayer(DIM, HEADS, conformer=True, conv_kernel=3).eval()
+    layer = ConformerLayer(DIM, HEADS, conv_kernel=3).eval()
     x = torch.randn(2, 5, DIM)
     h = x + 0.5 * layer.ff1(layer.norm_ff1(x))
     h = h + layer.attn(layer.norm1(h))

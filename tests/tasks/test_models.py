@@ -8,29 +8,34 @@ import torch
 from torch import nn
 
 from encoders import DecoderCache
+from encoders.core import CORE_FIELDS, CoreConfig
 from tasks.classification import ImageClassifier, ViTConfig
 from tasks.speech import ASRConfig, SpeechOutput, SpeechRecognizer
 from tasks.translation import Seq2SeqConfig, Seq2SeqTransformer
 
+CORE = dict(dim=16, depth=2, num_heads=2, dropout=0.0)
+
+
+def _config(cls: type, **kwargs) -> object:
+    """A family config with the core's settings among ``kwargs`` moved into its ``core``."""
+    core = {k: kwargs.pop(k) for k in list(kwargs) if k in CORE_FIELDS}
+    return cls(core=CoreConfig(**{**CORE, **core}), **kwargs)
+
 
 def _vit(**kwargs) -> ImageClassifier:
     torch.manual_seed(0)
-    cfg = ViTConfig(img_size=16, patch_size=4, num_classes=5, dim=16, depth=2, num_heads=2)
-    for key, value in kwargs.items():
-        setattr(cfg, key, value)
-    return cfg.build().eval()
+    kwargs = {"img_size": 16, "patch_size": 4, "num_classes": 5, **kwargs}
+    return _config(ViTConfig, **kwargs).build().eval()
 
 
 def _mt(**kwargs) -> Seq2SeqTransformer:
     torch.manual_seed(0)
-    base = dict(vocab_size=30, dim=16, depth=2, decoder_depth=2, num_heads=2, dropout=0.0)
-    return Seq2SeqConfig(**{**base, **kwargs}).build().eval()
+    return _config(Seq2SeqConfig, **{"vocab_size": 30, "decoder_depth": 2, **kwargs}).build().eval()
 
 
 def _asr(**kwargs) -> SpeechRecognizer:
     torch.manual_seed(0)
-    base = dict(vocab_size=12, dim=16, depth=2, num_heads=2, n_mels=20, dropout=0.0)
-    return ASRConfig(**{**base, **kwargs}).build().eval()
+    return _config(ASRConfig, **{"vocab_size": 12, "n_mels": 20, **kwargs}).build().eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,20 +45,33 @@ def _asr(**kwargs) -> SpeechRecognizer:
 def test_image_classifier_parts_and_head() -> None:
     model = _vit()
     images = torch.randn(2, 3, 16, 16)
-    features = model.forward_features(images)
-    assert features.shape == (2, 1 + 16, 16)
+    features, mask = model.forward_features(images)
+    assert features.shape == (2, 1 + 16, 16) and mask is None
     torch.testing.assert_close(model(images), model.forward_head(features))
     assert model(images).shape == (2, 5)
     torch.testing.assert_close(model.forward_head(features, pre_logits=True), features[:, 0])
 
 
-def test_image_classifier_mean_pooling_normalises_after_pooling() -> None:
-    model = _vit(global_pool="avg")
-    assert model.adapter.cls_token is None and isinstance(model.core.norm, nn.Identity)
-    features = model.forward_features(torch.randn(2, 3, 16, 16))
+def test_image_classifier_mean_pooling_keeps_the_core() -> None:
+    cls_model, model = _vit(), _vit(global_pool="avg")
+    assert model.adapter.cls_token is None and isinstance(model.core.norm, nn.LayerNorm)
+    assert set(model.core.state_dict()) == set(cls_model.core.state_dict())
+    features, _ = model.forward_features(torch.randn(2, 3, 16, 16))
     assert features.shape == (2, 16, 16)
     pooled = model.forward_head(features, pre_logits=True)
-    torch.testing.assert_close(pooled, model.head.norm(features.mean(1)))
+    torch.testing.assert_close(pooled, features.mean(1))
+
+
+def test_image_classifier_fc_norm_normalises_after_pooling_as_timm() -> None:
+    model = _vit(global_pool="avg", fc_norm=True, class_token=True)
+    images = torch.randn(2, 3, 16, 16)
+    tokens, _ = model.adapter(images)
+    for block in model.core.blocks:
+        tokens = block(tokens)
+    features, _ = model.forward_features(images)
+    torch.testing.assert_close(features, tokens)  # the core's final norm is not applied
+    pooled = model.forward_head(features, pre_logits=True)
+    torch.testing.assert_close(pooled, model.head.norm(features[:, 1:].mean(1)))
 
 
 def test_image_classifier_without_classes_returns_features() -> None:
@@ -82,7 +100,9 @@ def test_translation_model_shares_one_embedding_and_the_head() -> None:
     src, tgt = torch.randint(3, 30, (2, 7)), torch.randint(3, 30, (2, 5))
     logits = model(src, tgt)
     assert logits.shape == (2, 5, 30)
-    torch.testing.assert_close(logits, model.forward_head(model.forward_features(src, tgt)))
+    memory, mask = model.forward_features(src)
+    torch.testing.assert_close(memory, model.encode(src)[0])
+    torch.testing.assert_close(logits, model.forward_head(memory, mask, tgt))
 
 
 @pytest.mark.parametrize("pos", ["sinusoidal", "learned", "rotary"])
@@ -199,7 +219,7 @@ def test_speech_decoder_gives_logits_and_its_cache_equals_the_full_pass() -> Non
     out = model(x, lengths, tgt_in=tgt)
     assert out.decoder_logits.shape == (2, 5, 12)
     assert model.decoder_head.weight is model.tgt_adapter.embed.weight
-    memory, mask, _ = model.forward_features(x, lengths)
+    memory, mask = model.forward_features(x, lengths)
     cache = model.decoder.new_cache()
     steps = [
         model.decode(tgt[:, t : t + 1], memory if t == 0 else None, mask, cache) for t in range(5)
@@ -210,7 +230,7 @@ def test_speech_decoder_gives_logits_and_its_cache_equals_the_full_pass() -> Non
 def test_speech_model_without_decoder_says_so() -> None:
     model = _asr()
     assert model.decoder is None
-    memory, mask, _ = model.forward_features(torch.randn(1, 3000))
+    memory, mask = model.forward_features(torch.randn(1, 3000))
     with pytest.raises(ValueError, match="no attention decoder.*decoder_depth=0"):
         model.decode(torch.tensor([[1]]), memory, mask)
 

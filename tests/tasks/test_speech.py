@@ -237,7 +237,7 @@ def test_features_lengths_and_masks_follow_the_formula():
     for _ in range(2):  # two stride-2 3x3 convolutions
         expected = (expected - 3) // 2 + 1
     tokens, mask = model.adapter(batch["audio"], batch["audio_lengths"])
-    _, _, out_lengths = model.forward_features(batch["audio"], batch["audio_lengths"])
+    out_lengths = model.output_lengths(batch["audio_lengths"])
     assert torch.equal(out_lengths, expected) and tokens.shape[1] == int(expected.max())
     assert torch.equal(mask, torch.arange(tokens.shape[1])[None] >= expected[:, None])
 
@@ -323,11 +323,12 @@ def test_ctc_ensemble_averages_frame_log_probs():
     ens = task.ensemble(a, [(Path("b"), b, task.save_extra(Path("b")))]).eval()
 
     def log_probs(m):
-        memory, _, n = m.forward_features(audio, lengths)
-        return m.forward_head(memory).log_softmax(-1), n
+        memory, _ = m.forward_features(audio, lengths)
+        return m.forward_head(memory).log_softmax(-1), m.output_lengths(lengths)
 
     (la, n), (lb, _) = log_probs(a), log_probs(b)
-    out, mask, out_n = ens.forward_features(audio, lengths)
+    out, mask = ens.forward_features(audio, lengths)
+    out_n = ens.output_lengths(lengths)
     assert torch.equal(out_n, n) and mask.shape == out.shape[:2]
     assert torch.allclose(out, (la + lb) / 2, atol=1e-5)
     assert not torch.allclose(la, lb)  # two different models, so the mean is a third
@@ -339,8 +340,8 @@ def test_ctc_ensemble_averages_frame_log_probs():
                           atol=1e-5)
     # decoding reads the ensemble as one model; a model averaged with itself is itself
     same = task.ensemble(a, [(Path("a"), a, task.save_extra(Path("a")))])
-    mem, m_mask, m_n = same.forward_features(audio, lengths)
-    mem_a, mask_a, n_a = a.forward_features(audio, lengths)
+    (mem, m_mask), m_n = same.forward_features(audio, lengths), same.output_lengths(lengths)
+    (mem_a, mask_a), n_a = a.forward_features(audio, lengths), a.output_lengths(lengths)
     for beam in (1, 4):
         assert decode_batch(same, mem, m_mask, same.forward_head(mem), m_n, beam) == \
             decode_batch(a, mem_a, mask_a, a.forward_head(mem_a), n_a, beam)
@@ -374,7 +375,8 @@ def test_joint_ctc_attention_loss_and_rescoring():
     loss.backward()
     assert model.decoder_head.weight.grad is not None
     model.eval()
-    memory, mask, lengths = model.forward_features(batch["audio"], batch["audio_lengths"])
+    memory, mask = model.forward_features(batch["audio"], batch["audio_lengths"])
+    lengths = model.output_lengths(batch["audio_lengths"])
     hyps = decode_batch(model, memory, mask, model.forward_head(memory), lengths, beam=3)
     assert len(hyps) == 6 and all(min(h, default=2) >= 2 for h in hyps)
 

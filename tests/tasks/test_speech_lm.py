@@ -124,7 +124,8 @@ def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
     loader = task.loader(task.datasets()["val"], 4)
     task.evaluate(model, loader)  # greedy (beam 1): the LM is not used
     batch = next(iter(loader))
-    memory, mask, lengths = model.forward_features(batch["audio"], batch["audio_lengths"])
+    memory, mask = model.forward_features(batch["audio"], batch["audio_lengths"])
+    lengths = model.output_lengths(batch["audio_lengths"])
     logits = model.forward_head(memory)
     greedy = [task.vocab.decode(h) for h in decode_batch(model, memory, mask, logits, lengths)]
     assert [hyp for _, _, hyp in task.last_transcripts] == greedy

@@ -1,9 +1,11 @@
 """Every registered model, shrunk to one layer: forward shape, finite outputs, a gradient for every
 parameter, a save/load round trip, and overrides that reach the head (timm's test_models.py).
-Also: the test cores transfer between modalities, and broken saved models give clear errors."""
+Also: the shared core sizes transfer between modalities, and broken saved models give clear
+errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -116,16 +118,52 @@ def test_num_classes_or_vocab_size_override_reaches_the_head(name: str) -> None:
     assert [tuple(o.shape) for o in outputs] == _expected_shapes(model, inputs, 7)
 
 
-def test_test_cores_match_across_image_and_speech() -> None:
-    vit, asr = zoo.create_model("test_vit"), zoo.create_model("test_asr_transformer")
-    vit_core, asr_core = vit.core.state_dict(), asr.core.state_dict()
-    assert list(vit_core) == list(asr_core)
-    assert all(vit_core[k].shape == asr_core[k].shape for k in vit_core)
-    full_keys = {k for k in vit.state_dict() if k.startswith("core.")}
-    assert full_keys == {f"core.{k}" for k in vit_core}
-    assert not all(torch.equal(vit_core[k], asr_core[k]) for k in vit_core)
-    asr.core.load_state_dict(vit.core.state_dict())  # strict: one call moves the core
-    assert all(torch.equal(v, asr.core.state_dict()[k]) for k, v in vit_core.items())
+# The variants built on each shared core size, one per family.
+SHARED_CORES = {
+    "test": ("test_vit", "test_mt_transformer", "test_asr_transformer"),
+    "mini": ("vit_mini_patch4_28", "mt_transformer_mini", "asr_transformer_ctc_mini"),
+}
+
+
+@pytest.mark.parametrize("size", list(SHARED_CORES))
+def test_shared_core_sizes_have_equal_keys_shapes_and_settings(size: str) -> None:
+    models = [zoo.create_model(name) for name in SHARED_CORES[size]]
+    # equal but for the training regularisation (dropout rates), which is each family's own
+    arch = [dataclasses.replace(m.cfg.core, dropout=0, attn_drop=0, drop_path=0) for m in models]
+    assert all(a == arch[0] for a in arch)
+    cores = [m.core.state_dict() for m in models]
+    for core, model in zip(cores, models):
+        assert list(core) == list(cores[0])
+        assert all(core[k].shape == cores[0][k].shape for k in core)
+        assert {k for k in model.state_dict() if k.startswith("core.")} == {
+            f"core.{k}" for k in core
+        }
+    for model in models[1:]:  # one strict load_state_dict moves a core
+        assert not all(torch.equal(v, model.core.state_dict()[k]) for k, v in cores[0].items())
+        model.core.load_state_dict(cores[0])
+
+
+def test_a_moved_core_gives_identical_outputs_in_every_family() -> None:
+    vit, mt, asr = (zoo.create_model(n).eval() for n in SHARED_CORES["test"])
+    mt.core.load_state_dict(vit.core.state_dict())
+    asr.core.load_state_dict(vit.core.state_dict())
+    tokens = torch.randn(2, 9, vit.cfg.core.dim)
+    mask = torch.tensor([[False] * 9, [False] * 6 + [True] * 3])
+    with torch.no_grad():
+        want = vit.core(tokens, mask)
+        for other in (mt, asr):
+            torch.testing.assert_close(other.core(tokens, mask), want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["test_vit", "test_mt_transformer", "test_asr_transformer"])
+def test_forward_features_returns_the_core_tokens_and_their_mask(name: str) -> None:
+    model = _create(name).eval()
+    inputs = _inputs(model)
+    # the source alone for translation, audio and lengths for speech
+    features, mask = model.forward_features(*inputs[: 2 if name == "test_asr_transformer" else 1])
+    assert features.ndim == 3 and features.shape[0] == 2
+    assert features.shape[-1] == model.cfg.core.dim
+    assert mask is None or (mask.dtype == torch.bool and mask.shape == features.shape[:2])
 
 
 def _saved_test_vit(tmp_path: Path) -> tuple[nn.Module, Path]:

@@ -8,14 +8,15 @@ import json
 import pytest
 
 import zoo
+from encoders.core import CoreConfig
 from tasks.classification import ViTConfig
 from zoo import registry
 from zoo.cli import main
 
 FAMILIES = {
-    "classification": ("image", "vit_"),
+    "classification": ("vision", "vit_"),
     "translation": ("text", "mt_"),
-    "speech_recognition": ("audio", "asr_"),
+    "speech_recognition": ("speech", "asr_"),
 }
 
 
@@ -30,7 +31,8 @@ def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> dict:
 def test_register_model_uses_the_function_name(scratch_registry: dict) -> None:
     @registry.register_model
     def test_scratch_vit() -> ViTConfig:
-        return ViTConfig(img_size=8, patch_size=4, dim=8, depth=1, num_heads=2, num_classes=3)
+        core = CoreConfig(dim=8, depth=1, num_heads=2)
+        return ViTConfig(img_size=8, patch_size=4, core=core, num_classes=3)
 
     assert "test_scratch_vit" in zoo.list_models()
     model = zoo.create_model("test_scratch_vit")
@@ -68,15 +70,25 @@ def test_unknown_override_names_the_key_and_its_nearest_spelling() -> None:
 
 def test_overrides_reach_the_config_and_lists_become_tuples() -> None:
     cfg = zoo.get_config("test_vit", depth=1, mean=[0.1, 0.2, 0.3])
-    assert cfg.depth == 1 and cfg.mean == (0.1, 0.2, 0.3)
-    assert zoo.get_config("test_vit").depth == 2  # the variant itself is unchanged
+    assert cfg.core.depth == 1 and cfg.mean == (0.1, 0.2, 0.3)
+    assert zoo.get_config("test_vit").core.depth == 2  # the variant itself is unchanged
+
+
+def test_core_overrides_take_a_size_a_dict_or_single_settings() -> None:
+    assert zoo.get_config("test_vit", core="mini").core == zoo.get_config("vit_mini_patch4_28").core
+    cfg = zoo.get_config("test_vit", core={"dim": 32, "depth": 1, "num_heads": 2}, depth=3)
+    assert (cfg.core.dim, cfg.core.depth, cfg.core.num_heads) == (32, 3, 2)
+    with pytest.raises(TypeError, match="the core has no setting 'dpeth'; did you mean 'depth'"):
+        zoo.get_config("test_vit", core={"dpeth": 1})
+    with pytest.raises(ValueError, match="unknown core size 'huge'"):
+        zoo.get_config("test_vit", core="huge")
 
 
 def test_create_model_tags_the_model_with_its_name_and_config() -> None:
     model = zoo.create_model("test_vit", num_classes=4)
     assert model.model_name == "test_vit"
     assert model.cfg == zoo.get_config("test_vit", num_classes=4)
-    assert len(model.core.blocks) == model.cfg.depth
+    assert len(model.core.blocks) == model.cfg.core.depth
 
 
 def test_every_family_registers_a_test_variant_and_names_follow_the_family() -> None:
@@ -93,7 +105,7 @@ def test_list_models_filters() -> None:
     vits = zoo.list_models("vit_*")
     assert vits and all(n.startswith("vit_") for n in vits)
     assert "vit_tiny_patch16_224" in vits and "test_vit" not in vits
-    assert zoo.list_models("*_224", modality="image") == [n for n in vits if n.endswith("_224")]
+    assert zoo.list_models("*_224", modality="vision") == [n for n in vits if n.endswith("_224")]
     assert zoo.list_models("vit_*", task="translation") == []
     assert zoo.list_models("test_*") == ["test_asr_transformer", "test_mt_transformer", "test_vit"]
     assert zoo.list_models("nothing*") == []
@@ -133,7 +145,7 @@ def test_cli_list_filters(capsys: pytest.CaptureFixture) -> None:
     assert main(["list", "*_tiny*", "--task", "translation"]) == 0
     out = capsys.readouterr().out
     assert "mt_transformer_tiny" in out and "vit_" not in out and "asr_" not in out
-    assert main(["list", "*_tiny*", "--modality", "audio"]) == 0
+    assert main(["list", "*_tiny*", "--modality", "speech"]) == 0
     out = capsys.readouterr().out
     assert "asr_conformer_ctc_tiny" in out and "mt_" not in out and "vit_" not in out
     assert main(["list", "nothing*"]) == 1
@@ -145,7 +157,7 @@ def test_cli_info_prints_config_and_parameter_count(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     info = zoo.model_info("test_vit")
     assert f"{info['num_params']:,} parameters" in out
-    assert "test_vit: classification / image" in out
+    assert "test_vit: classification / vision" in out
     config = json.loads(out[out.index("{") :])
     assert config == json.loads(json.dumps(info["config"]))
 

@@ -16,6 +16,9 @@ SMALL = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
 CONFIGS = {
     "cls": {},
     "avg_no_cls_token": dict(global_pool="avg", class_token=False),
+    "avg_with_cls_token": dict(global_pool="avg"),
+    "avg_norm_before_pooling": dict(global_pool="avg", fc_norm=False),
+    "cls_fc_norm": dict(fc_norm=True),
     "no_qkv_bias": dict(qkv_bias=False),
     "layer_scale": dict(init_values=0.1),
     "grey_patch4_28": dict(img_size=28, patch_size=4, in_chans=1, num_classes=7),
@@ -119,14 +122,11 @@ def test_timm_file_errors(tmp_path) -> None:
     "kwargs, match",
     [
         (dict(reg_tokens=2), "register tokens"),
-        (dict(global_pool="avg"), "class token with mean pooling"),
         (dict(global_pool="map"), "global_pool 'map'"),
         (dict(no_embed_class=True), "no_embed_class"),
         (dict(qk_norm=True), "q_norm"),
         (dict(pre_norm=True), "norm_pre"),
-        (dict(global_pool="avg", class_token=False, fc_norm=False), "fc_norm=False"),
         (dict(final_norm=False), "final_norm=False"),
-        (dict(fc_norm=True), "fc_norm=True"),
     ],
 )
 def test_unsupported_timm_configs_raise(kwargs, match: str) -> None:

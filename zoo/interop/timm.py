@@ -6,8 +6,9 @@ Our layer names follow timm's ViT, so weights move over by a prefix rename::
     cls_token, pos_embed    -> adapter.cls_token, adapter.pos_embed
     blocks.N.*              -> core.blocks.N.*   (norm1, attn.qkv, attn.proj, norm2, mlp.fc1,
                                                   mlp.fc2, ls1.gamma, ls2.gamma)
-    norm.*                  -> core.norm.*       (cls-token pooling: norm before pooling)
-    fc_norm.*               -> head.norm.*       (mean pooling: norm after pooling)
+    norm.*                  -> core.norm.*       (a final norm before pooling)
+    fc_norm.*               -> head.norm.*       (a norm after pooling: ViTConfig.fc_norm; the
+                                                  core's own norm is then kept but not used)
     head.*                  -> head.fc.*
 
 timm itself is not imported: ``from_timm`` reads the module's attributes, and the checkpoint
@@ -26,10 +27,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from encoders.core import CoreConfig
 from encoders.layers import NORM_EPS
 from encoders.positional import interpolate_pos_embed
 from tasks.classification import ImageClassifier, ViTConfig
-from zoo.registry import build_model, get_config, list_models
+from zoo.registry import apply_overrides, build_model, get_config, list_models
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ def _fit(model: ImageClassifier, state: dict[str, Tensor], skip_head: bool) -> d
         state["adapter.pos_embed"] = _resample_pos_embed(pos, model)
     if skip_head:
         _keep_own_head(state, expected)
+    if model.cfg.fc_norm:  # timm has no final norm there; ours stays as initialised, unused
+        state.update({k: expected[k] for k in ("core.norm.weight", "core.norm.bias")})
     problems = [f"weight '{k}' is missing" for k in expected if k not in state]
     problems += [f"weight '{k}' is unexpected" for k in state if k not in expected]
     problems += [
@@ -202,16 +206,9 @@ def _check_supported(vit: nn.Module) -> None:
         (getattr(vit, "no_embed_class", False), "no_embed_class=True"),
         (getattr(vit, "num_reg_tokens", 0) > 0, "register tokens"),
         (getattr(vit, "pos_embed", None) is None, "no learned position embedding"),
-        (pool == "avg" and vit.has_class_token, "a class token with mean pooling"),
         (pool == "avg" and getattr(vit, "pool_include_prefix", False), "pool_include_prefix"),
-        (
-            pool == "avg" and isinstance(getattr(vit, "fc_norm", None), (nn.Identity, type(None))),
-            "mean pooling without a norm after pooling (timm fc_norm=False or final_norm=False)",
-        ),
-        (
-            pool == "token" and isinstance(getattr(vit, "norm", None), (nn.Identity, type(None))),
-            "cls-token pooling without a final norm (timm fc_norm=True or final_norm=False)",
-        ),
+        (not _has_norm(vit, "norm") and not _has_norm(vit, "fc_norm"),
+         "final norm at all (timm final_norm=False)"),
         (type(block).__name__ != "Block", f"block type {type(block).__name__}"),
         (getattr(block.norm1, "eps", NORM_EPS) != NORM_EPS, f"LayerNorm eps {block.norm1.eps}"),
         (type(block.attn).__name__ != "Attention", f"attention {type(block.attn).__name__}"),
@@ -225,6 +222,10 @@ def _check_supported(vit: nn.Module) -> None:
     for bad, what in unsupported:
         if bad:
             raise ValueError(f"cannot convert this timm ViT: the zoo ViT has no {what}")
+
+
+def _has_norm(vit: nn.Module, name: str) -> bool:
+    return not isinstance(getattr(vit, name, None), (nn.Identity, type(None)))
 
 
 def timm_config(vit: nn.Module, **overrides: Any) -> ViTConfig:
@@ -243,28 +244,38 @@ def timm_config(vit: nn.Module, **overrides: Any) -> ViTConfig:
         patch_size=_square(vit.patch_embed.patch_size, "patch size"),
         in_chans=in_chans,
         num_classes=vit.num_classes,
-        dim=dim,
-        depth=len(vit.blocks),
-        num_heads=block.attn.num_heads,
-        mlp_ratio=block.mlp.fc1.out_features / dim,
-        qkv_bias=block.attn.qkv.bias is not None,
+        core=CoreConfig(
+            dim=dim,
+            depth=len(vit.blocks),
+            num_heads=block.attn.num_heads,
+            mlp_ratio=block.mlp.fc1.out_features / dim,
+            qkv_bias=block.attn.qkv.bias is not None,
+            layer_scale=1e-5 if hasattr(ls, "gamma") else None,  # an init: weights replace it
+        ),
         global_pool="cls" if vit.global_pool == "token" else "avg",
-        layer_scale=1e-5 if hasattr(ls, "gamma") else None,  # an init value: weights replace it
+        fc_norm=_has_norm(vit, "fc_norm"),
+        class_token=bool(vit.has_class_token),
         mean=mean,
         std=std,
     )
-    return dataclasses.replace(cfg, **overrides)
+    return apply_overrides(cfg, overrides, "a timm ViT")
 
 
 def _closest_name(cfg: ViTConfig) -> str:
     """The registered ViT whose config shares the most settings with ``cfg``."""
-    target = dataclasses.asdict(cfg)
+    target = _flat(cfg)
 
     def shared(name: str) -> int:
-        return sum(target[k] == v for k, v in dataclasses.asdict(get_config(name)).items())
+        return sum(target[k] == v for k, v in _flat(get_config(name)).items())
 
     names = list_models("vit_*", task="classification")
     return max(names, key=lambda n: (shared(n), n.startswith("vit_")))
+
+
+def _flat(cfg: ViTConfig) -> dict[str, Any]:
+    """The config's settings with the core's among them, for counting shared ones."""
+    fields = dataclasses.asdict(cfg)
+    return {**fields.pop("core"), **fields}
 
 
 def from_timm(vit: nn.Module, **overrides: Any) -> ImageClassifier:
@@ -275,7 +286,8 @@ def from_timm(vit: nn.Module, **overrides: Any) -> ImageClassifier:
 
     Args:
         vit: a timm ViT (any size, patch, width, depth, heads, channels, classes; cls-token or
-            mean pooling; with or without qkv bias and LayerScale).
+            mean pooling, with or without a class token, the norm before or after pooling;
+            with or without qkv bias and LayerScale).
         **overrides: ``ViTConfig`` fields to change (e.g. ``dropout``) — not shapes.
     Returns:
         the converted model, in eval mode.
