@@ -71,7 +71,7 @@ class Int8Model(nn.Module):
                 return _float32(self._run(x))
             import torch._inductor.config as inductor_config
 
-            # the C++ wrapper calls the kernels without a Python frame each (faster; docs/benchmarks.md);
+            # the C++ wrapper calls each kernel without a Python frame (faster: docs/benchmarks.md);
             # inductor's int8 lowering trips PyTorch's own copy-construct warning; not ours to fix
             config = inductor_config.patch(freezing=True, cpp_wrapper=True)
             with config, warnings.catch_warnings():
