@@ -20,7 +20,7 @@ def _torch_threads():
     """One intra-op thread per test process (override with ZOO_TEST_THREADS).
 
     The suite's models are tiny, so extra threads buy little, while on a shared 2-core machine
-    spinning OpenMP threads made the foundation tests ~5x slower (102 s vs 20 s measured)."""
+    spinning OpenMP threads made the foundation tests several times slower (docs/benchmarks.md)."""
     import os
 
     import torch

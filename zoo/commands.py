@@ -287,7 +287,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     names = args.only or list(DEMO_NAMES)
     if "OMP_NUM_THREADS" not in os.environ:
         # The demo models are tiny: a second thread gains little, and on a busy machine
-        # OpenMP threads that spin waiting for each other make a run 10x slower.
+        # OpenMP threads that spin waiting for each other make a run many times slower.
         torch.set_num_threads(1)
     rows = []
     with tempfile.TemporaryDirectory(prefix="zoo-demo-") as tmp:

@@ -71,7 +71,7 @@ class Int8Model(nn.Module):
                 return _float32(self._run(x))
             import torch._inductor.config as inductor_config
 
-            # the C++ wrapper calls the kernels without a Python frame each (4% faster in a probe);
+            # the C++ wrapper calls each kernel without a Python frame (faster: docs/benchmarks.md);
             # inductor's int8 lowering trips PyTorch's own copy-construct warning; not ours to fix
             config = inductor_config.patch(freezing=True, cpp_wrapper=True)
             with config, warnings.catch_warnings():
@@ -99,9 +99,9 @@ def attention_bf16(
 
     Takes the arguments of ``F.scaled_dot_product_attention`` (no dropout) and returns the
     query's dtype. Scores and weights are rounded to bf16 (about 3 significant digits) before
-    their matmul. On a CPU with native bf16 dot products (AVX-512 BF16), profiled in the
-    compiled int8 ViT-Tiny at 224 px with batch 32, one layer's attention took about 5.5 ms
-    this way against 8.9 ms in PyTorch's float32 kernel, which the graph would otherwise keep.
+    their matmul. On a CPU with native bf16 dot products (AVX-512 BF16) this is faster than
+    PyTorch's float32 kernel, which the graph would otherwise keep (docs/benchmarks.md has the
+    profile).
     """
     if dropout_p:
         raise ValueError(f"attention_bf16 is for inference; got dropout_p={dropout_p}")

@@ -112,7 +112,8 @@ class Espeak:
 
 
 class Flite:
-    """CMU Flite through its command-line program (one process per sentence, ~0.1 s each).
+    """CMU Flite through its command-line program (one process per sentence, so slower than
+    eSpeak NG, which runs in-process).
 
     Raises:
         OSError: the ``flite`` program is not on the PATH.

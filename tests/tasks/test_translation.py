@@ -45,7 +45,8 @@ def make_recipe(**data):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The task and a test model trained for 200 steps on the built-in corpus (~20 s)."""
+    """The task and a test model trained for 200 steps on the built-in corpus (module-scoped:
+    the tests share one training run)."""
     torch.manual_seed(0)
     task = get_task("translation")(make_recipe(), run_dir=tmp_path_factory.mktemp("run"))
     model = create_model("test_mt_transformer", **task.prepare())
