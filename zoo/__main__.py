@@ -2,6 +2,10 @@
 
 import sys
 
-from zoo.cli import main
+try:
+    from zoo.cli import main
+except KeyboardInterrupt:  # Ctrl-C while torch loads: one line, no traceback
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

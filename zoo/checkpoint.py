@@ -6,13 +6,16 @@ as a dict) and ``model.safetensors`` (the weights, each tied tensor stored once)
 ``weights_only=True``: tensors, numbers, strings and containers, never code.
 
 Every write goes to a hidden temporary file beside the target, is fsynced, then renamed over the
-target, so a crash leaves either the old file or the new one, never half of one.
+target, so a crash leaves either the old file or the new one, never half of one. The file gets
+the mode a plain ``open()`` would give it (0666 less the umask), whatever the writer chose. A
+full disk is reported as `DiskFullError`: one sentence naming the file and the space it needs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -48,6 +51,44 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the model; the message names the file."""
 
 
+class DiskFullError(OSError):
+    """No space left on the device for ``path``; the message says how much it needs.
+
+    Args:
+        path: the file that could not be written.
+        needed: about how many bytes it needs (None: unknown).
+        then: what the user can do next, appended to the message.
+    """
+
+    def __init__(self, path: PathLike, needed: int | None, then: str = "") -> None:
+        self.path, self.needed, self.then = Path(path), needed, then
+        self.free = free_space(self.path.parent)
+        need = f"it needs about {_size(needed)}, " if needed else ""
+        free = f"{_size(self.free)} free" if self.free is not None else "free space unknown"
+        self.message = f"no space left on the device to write {path} ({need}{free})"
+        self.message += f"; {then}" if then else ""
+        super().__init__(errno.ENOSPC, self.message, str(path))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def free_space(directory: Path) -> int | None:
+    """Bytes free for this user on the file system of ``directory`` (or a parent of it)."""
+    for folder in (directory, *directory.parents):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(folder).free
+    return None
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
 
@@ -62,9 +103,38 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _new_file_mode() -> int:
+    """0666 less the umask: what ``open(path, "w")`` gives a new file."""
+    with contextlib.suppress(OSError, ValueError):  # Linux tells the umask without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _is_disk_full(error: BaseException, directory: Path, needed: int | None) -> bool:
+    """Whether a writer failed for want of space: an ENOSPC OSError, safetensors' wrapped
+    "os error 28", or another writer's error (torch.save says "unexpected pos") with less
+    space left than the file needs."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    if "No space left on device" in text or "os error 28" in text:
+        return True
+    free = free_space(directory) if isinstance(error, RuntimeError | OSError) else None
+    return needed is not None and free is not None and free < needed
+
+
 @contextlib.contextmanager
-def _atomic_target(path: PathLike, verify: Callable[[Path], None] | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; once written, fsync it, verify it, rename it over."""
+def _atomic_target(
+    path: PathLike, verify: Callable[[Path], None] | None = None, needed: int | None = None
+) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; once written, fsync it, verify it, rename it over.
+
+    ``needed`` (about how many bytes the file takes) lets a full disk be told from other errors.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Hidden, so that globs (keep_last, glob("*.safetensors")) never see a half-written file.
@@ -73,24 +143,41 @@ def _atomic_target(path: PathLike, verify: Callable[[Path], None] | None = None)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode())  # safetensors writes 0600, torch.save and open() 0644
         if verify is not None:
             verify(tmp)
         os.replace(tmp, path)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        if _is_disk_full(e, path.parent, needed):
+            raise DiskFullError(path, needed) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
 
+def _tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in a nest of dicts, lists and tuples."""
+    if isinstance(obj, Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (creating parent directories)."""
-    with _atomic_target(path) as tmp:
+    with _atomic_target(path, needed=len(data)) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_save_torch(obj: Any, path: PathLike) -> None:
     """``torch.save(obj, path)`` atomically: an error mid-way leaves any existing file intact."""
-    with _atomic_target(path) as tmp:
+    with _atomic_target(path, needed=_tensor_bytes(obj)) as tmp:
         torch.save(obj, tmp)
 
 
@@ -134,7 +221,7 @@ def atomic_save_safetensors(
     The metadata records each dropped tied name (``{dropped: kept}``), then ``metadata``.
     """
     tensors, aliases = _unique_tensors(state_dict)
-    with _atomic_target(path) as tmp:
+    with _atomic_target(path, needed=_tensor_bytes(tensors)) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", **aliases, **(metadata or {})})
 
 
@@ -350,7 +437,8 @@ def save_trainer_state(state: dict[str, Any], path: PathLike) -> None:
             (the existing file, if any, is left intact).
     """
     # Checked before the rename: a state that cannot be resumed from must not replace one that can.
-    with _atomic_target(path, verify=lambda tmp: _check_weights_only(tmp, Path(path))) as tmp:
+    verify = lambda tmp: _check_weights_only(tmp, Path(path))
+    with _atomic_target(path, verify, needed=_tensor_bytes(state)) as tmp:
         torch.save(state, tmp)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from zoo.checkpoint import CheckpointError
 from zoo.registry import list_models, model_info
+from zoo.signals import Stopped
 
 log = logging.getLogger("zoo")
 
@@ -94,7 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``zoo`` console script and ``python -m zoo``."""
+    """Entry point of the ``zoo`` console script and ``python -m zoo``.
+
+    Exit status: 0 done, 1 nothing to do, 2 bad input (one sentence on stderr), 130 and 143
+    stopped by SIGINT and SIGTERM (128 + the signal, as a shell reports it).
+    """
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as err:  # Ctrl-C anywhere, also while importing: one line
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
+        return 130
+    except Stopped as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        return err.exit_status
+
+
+def _run(argv: list[str] | None) -> int:
     import zoo  # noqa: F401  (registers models)
     from zoo import commands, commands_speech, commands_translate  # noqa: F401  (subcommands)
 
@@ -107,9 +123,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ from zoo.cli import command
 from zoo.config import Recipe, load_recipe, recipe_from_dict
 from zoo.distributed import resolve_device
 from zoo.engine import train
-from zoo.records import RECIPE_NAME, STATE_NAME, atomic_dir, checkpoint_dirs, plot_curves
+from zoo.records import RECIPE_NAME, STATE_NAME, plot_curves
+from zoo.run_dir import atomic_dir, checkpoint_dirs, resume_recipe
 
 DEMO_RECIPES = Path(__file__).resolve().parent.parent / "configs" / "demo"
 DEMO_NAMES = ("vision", "translation", "speech")
@@ -93,6 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     recipe = load_recipe(args.recipe, args.overrides)
     out = Path(args.out) if args.out else default_out_dir(recipe, args.recipe)
+    if args.resume:  # the run's own recorded recipe, not the file's values
+        recipe = resume_recipe(out, args.recipe, args.overrides)
     metrics = train(recipe, out, resume=args.resume)
     if _is_main_process():
         print(f"run directory: {out}")
@@ -105,7 +108,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe YAML file, e.g. configs/demo/vision.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=3e-4")
     p.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its own recipe (key=value changes it) from its "
+        "newest checkpoint, or start it over when it has none",
+    )
     _overrides_anywhere(p)
 
 

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tasks.base import get_task, iterate
 from zoo import distributed as dist
 from zoo.checkpoint import (
     CheckpointError,
+    DiskFullError,
     capture_rng_state,
     load_trainer_state,
     load_weights,
@@ -43,24 +45,13 @@ from zoo.checkpoint import (
     save_trainer_state,
 )
 from zoo.checkpoint import keep_last as prune_checkpoints
-from zoo.config import ConfigError, Recipe, save_recipe
+from zoo.config import ConfigError, Recipe
 from zoo.ema import ModelEMA, unwrap_model
 from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales
-from zoo.records import (
-    BEST,
-    CHECKPOINTS,
-    RECIPE_NAME,
-    STATE_NAME,
-    Meter,
-    Records,
-    atomic_dir,
-    check_run_dir,
-    checkpoint_dirs,
-    clean_run_dir,
-    plot_curves,
-    truncate_metrics,
-)
+from zoo.records import BEST, CHECKPOINTS, STATE_NAME, Meter, Records, plot_curves
 from zoo.registry import create_model
+from zoo.run_dir import RunDir, atomic_dir, checkpoint_dirs
+from zoo.signals import Stopped, StopRequest, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +129,17 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 class Trainer:
     """Trains ``recipe`` into ``run_dir``; ``fit()`` runs the loop and returns the last metrics.
 
+    The trainer holds the run directory's lock (``RUN/.zoo.lock``) from its construction until
+    ``fit()`` returns; SIGINT or SIGTERM during ``fit()`` stops it after the current step with
+    a checkpoint (`zoo.signals`).
+
     Args:
         recipe: the validated recipe.
-        run_dir: the run directory (created; it must not already hold a run unless ``resume``).
-        resume: continue from the newest checkpoint in ``run_dir``.
+        run_dir: the run directory (created; it must not already hold a run with a checkpoint
+            unless ``resume``; a run that stopped before its first checkpoint is replaced).
+        resume: continue from the newest checkpoint in ``run_dir`` (from step 0 when the run
+            there has none); settings that differ from the run's recorded recipe are logged
+            and recorded in metrics.jsonl, and those in `zoo.run_dir.FIXED_AT_RESUME` refused.
     """
 
     def __init__(self, recipe: Recipe, run_dir: str | os.PathLike, resume: bool = False) -> None:
@@ -149,12 +147,22 @@ class Trainer:
         self.world = dist.setup(self.cfg.device)
         self.device = self.world.device
         check_precision(self.cfg.precision, self.device)
-        resume_from = check_run_dir(self.run_dir, resume)
+        self.stop = StopRequest()  # SIGINT/SIGTERM: at once during start-up, after a step later
+        self.run = RunDir(self.run_dir, resume, main=self.world.is_main)
+        with stop_on_signals(self.stop):
+            resume_from = self.run.open(recipe)  # locked until fit() ends
+            try:
+                self._start(resume_from)
+            except BaseException:
+                self.run.abort()  # a failed start leaves nothing behind
+                raise
+
+    def _start(self, resume_from: Path | None) -> None:
         dist.barrier(self.world)  # every rank has looked before rank 0 writes
-        if self.world.is_main:
-            clean_run_dir(self.run_dir)
         seed_everything(self.cfg.seed)
-        self.task = get_task(recipe.task)(recipe, run_dir=self.run_dir)
+        # The task writes its files (a vocabulary) into the start-up folder: it never sees a
+        # file that this run's lineage did not write; a resumed run's come from its checkpoint.
+        self.task = get_task(self.recipe.task)(self.recipe, run_dir=self.run.stage)
         self.model = self._build_model()
         self.splits = self._datasets()
         self.metric, self.mode = self._metric()
@@ -170,9 +178,10 @@ class Trainer:
         # Under torchrun, DDP copies rank 0's weights to every rank and averages gradients
         # during backward; the task's loss calls the wrapper, so the sync cannot be skipped.
         self.train_model = dist.wrap_ddp(self.model, self.world)
-        if self.world.is_main:  # only now: a run that failed to start leaves no trace to trip on
-            save_recipe(recipe, self.run_dir / RECIPE_NAME)
-            truncate_metrics(self.run_dir, self.pos.step)  # a resumed run redoes later steps
+        dist.barrier(self.world)  # every rank has read the staged files before they move
+        per_epoch = len(self._epoch_batches(self.pos.epoch)) if self.run.changes else 1
+        self.run.commit(self.recipe, self.pos.step, self.pos.epoch + self.pos.batch / per_epoch)
+        self.task.run_dir = self.run_dir
 
     # -- setup ----------------------------------------------------------------------------------
     def _build_model(self) -> nn.Module:
@@ -326,15 +335,38 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Train until ``max_steps`` or ``epochs``; return the last evaluation metrics."""
-        self.records = Records(
-            self.run_dir,
-            self.total_steps,
-            self.pos.step,
-            self.task.unit,
-            self.cfg.log_every,
-            enabled=self.world.is_main,
-        )
+        """Train until ``max_steps`` or ``epochs``; return the last evaluation metrics.
+
+        Raises:
+            Stopped: SIGINT or SIGTERM; the run stopped after a step and wrote a checkpoint.
+            DiskFullError: a checkpoint, best/ or metrics.jsonl could not be written; the last
+                checkpoint is intact.
+        """
+        try:
+            self.records = Records(
+                self.run_dir,
+                self.total_steps,
+                self.pos.step,
+                self.task.unit,
+                self.cfg.log_every,
+                enabled=self.world.is_main,
+            )
+            with stop_on_signals(self.stop):
+                self.stop.training = True
+                self._loop()
+        except DiskFullError as e:
+            if e.then:
+                raise
+            raise DiskFullError(e.path, e.needed, self._resume_hint()) from e
+        finally:
+            self.run.close()
+        if self.world.is_main:
+            plot_curves(self.run_dir, self.metric)
+        dist.teardown(self.world)
+        best = {f"best_{self.metric}": self.pos.best_metric, "best_step": self.pos.best_step}
+        return {**self.last_metrics, **best}
+
+    def _loop(self) -> None:
         try:
             if self._done():
                 logger.info(
@@ -345,11 +377,13 @@ class Trainer:
                 self._train_epoch()
         finally:
             self.records.close()
-        if self.world.is_main:
-            plot_curves(self.run_dir, self.metric)
-        dist.teardown(self.world)
-        best = {f"best_{self.metric}": self.pos.best_metric, "best_step": self.pos.best_step}
-        return {**self.last_metrics, **best}
+
+    def _resume_hint(self) -> str:
+        """What to do once space is freed: resume from the last checkpoint (or start over)."""
+        last = checkpoint_dirs(self.run_dir)
+        if last:
+            return f"the last checkpoint {last[-1]} is intact: free some space, then use --resume"
+        return "there is no checkpoint yet: free some space, then start again (or use --resume)"
 
     def _done(self) -> bool:
         over_steps = self.cfg.max_steps is not None and self.pos.step >= self.cfg.max_steps
@@ -442,12 +476,34 @@ class Trainer:
     def _after_step(self) -> None:
         self.records.step_done()
         done = self._done()
+        if not done and self._stop_requested():  # at the last step, finishing is as quick
+            self._stop()
         if self.pos.step % self.cfg.log_every == 0 or done:
             self._log_train()
         if self.pos.step % self.cfg.eval_every == 0 or done:
             self.evaluate()
         if self.pos.step % self.cfg.checkpoint_every == 0 or done:
             self.save_checkpoint()
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked to stop; every rank stops at the same step."""
+        asked = float(self.stop.requested)
+        if self.world.distributed:
+            asked = dist.all_reduce_sum(torch.tensor([asked]), self.world).item()
+        return asked > 0
+
+    def _stop(self) -> None:
+        """Log the steps since the last log line, write a checkpoint of this step, then raise
+        `Stopped` saying where it is."""
+        self._log_train()
+        self.save_checkpoint()
+        signum = self.stop.signum or signal.SIGTERM  # another rank's signal: torchrun's SIGTERM
+        ckpt = self.run_dir / CHECKPOINTS / f"step_{self.pos.step:08d}"
+        message = (
+            f"{signal.Signals(signum).name} at step {self.pos.step}: stopped after writing the "
+            f"checkpoint {ckpt}; continue with --resume"
+        )
+        raise Stopped(message, signum)
 
     def _log_train(self) -> None:
         if self.meter.steps:

@@ -3,7 +3,7 @@
 Layout::
 
     RUN/config.yaml                     the resolved recipe
-    RUN/metrics.jsonl                   one JSON object per train/eval event
+    RUN/metrics.jsonl                   one JSON object per train/eval/config event
     RUN/checkpoints/step_00000100/      config.json, model.safetensors, trainer_state.pt
     RUN/best/                           the best model so far by the task's metric
     RUN/curves.png                      loss and metric curves
@@ -13,26 +13,27 @@ Layout::
 
     {"type": "train", "step": 100, "epoch": 1.56, "loss": 0.93, "lr": 0.001, ...}
     {"type": "eval", "step": 100, "epoch": 1.56, "split": "val", "accuracy": 0.71, ...}
+    {"type": "config", "step": 100, "changed": {"optim.lr": {"from": 0.001, "to": 0.0005}}}
+
+A ``config`` event: a resumed run changed these settings of its recipe from this step on.
+The run directory itself, its lock and its start-up are `zoo.run_dir`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
-import os
-import secrets
-import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from zoo.checkpoint import CheckpointError, atomic_write_bytes
+from zoo.checkpoint import DiskFullError, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -42,82 +43,7 @@ CURVES_NAME = "curves.png"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
 STATE_NAME = "trainer_state.pt"
-
-
-# ---------------------------------------------------------------------------------------------
-# The run directory
-
-
-def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
-    """The finished checkpoints of a run, oldest first (hidden temporaries are not finished)."""
-    found = [p for p in (Path(run_dir) / CHECKPOINTS).glob("step_*") if p.is_dir()]
-    return sorted((p for p in found if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
-
-
-def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """Check that ``run_dir`` can hold this run, before anything is written.
-
-    Returns:
-        The checkpoint to resume from (None for a new run).
-
-    Raises:
-        CheckpointError: ``resume`` and there is no checkpoint.
-        ValueError: a new run, but ``run_dir`` already holds one.
-        OSError: ``run_dir`` cannot be created or written.
-    """
-    if resume:
-        found = checkpoint_dirs(run_dir)
-        if not found:
-            raise CheckpointError(
-                f"nothing to resume: {run_dir} has no checkpoint in {CHECKPOINTS}/; "
-                "run without --resume to start a new run"
-            )
-        return found[-1]
-    taken = [n for n in (RECIPE_NAME, METRICS_NAME, CHECKPOINTS, BEST) if (run_dir / n).exists()]
-    if taken:
-        raise ValueError(
-            f"{run_dir} already holds a run ({taken[0]}); pass --resume to continue it, "
-            "or choose another --out"
-        )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OSError(f"cannot write to output directory {run_dir} ({e.strerror or e})") from None
-    return None
-
-
-def atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
-    """Fill a hidden temporary directory with ``write(tmp)``, then rename it to ``target``.
-
-    A crash leaves the old ``target`` (or none), never half of a new one.
-    """
-    tag = secrets.token_hex(4)
-    tmp = target.with_name(f".tmp-{target.name}-{tag}")
-    tmp.mkdir(parents=True)
-    try:
-        write(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = target.with_name(f".old-{target.name}-{tag}")
-    if target.exists():
-        os.rename(target, old)
-    os.rename(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def clean_run_dir(run_dir: Path) -> None:
-    """Remove the temporaries a killed run left; put back a best/ caught mid-swap."""
-    for parent in (run_dir, run_dir / CHECKPOINTS):
-        for path in sorted(parent.glob(".old-*")) + sorted(parent.glob(".tmp-*")):
-            name = path.name.split("-")[1]
-            if path.name.startswith(".old-") and not (parent / name).exists():
-                os.rename(path, parent / name)
-            else:
-                shutil.rmtree(path, ignore_errors=True)
+TENSORBOARD_NAME = "tensorboard"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +72,24 @@ def truncate_metrics(run_dir: str | Path, step: int) -> None:
         kept = [e for e in read_metrics(run_dir) if e.get("step", 0) <= step]
         text = "".join(json.dumps(e) + "\n" for e in kept)
         atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_event(run_dir: str | Path, event: dict[str, Any]) -> None:
+    """Append one event to ``RUN/metrics.jsonl`` (outside a `Records`, e.g. at a resume)."""
+    path = Path(run_dir) / METRICS_NAME
+    line = json.dumps({k: _finite(v) for k, v in event.items()}) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+    except OSError as e:
+        _raise_write_error(path, line, e)
+
+
+def _raise_write_error(path: Path, line: str, e: OSError) -> NoReturn:
+    """Raise the one-sentence error for a full disk, else ``e`` itself."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFullError(path, len(line.encode("utf-8"))) from e
+    raise e
 
 
 def _finite(value: Any) -> Any:
@@ -230,8 +174,14 @@ class Records:
         logger.info("eval step %d (%s): %s", step, split, shown)
 
     def _write(self, event: dict[str, Any]) -> None:
-        self.file.write(json.dumps({k: _finite(v) for k, v in event.items()}) + "\n")
-        self.file.flush()
+        line = json.dumps({k: _finite(v) for k, v in event.items()}) + "\n"
+        try:
+            self.file.write(line)
+            self.file.flush()
+        except OSError as e:
+            with contextlib.suppress(OSError):  # it would only fail to flush again
+                self.file.close()
+            _raise_write_error(self.run_dir / METRICS_NAME, line, e)
         if self.tensorboard is not None:
             prefix = event["type"]
             for key, value in event.items():
@@ -284,7 +234,7 @@ def _open_tensorboard(run_dir: Path) -> Any:
     except ImportError:  # tensorboard is an optional extra
         logger.debug("tensorboard is not installed; no TensorBoard scalars")
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(run_dir / TENSORBOARD_NAME))
 
 
 # ---------------------------------------------------------------------------------------------

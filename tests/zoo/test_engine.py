@@ -98,7 +98,7 @@ def test_run_directory_layout(tmp_path: Path) -> None:
     assert best.model_name == "test_vit"
     assert metrics["best_top1"] == max(e["top1"] for e in events if e["type"] == "eval")
     assert (run / "curves.png").stat().st_size > 0
-    assert not list(run.rglob(".tmp-*"))
+    assert sorted(p.name for p in run.rglob(".*")) == [".zoo.lock"]  # no temporaries
 
 
 class FakeWriter:
@@ -367,9 +367,12 @@ def test_resume_with_another_model_names_the_file(tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     other = tiny({"max_steps": 8})
     other["model"]["overrides"]["dim"] = 48
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    with pytest.raises(ConfigError, match="model.overrides.dim 48: its recipe .*config.yaml"):
         train(recipe_from_dict(other), tmp_path, resume=True)
     assert snapshot(tmp_path) == before
+    (tmp_path / "config.yaml").unlink()  # a run without its recipe: the checkpoint says it
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        train(recipe_from_dict(other), tmp_path, resume=True)
 
 
 def test_a_new_run_refuses_a_used_directory(tmp_path: Path) -> None:
@@ -419,4 +422,4 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert [e["step"] for e in one] == [e["step"] for e in two] == [1, 2, 3, 4]
     for a, b in zip(one, two):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
-    assert not list((tmp_path / "ddp").rglob(".tmp-*"))
+    assert sorted(p.name for p in (tmp_path / "ddp").rglob(".*")) == [".zoo.lock"]
