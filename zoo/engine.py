@@ -125,6 +125,32 @@ def grouped(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
         yield group
 
 
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # not bool, float or tensor
+
+
+def read_position(state: dict[str, Any]) -> Position:
+    """The `Position` saved in a trainer state, checked: counts are ints >= 0, the best
+    metric a finite number (a tampered or damaged file must not send the loop astray).
+
+    Raises:
+        KeyError: a field is missing.
+        ValueError: a field holds an impossible value (named).
+    """
+    pos = Position(**{k: state[k] for k in vars(Position())})
+    for name in ("step", "epoch", "batch"):
+        if not _count(getattr(pos, name)):
+            raise ValueError(f"'{name}' is {getattr(pos, name)!r}, not a count >= 0")
+    if pos.best_step is not None and not (_count(pos.best_step) and pos.best_step <= pos.step):
+        raise ValueError(f"'best_step' is {pos.best_step!r}, not a step in [0, {pos.step}]")
+    best = pos.best_metric
+    if best is not None and (
+        isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)
+    ):
+        raise ValueError(f"'best_metric' is {best!r}, not a finite number")
+    return pos
+
+
 def is_better(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
@@ -303,8 +329,13 @@ class Trainer:
         state = load_trainer_state(path)
         try:
             self._load_state(state)
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise CheckpointError(f"trainer state file {path} does not fit this run ({e})") from e
+        except KeyError as e:
+            raise CheckpointError(f"trainer state file {path} lacks the entry {e}") from e
+        except (ValueError, RuntimeError, TypeError, IndexError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"trainer state file {path} does not fit this run ({reason})"
+            ) from e
         self._saved_step = self.pos.step
         logger.info("resumed from %s (step %d, epoch %d)", ckpt, self.pos.step, self.pos.epoch)
 
@@ -314,7 +345,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        self.pos = Position(**{k: state[k] for k in vars(Position())})
+        self.pos = read_position(state)
         self.last_metrics = dict(state["last_metrics"])
         if state["data"] != {"batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum}:
             logger.warning(
@@ -322,6 +353,8 @@ class Trainer:
                 "the resumed run will not see the same batches"
             )
         rngs = state["rng"]
+        if not isinstance(rngs, list) or not rngs:
+            raise ValueError("'rng' holds no random number generator state")
         restore_rng_state(rngs[self.world.rank % len(rngs)])
 
     # -- the loop -------------------------------------------------------------------------------
@@ -364,6 +397,14 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         batches = self._epoch_batches(self.pos.epoch)
+        if not batches:  # with nothing to train on, the loop would never end
+            raise TrainingError(
+                f"epoch {self.pos.epoch} of the train split gives no batch for "
+                f"{self.world.size} processes; use more data or fewer processes"
+            )
+        if self.pos.batch >= len(batches):
+            self._skip_to_next_epoch(len(batches))
+            batches = self._epoch_batches(self.pos.epoch)
         self.epoch_size = len(batches)
         loader = DataLoader(
             self.splits["train"],
@@ -378,6 +419,20 @@ class Trainer:
             self._after_step()
             if self._done():
                 return
+
+    def _skip_to_next_epoch(self, epoch_size: int) -> None:
+        """A resumed position past the end of its epoch (a larger ``train.batch_size`` makes
+        epochs shorter): the epoch is over, so training goes on with the next one."""
+        logger.warning(
+            "the checkpoint's position (%d batches of epoch %d done) is past the end of this "
+            "epoch's %d batches (train.batch_size, grad_accum or the data changed): starting "
+            "epoch %d",
+            self.pos.batch,
+            self.pos.epoch,
+            epoch_size,
+            self.pos.epoch + 1,
+        )
+        self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
 
     def _train_step(self, group: list[Batch]) -> None:
         """One optimizer step over a group of micro-batches (this rank's shares)."""
@@ -403,7 +458,7 @@ class Trainer:
         grad_norm = self._optimizer_step()
         self.pos.step += 1
         self.pos.batch += len(group)
-        if self.pos.batch == self.epoch_size:  # the epoch is over, counted before any saving
+        if self.pos.batch >= self.epoch_size:  # the epoch is over, counted before any saving
             self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
         self.meter.add(sums, total, lr, grad_norm, time.perf_counter() - start)
 

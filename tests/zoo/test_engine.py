@@ -420,3 +420,74 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     for a, b in zip(one, two):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     assert not list((tmp_path / "ddp").rglob(".tmp-*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops that must end: resumed positions, tampered trainer states
+
+
+@pytest.fixture
+def deadline() -> Any:
+    """Fail a test that hangs instead of waiting for ever (SIGALRM after 90 s)."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError("the run hung: no progress within 90 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(90)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_resume_with_a_larger_batch_goes_on_with_the_next_epoch(
+    tmp_path: Path, deadline: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 96 samples in batches of 16: step 5 stops after batch 5 of 6; batches of 48 make 2
+    train(recipe_from_dict(tiny({"max_steps": 5, "checkpoint_every": 5})), tmp_path)
+    with caplog.at_level(logging.WARNING, logger="zoo.engine"):
+        train(recipe_from_dict(tiny({"max_steps": 8, "batch_size": 48})), tmp_path, resume=True)
+    assert "past the end of this epoch's 2 batches" in caplog.text
+    state = load_trainer_state(final_checkpoint(tmp_path) / "trainer_state.pt")
+    assert (state["step"], state["epoch"], state["batch"]) == (8, 2, 1)
+
+
+def _tamper(run: Path, **values: Any) -> Path:
+    path = final_checkpoint(run) / "trainer_state.pt"
+    state = load_trainer_state(path)
+    state.update(values)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"step": -3}, "'step' is -3, not a count >= 0"),
+        ({"batch": -1}, "'batch' is -1"),
+        ({"epoch": 1.5}, "'epoch' is 1.5"),
+        ({"best_step": 99}, r"'best_step' is 99, not a step in \[0, 4\]"),
+        ({"best_metric": math.nan}, "'best_metric' is nan"),
+        ({"rng": []}, "no random number generator state"),
+    ],
+    ids=["negative_step", "negative_batch", "float_epoch", "best_step", "nan_best", "no_rng"],
+)
+def test_a_tampered_trainer_state_is_refused_before_anything_is_written(
+    tmp_path: Path, deadline: None, values: dict[str, Any], message: str
+) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 4})), tmp_path)
+    path = _tamper(tmp_path, **values)
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=f"trainer state file {path}.*{message}"):
+        train(recipe_from_dict(tiny({"max_steps": 8})), tmp_path, resume=True)
+    assert snapshot(tmp_path) == before  # metrics.jsonl included
+
+
+def test_a_huge_saved_batch_index_starts_the_next_epoch(tmp_path: Path, deadline: None) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 4})), tmp_path)
+    _tamper(tmp_path, batch=10**12)
+    train(recipe_from_dict(tiny({"max_steps": 6})), tmp_path, resume=True)
+    state = load_trainer_state(final_checkpoint(tmp_path) / "trainer_state.pt")
+    assert (state["step"], state["epoch"], state["batch"]) == (6, 1, 2)
+    steps = [e["step"] for e in read_metrics(tmp_path) if e["type"] == "train"]
+    assert steps == [2, 4, 6]
