@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 import operator
 import os
 import re
@@ -44,6 +45,7 @@ __all__ = [
     "ScheduleSection",
     "TrainSection",
     "apply_overrides",
+    "check_recipe",
     "load_recipe",
     "recipe_from_dict",
     "recipe_to_dict",
@@ -263,6 +265,8 @@ def _convert(value: Any, tp: Any, key: str, where: str, shown: Any = None) -> An
     if origin is Literal:
         return _check_choice(value, args, key, where)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):  # .inf, .nan or 1e999: no setting means that
+            raise ConfigError(f"key '{key}' in {where} must be a finite number, got {value}")
         return float(value)
     if tp in (int, str, bool) and type(value) is tp:
         return value
@@ -380,6 +384,16 @@ def recipe_from_dict(d: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
     if recipe.train.max_steps is None and recipe.train.epochs is None:
         raise ConfigError(f"{source} must set train.max_steps or train.epochs (or both)")
     return recipe
+
+
+def check_recipe(recipe: Recipe, source: str = "the recipe") -> None:
+    """Validate a `Recipe` object again, as `recipe_from_dict` does a mapping: one built or
+    changed in Python has not been through the checks of a file.
+
+    Raises:
+        ConfigError: as `recipe_from_dict`.
+    """
+    recipe_from_dict(recipe_to_dict(recipe), source=source)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -15,6 +15,7 @@ RNGs: the train DataLoader has its own generator and evaluation restores the RNG
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import math
 import os
@@ -43,7 +44,7 @@ from zoo.checkpoint import (
     save_trainer_state,
 )
 from zoo.checkpoint import keep_last as prune_checkpoints
-from zoo.config import ConfigError, Recipe, save_recipe
+from zoo.config import ConfigError, Recipe, check_recipe, save_recipe
 from zoo.ema import ModelEMA, unwrap_model
 from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales
 from zoo.records import (
@@ -172,6 +173,8 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, run_dir: str | os.PathLike, resume: bool = False) -> None:
         self.recipe, self.cfg, self.run_dir = recipe, recipe.train, Path(run_dir)
+        check_recipe(recipe)  # everything the recipe alone can tell, before any file is written
+        self.metric, self.mode = self._metric()
         self.world = dist.setup(self.cfg.device)
         self.device = self.world.device
         check_precision(self.cfg.precision, self.device)
@@ -183,7 +186,6 @@ class Trainer:
         self.task = get_task(recipe.task)(recipe, run_dir=self.run_dir)
         self.model = self._build_model()
         self.splits = self._datasets()
-        self.metric, self.mode = self._metric()
         self.total_steps = self._total_steps()
         self._build_optimization()
         self.pos = Position()
@@ -234,8 +236,18 @@ class Trainer:
         return splits
 
     def _metric(self) -> tuple[str, str]:
-        metric = self.recipe.eval.metric or self.task.metric
-        mode = self.task.metric_mode if metric == self.task.metric else self.recipe.eval.mode
+        """The metric that chooses ``best/`` and its mode; an eval.metric the task does not
+        compute is refused here, not after the first evaluation."""
+        task = get_task(self.recipe.task)
+        metric = self.recipe.eval.metric or task.metric
+        if task.metrics and metric not in task.metrics:
+            close = difflib.get_close_matches(metric, task.metrics, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"eval.metric '{metric}' is not among the {task.name} task's metrics "
+                f"({', '.join(task.metrics)}){hint}"
+            )
+        mode = task.metric_mode if metric == task.metric else self.recipe.eval.mode
         return metric, mode
 
     def _total_steps(self) -> int:

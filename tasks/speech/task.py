@@ -59,6 +59,7 @@ class SpeechRecognitionTask(Task):
     name = "speech_recognition"
     metric = "cer"
     metric_mode = "min"
+    metrics = ("cer", "wer", "accuracy", "loss")
     unit = "samples"  # utterances
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:

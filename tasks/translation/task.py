@@ -73,6 +73,7 @@ class TranslationTask(Task):
     name: ClassVar[str] = "translation"
     metric: ClassVar[str] = "bleu"
     metric_mode: ClassVar[str] = "max"
+    metrics: ClassVar[tuple[str, ...]] = ("bleu", "bleu_lc", "chrf", "loss", "ppl")
     unit: ClassVar[str] = "tokens"
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:

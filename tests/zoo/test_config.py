@@ -348,3 +348,29 @@ def test_every_shipped_recipe_loads_and_names_a_registered_model(path: Path) -> 
     assert recipe.task in TASKS
     assert recipe.model.name in zoo.list_models()
     zoo.get_config(recipe.model.name, **recipe.model.overrides)  # overrides are valid fields
+
+
+# --- values no setting can mean ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, shown", [(".inf", "inf"), (".nan", "nan"), ("1e999", "inf")])
+def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path, text, shown):
+    path = _write(tmp_path, yaml.safe_dump(MINIMAL) + f"optim: {{lr: {text}}}\n")
+    with pytest.raises(ConfigError, match=f"key 'optim.lr' in {path} must be a finite number, "
+                                          f"got {shown}"):
+        load_recipe(path)
+
+
+def test_non_finite_override_names_the_override():
+    with pytest.raises(ConfigError, match="'optim.lr' in override 'optim.lr=.inf' must be a finite"):
+        apply_overrides(MINIMAL, ["optim.lr=.inf"])
+
+
+def test_check_recipe_validates_a_recipe_changed_in_python():
+    from zoo.config import check_recipe
+
+    recipe = recipe_from_dict(MINIMAL)
+    check_recipe(recipe)
+    recipe.optim.lr = float("inf")
+    with pytest.raises(ConfigError, match="key 'optim.lr' in the recipe must be a finite number"):
+        check_recipe(recipe)

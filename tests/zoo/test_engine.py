@@ -491,3 +491,33 @@ def test_a_huge_saved_batch_index_starts_the_next_epoch(tmp_path: Path, deadline
     assert (state["step"], state["epoch"], state["batch"]) == (6, 1, 2)
     steps = [e["step"] for e in read_metrics(tmp_path) if e["type"] == "train"]
     assert steps == [2, 4, 6]
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings refused before the first step (and before any file is written)
+
+
+def test_an_unknown_eval_metric_is_refused_before_the_run_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"eval.metric 'top_1' is not among the classification "
+                                          r"task's metrics \(top1, top5, loss\); did you mean 'top1'"):
+        Trainer(recipe_from_dict(tiny(eval={"metric": "top_1"})), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_translation_metric_is_checked_before_the_vocabulary_is_written(tmp_path: Path) -> None:
+    recipe = {"task": "translation", "model": {"name": "test_mt_transformer"},
+              "eval": {"metric": "sacrebleu"}, "train": {"max_steps": 1}}  # fmt: skip
+    with pytest.raises(ConfigError, match="eval.metric 'sacrebleu'"):
+        Trainer(recipe_from_dict(recipe), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("lr", [math.inf, math.nan, -1e-3])
+def test_a_bad_learning_rate_set_in_python_is_refused_before_the_run_starts(
+    tmp_path: Path, lr: float
+) -> None:
+    recipe = recipe_from_dict(tiny())
+    recipe.optim.lr = lr
+    with pytest.raises(ConfigError, match="key 'optim.lr' in the recipe must be"):
+        Trainer(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
