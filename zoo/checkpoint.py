@@ -20,12 +20,13 @@ import random
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -272,6 +273,23 @@ def _mismatches(expected: dict[str, Tensor], found: dict[str, Tensor]) -> list[s
     return problems
 
 
+def first_nonfinite(tensors: Mapping[str, Tensor]) -> str | None:
+    """The name of the first floating tensor of ``tensors`` holding NaN or inf, else None."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def finite_weights_file(path: PathLike) -> bool:
+    """Whether a ``.safetensors`` file reads and all its floating tensors are finite."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return all(first_nonfinite({k: f.get_tensor(k)}) is None for k in f.keys())
+    except Exception:  # missing or corrupt: not a checkpoint to go back to
+        return False
+
+
 def _describe(problems: list[str]) -> str:
     more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
     return problems[0] + more
@@ -285,8 +303,9 @@ def load_weights(model: nn.Module, path: PathLike, fresh: str | None = None) -> 
     initialisation when their shape differs from the file's (a new classifier for fine-tuning).
 
     Raises:
-        CheckpointError: If the file is missing or corrupt, or a key is missing, unexpected
-            or of another shape; the message names the file and the first such key.
+        CheckpointError: If the file is missing or corrupt, a key is missing, unexpected
+            or of another shape, or a weight is NaN or infinite; the message names the file
+            and the first such key.
     """
     path = Path(path)
     if path.is_dir():
@@ -306,6 +325,12 @@ def load_weights(model: nn.Module, path: PathLike, fresh: str | None = None) -> 
     if problems:
         raise CheckpointError(
             f"checkpoint file {path} does not fit {type(model).__name__}: {_describe(problems)}"
+        )
+    bad = first_nonfinite(tensors)
+    if bad is not None:  # a diverged run's weights: every output would be NaN
+        raise CheckpointError(
+            f"checkpoint file {path} holds NaN or infinite weights (key {bad!r}), so it "
+            f"cannot be used; take an earlier checkpoint of the run"
         )
     model.load_state_dict(tensors, strict=False)  # strictness checked above, ties included
     return model

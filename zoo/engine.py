@@ -34,8 +34,11 @@ from torch.utils.data import DataLoader
 from tasks.base import get_task, iterate
 from zoo import distributed as dist
 from zoo.checkpoint import (
+    WEIGHTS_NAME,
     CheckpointError,
     capture_rng_state,
+    finite_weights_file,
+    first_nonfinite,
     load_trainer_state,
     load_weights,
     read_model_config,
@@ -307,6 +310,7 @@ class Trainer:
         """Write ``checkpoints/step_N`` (weights, config, trainer state), keep the last K."""
         if self._saved_step == self.pos.step:
             return
+        self._check_weights()
         rngs = dist.all_gather(capture_rng_state(), self.world)
         if self.world.is_main:
             target = self.run_dir / CHECKPOINTS / f"step_{self.pos.step:08d}"
@@ -321,6 +325,8 @@ class Trainer:
         dist.barrier(self.world)
 
     def _save_best(self, model: nn.Module, metrics: dict[str, float]) -> None:
+        self._check_weights({"weights": model})
+
         def write(tmp: Path) -> None:
             extra = {**self._extra(tmp), "step": self.pos.step, "metrics": metrics}
             save_pretrained(model, tmp, extra=extra)
@@ -482,12 +488,32 @@ class Trainer:
         sums.update(zip(keys, values.tolist()))
         loss = sums["loss"] / total
         if not math.isfinite(loss):
-            last = checkpoint_dirs(self.run_dir)
-            kept = f"the last good checkpoint is {last[-1]}" if last else "there is no checkpoint"
             raise TrainingError(
                 f"loss is {loss} at step {self.pos.step + 1} (epoch {self.pos.epoch}); stopped, "
-                f"{kept}. Lower optim.lr, set train.clip_grad or use train.precision fp32"
+                f"{self._last_good()}. Lower optim.lr, set train.clip_grad or use "
+                f"train.precision fp32"
             )
+
+    def _last_good(self) -> str:
+        """Which checkpoint a diverged run can go back to: the newest with finite weights."""
+        for ckpt in reversed(checkpoint_dirs(self.run_dir)):
+            if finite_weights_file(ckpt / WEIGHTS_NAME):
+                return f"the last good checkpoint is {ckpt}"
+        return "there is no good checkpoint"
+
+    def _check_weights(self, models: dict[str, nn.Module | None] | None = None) -> None:
+        """Stop before weights holding NaN or inf are evaluated or saved (a step can poison
+        them while its loss was still finite). Every rank checks the same weights."""
+        if models is None:
+            models = {"weights": self.model, "EMA weights": self.ema.module if self.ema else None}
+        for what, model in models.items():
+            bad = None if model is None else first_nonfinite(unwrap_model(model).state_dict())
+            if bad is not None:
+                raise TrainingError(
+                    f"the {what} hold NaN or inf (key '{bad}') after step {self.pos.step}; "
+                    f"stopped without saving them, {self._last_good()}. Lower optim.lr, set "
+                    f"train.clip_grad or use train.precision fp32"
+                )
 
     def _optimizer_step(self) -> float:
         if self.scaler.is_enabled():
@@ -511,9 +537,13 @@ class Trainer:
         done = self._done()
         if self.pos.step % self.cfg.log_every == 0 or done:
             self._log_train()
-        if self.pos.step % self.cfg.eval_every == 0 or done:
+        evaluating = self.pos.step % self.cfg.eval_every == 0 or done
+        saving = self.pos.step % self.cfg.checkpoint_every == 0 or done
+        if evaluating or saving:
+            self._check_weights()  # on every rank, before rank 0 alone evaluates
+        if evaluating:
             self.evaluate()
-        if self.pos.step % self.cfg.checkpoint_every == 0 or done:
+        if saving:
             self.save_checkpoint()
 
     def _log_train(self) -> None:

@@ -351,3 +351,17 @@ def test_python_m_zoo_exit_code(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: recipe file not found: {tmp_path}/x.yaml"]
+
+
+def test_classify_refuses_a_model_with_nan_weights(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    path = run / "best" / "model.safetensors"
+    save_file({k: v * float("nan") for k, v in load_file(path).items()}, path)
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(image)
+    fails(["classify", str(run), str(image)], capsys, f"{path} holds NaN or infinite weights")
+    fails(["eval", str(run)], capsys, f"{path} holds NaN or infinite weights")

@@ -521,3 +521,62 @@ def test_a_bad_learning_rate_set_in_python_is_refused_before_the_run_starts(
     with pytest.raises(ConfigError, match="key 'optim.lr' in the recipe must be"):
         Trainer(recipe, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights that hold NaN are neither saved nor named as good
+
+
+def _poison_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """The optimizer step that makes step ``step`` leaves a NaN weight behind (its loss was
+    finite: the update is what diverged)."""
+    optimizer_step = Trainer._optimizer_step
+
+    def poisoned(self: Trainer) -> float:
+        norm = optimizer_step(self)
+        if self.pos.step + 1 == step:
+            with torch.no_grad():
+                self.model.head.fc.weight[0, 0] = math.nan
+        return norm
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", poisoned)
+
+
+def test_nan_weights_are_not_saved_and_the_last_good_checkpoint_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_at(monkeypatch, 4)
+    recipe = tiny({"eval_every": 2, "checkpoint_every": 2})
+    with pytest.raises(TrainingError, match=r"weights hold NaN or inf \(key 'head.fc.weight'\) "
+                                            r"after step 4.*last good checkpoint is .*step_00000002"):
+        train(recipe_from_dict(recipe), tmp_path)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]
+    assert json.loads((tmp_path / "best" / "config.json").read_text())["step"] == 2
+    assert all(torch.isfinite(t).all() for t in weights(tmp_path / "best").values())
+
+
+def test_after_a_nan_loss_a_checkpoint_with_nan_weights_is_not_named_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint on disk whose weights are NaN (written by an older version) is passed
+    over: the message names the newest one whose weights are finite."""
+    from safetensors.torch import save_file
+
+    task_cls, save = get_task("classification"), Trainer.save_checkpoint
+    loss, calls = task_cls.loss, []
+
+    def nan_at_step_6(self: Any, model: Any, batch: Any) -> Any:
+        calls.append(1)
+        value, logs = loss(self, model, batch)
+        return (value * math.nan if len(calls) == 6 else value), logs
+
+    def save_then_spoil(self: Trainer) -> None:
+        save(self)
+        if self.pos.step == 4:
+            path = tmp_path / "checkpoints/step_00000004/model.safetensors"
+            save_file({k: v * math.nan for k, v in load_file(path).items()}, path)
+
+    monkeypatch.setattr(task_cls, "loss", nan_at_step_6)
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_spoil)
+    with pytest.raises(TrainingError, match="loss is nan at step 6.*step_00000002"):
+        train(recipe_from_dict(tiny({"checkpoint_every": 2})), tmp_path)
