@@ -171,11 +171,22 @@ class Recipe:
 
 
 class _Loader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that reads ``1e-3`` as a float and rejects duplicate keys.
+    """`yaml.SafeLoader` that reads ``1e-3`` as a float and rejects duplicate keys and aliases.
 
     PyYAML follows YAML 1.1, where a float needs a dot, so ``lr: 1e-3`` would load as the
-    string "1e-3". A duplicate key would silently keep the last value.
+    string "1e-3". A duplicate key would silently keep the last value. Aliases (``*name``) let
+    a 1 KB file expand to billions of values ("billion laughs"), which ``str()`` or the saved
+    ``config.yaml`` would then spell out; a recipe has no need for them.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in a recipe; "
+                "write the value out", event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()

@@ -374,3 +374,38 @@ def test_check_recipe_validates_a_recipe_changed_in_python():
     recipe.optim.lr = float("inf")
     with pytest.raises(ConfigError, match="key 'optim.lr' in the recipe must be a finite number"):
         check_recipe(recipe)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """About 1 KB of YAML that expands to 9**9 strings (the "billion laughs")."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    return "\n".join(lines)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file(tmp_path):
+    import signal
+
+    bomb = _alias_bomb().replace("\n", "\n    ")
+    text = yaml.safe_dump(MINIMAL) + f"data:\n  options:\n    {bomb}\n    class_names: *l8\n"
+    assert len(text) < 1500
+    path = _write(tmp_path, text)
+
+    def expire(signum, frame):
+        raise TimeoutError("the alias bomb was expanded")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    try:
+        with pytest.raises(ConfigError, match=rf"cannot parse {path} at line \d+, column \d+: "
+                                              r"YAML aliases \(\*l0\) are not allowed"):
+            load_recipe(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_alias_in_an_override_is_refused():
+    with pytest.raises(ConfigError, match="override 'data.options.x=.*aliases"):
+        apply_overrides(MINIMAL, ["data.options.x=[&a 1, *a]"])
