@@ -426,20 +426,6 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
 # Loops that must end: resumed positions, tampered trainer states
 
 
-@pytest.fixture
-def deadline() -> Any:
-    """Fail a test that hangs instead of waiting for ever (SIGALRM after 90 s)."""
-
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError("the run hung: no progress within 90 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(90)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
 def test_resume_with_a_larger_batch_goes_on_with_the_next_epoch(
     tmp_path: Path, deadline: None, caplog: pytest.LogCaptureFixture
 ) -> None:
