@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import os
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 _MODELS: dict[str, Callable[[], Any]] = {}
 
@@ -38,25 +40,102 @@ def get_config(name: str, **overrides: Any) -> Any:
 
     Raises:
         ValueError: unknown model name (the message lists the closest names).
-        TypeError: an override that is not a field of the model's config.
+        TypeError: an override that is not a field of the model's config, or a value not of
+            the field's type (``dim="64"``); the message names the key.
     """
+    return _config(name, overrides, f"model '{name}'")
+
+
+def _config(name: str, overrides: dict[str, Any], where: str) -> Any:
+    """`get_config` whose messages say the settings come from ``where`` (e.g. a file)."""
+    from zoo.config import ConfigError, check_value  # zoo.config imports no registry
+
     cfg = _variant(name)()
-    valid = [f.name for f in dataclasses.fields(cfg)]
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    hints = typing.get_type_hints(type(cfg))
+    checked = {}
     for key, value in overrides.items():
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise TypeError(f"model '{name}' has no setting '{key}'{hint}")
-        if isinstance(value, list):  # JSON turns tuples into lists
-            overrides[key] = tuple(value)
-    return dataclasses.replace(cfg, **overrides)
+        try:  # ints become floats and lists tuples (JSON has no tuples), as in recipes
+            checked[key] = check_value(value, hints[key], key, where)
+        except ConfigError as e:
+            raise TypeError(str(e)) from None
+    return dataclasses.replace(cfg, **checked)
+
+
+def _largest(tensors: list[tuple[str, Tensor]]) -> tuple[str, Tensor]:
+    return max(tensors, key=lambda item: item[1].numel())
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this system
+        return None
+
+
+def meta_model(name: str, cfg: Any) -> nn.Module:
+    """The model of ``cfg`` on the meta device: shapes without memory."""
+    with torch.device("meta"):
+        return cfg.build()
+
+
+def check_size(name: str, model: nn.Module) -> None:
+    """Refuse a model (on the meta device) whose weights would not fit in this machine's
+    memory, naming its largest tensor, before anything is allocated (``num_classes=10**11``
+    otherwise fails deep inside PyTorch)."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    nbytes = sum(t.numel() * t.element_size() for _, t in tensors)
+    memory = _memory_bytes()
+    if tensors and memory is not None and nbytes > memory:
+        key, tensor = _largest(tensors)
+        raise ValueError(
+            f"model '{name}' with these settings needs {nbytes / 2**30:,.0f} GiB for its "
+            f"weights, more than this machine's {memory / 2**30:,.0f} GiB (its largest tensor "
+            f"is '{key}' of shape {tuple(tensor.shape)}); check its sizes"
+        )
 
 
 def build_model(name: str, cfg: Any) -> nn.Module:
     """Build the model of a config, and tag it with its name and config."""
+    check_size(name, meta_model(name, cfg))  # before anything is allocated
     model = cfg.build()
     model.cfg, model.model_name = cfg, name
     return model
+
+
+def check_saved_config(saved: dict[str, Any], directory: str | Path) -> Any:
+    """The config a saved model's ``config.json`` describes (as `read_model_config` returns
+    it), checked before any weight is allocated: a registered model, known settings of the
+    right types, and tensor shapes that agree with ``model.safetensors``.
+
+    Raises:
+        CheckpointError: naming ``config.json`` (and the weights file for a shape).
+    """
+    from zoo.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, weight_shapes
+
+    path = Path(directory) / CONFIG_NAME
+    try:
+        cfg = _config(saved["model"], dict(saved["config"]), str(path))
+        model = meta_model(saved["model"], cfg)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from e
+    weights = Path(directory) / WEIGHTS_NAME
+    shapes = weight_shapes(weights)
+    for key, tensor in model.state_dict().items():  # in the model's order: weights first
+        if key in shapes and tuple(tensor.shape) != shapes[key]:
+            raise CheckpointError(
+                f"{path} describes a model whose '{key}' has shape {tuple(tensor.shape)}, but "
+                f"{weights} holds {shapes[key]}: one of the two files was changed"
+            )
+    try:
+        check_size(saved["model"], model)
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+    return cfg
 
 
 def create_model(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:
@@ -76,10 +155,17 @@ def create_model(name: str, pretrained: str | Path | None = None, **overrides: A
         from zoo.interop.timm import create_from_timm_checkpoint
 
         return create_from_timm_checkpoint(name, str(pretrained)[len("timm:") :], **overrides)
-    from zoo.checkpoint import find_model_dir, load_weights, read_model_config
+    from zoo.checkpoint import CheckpointError, find_model_dir, load_weights, read_model_config
 
     model_dir = find_model_dir(pretrained)
     saved = read_model_config(model_dir)
+    check_saved_config(saved, model_dir)
+    saved_task, task = type(_variant(saved["model"])()).task, type(_variant(name)()).task
+    if saved_task != task:
+        raise CheckpointError(
+            f"{model_dir} holds a {saved_task} model ({saved['model']}), not a {task} model "
+            f"like {name}"
+        )
     model = build_model(name, get_config(name, **{**saved["config"], **overrides}))
     resized = any(
         key in overrides and overrides[key] != saved["config"].get(key)

@@ -362,7 +362,8 @@ def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path, text, show
 
 
 def test_non_finite_override_names_the_override():
-    with pytest.raises(ConfigError, match="'optim.lr' in override 'optim.lr=.inf' must be a finite"):
+    message = "'optim.lr' in override 'optim.lr=.inf' must be a finite number"
+    with pytest.raises(ConfigError, match=message):
         apply_overrides(MINIMAL, ["optim.lr=.inf"])
 
 
@@ -409,3 +410,12 @@ def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file(tmp_path):
 def test_an_alias_in_an_override_is_refused():
     with pytest.raises(ConfigError, match="override 'data.options.x=.*aliases"):
         apply_overrides(MINIMAL, ["data.options.x=[&a 1, *a]"])
+
+
+def test_an_override_out_of_bounds_names_the_override_not_the_file(tmp_path):
+    path = _write(tmp_path, yaml.safe_dump(MINIMAL))
+    with pytest.raises(ConfigError, match=r"^key 'train.batch_size' in override "
+                                          r"'train.batch_size=0' must be >= 1, got 0$"):
+        load_recipe(path, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match="in override 'optim.lr=-1' must be >= 0"):
+        load_recipe(path, ["optim.lr=-1"])

@@ -155,3 +155,23 @@ def test_cli_info_of_an_unknown_model_is_one_line_error(capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert err.startswith("error: unknown model 'test_vitt'") and "test_vit" in err
     assert "Traceback" not in err
+
+
+def test_a_wrong_type_of_override_names_the_key() -> None:
+    with pytest.raises(TypeError, match=r"key 'dim' in model 'test_vit' expects an int, got '64'"):
+        zoo.create_model("test_vit", dim="64")
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating() -> None:
+    with pytest.raises(ValueError, match=r"model 'test_vit' with these settings needs [\d,]+ GiB "
+                                         r"for its weights, more than this machine's .*'head.fc"
+                                         r".weight' of shape \(100000000000, "):
+        zoo.create_model("test_vit", num_classes=10**11)
+
+
+def test_pretrained_of_another_task_names_the_directory(tmp_path) -> None:
+    zoo.save_pretrained(zoo.create_model("test_mt_transformer"), tmp_path / "mt")
+    with pytest.raises(zoo.checkpoint.CheckpointError,
+                       match=f"{tmp_path / 'mt'} holds a translation model "
+                             r"\(test_mt_transformer\), not a classification model like test_vit"):
+        zoo.create_model("test_vit", pretrained=tmp_path / "mt")
