@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from zoo.cli import command
-from zoo.commands import load_for_prediction
+from zoo.commands import check_positive, load_for_prediction
 
 TASK = "speech_recognition"
 
 
 @command("transcribe", "transcribe audio files with a trained speech model")
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    check_positive(beam_size=args.beam_size)
     task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or ())
     texts = task.predict(model, args.audio, beam_size=args.beam_size)
     for path, text in zip(args.audio, texts):

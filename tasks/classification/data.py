@@ -26,6 +26,8 @@ from torchvision import tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from tasks.files import check_file
+
 log = logging.getLogger(__name__)
 
 AUGMENTS = ("none", "flip", "randaugment", "trivialaugment")
@@ -58,11 +60,9 @@ def load_image(path: str | Path, channels: int = 3) -> Tensor:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable image.
+        ValueError: the file is not a readable image (or a directory, a device).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
+    path = check_file(path, "image")
     try:
         with Image.open(path) as im:
             return v2.functional.pil_to_tensor(im.convert("L" if channels == 1 else "RGB"))
@@ -99,6 +99,11 @@ def read_idx(path: Path) -> Tensor:
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":  # magic: 0, 0, type 0x08 (ubyte), ndim
         raise ValueError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(
+            f"IDX file {path} is truncated: it ends inside its header ({len(data)} bytes, the "
+            f"header of {ndim} dimensions needs {4 + 4 * ndim})"
+        )
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])  # big-endian sizes
     payload = data[4 + 4 * ndim :]
     if len(payload) != math.prod(dims):

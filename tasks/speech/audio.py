@@ -14,6 +14,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from encoders.attention import lengths_to_padding_mask
+from tasks.files import check_file
 
 
 class AudioError(ValueError):
@@ -26,9 +27,7 @@ def probe_audio(path: str | Path) -> tuple[int, int]:
     Raises:
         AudioError: the file is missing, not a readable audio file, or holds no samples.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file {path} does not exist")
+    path = _check(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -58,9 +57,7 @@ def read_audio(path: str | Path, sample_rate: int) -> Tensor:
     Raises:
         AudioError: missing, unreadable or corrupt file, zero samples, or non-finite samples.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file {path} does not exist")
+    path = _check(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -126,6 +123,13 @@ def add_noise(
     scale = (power / 10 ** (snr / 10)).sqrt() * on  # noise standard deviation
     noise = torch.randn(x.shape).to(x.device) * scale[:, None] * real
     return (x + noise).to(audio.dtype)
+
+
+def _check(path: str | Path) -> Path:
+    try:
+        return check_file(path, "audio file")
+    except (OSError, ValueError) as e:  # missing, a directory, a device: one AudioError
+        raise AudioError(str(e)) from None
 
 
 def _reason(err: BaseException) -> str:

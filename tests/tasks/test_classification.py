@@ -273,6 +273,17 @@ def test_idx_errors_name_the_file(tmp_path: Path) -> None:
         make_task({"dataset": "mnist", "root": str(tmp_path)}).prepare()
 
 
+@pytest.mark.parametrize("keep", [4, 9, 15])
+def test_an_idx_file_cut_inside_its_header_is_one_sentence(tmp_path: Path, keep: int) -> None:
+    write_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())[:keep])
+    with pytest.raises(ValueError, match=f"IDX file {path} is truncated: it ends inside its "
+                                         f"header \\({keep} bytes, the header of 3 dimensions "
+                                         r"needs 16\)"):
+        read_idx(path)
+
+
 def write_cifar(folder: Path, num_classes: int = 10, n: int = 30) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
