@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from zoo.cli import command
 from zoo.commands import check_positive, load_for_prediction
@@ -14,10 +15,15 @@ TASK = "speech_recognition"
 def cmd_transcribe(args: argparse.Namespace) -> int:
     check_positive(beam_size=args.beam_size)
     task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or ())
-    texts = task.predict(model, args.audio, beam_size=args.beam_size)
-    for path, text in zip(args.audio, texts):
+    # a file longer than the model reads is named and left out; the others are transcribed
+    refused = {p: why for p in args.audio if (why := task.too_long(model, p)) is not None}
+    for why in refused.values():
+        print(f"error: {why}", file=sys.stderr)
+    paths = [p for p in args.audio if p not in refused]
+    texts = task.predict(model, paths, beam_size=args.beam_size) if paths else []
+    for path, text in zip(paths, texts):
         print(f"{path}: {text}")
-    return 0
+    return 2 if refused else 0
 
 
 def _add_transcribe_args(p: argparse.ArgumentParser) -> None:
