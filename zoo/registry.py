@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
+import inspect
 import os
 import typing
 from collections.abc import Callable
@@ -100,11 +102,43 @@ def check_size(name: str, model: nn.Module) -> None:
 
 
 def build_model(name: str, cfg: Any) -> nn.Module:
-    """Build the model of a config, and tag it with its name and config."""
+    """Build the model of a config, and tag it with its name and config. Its inputs are
+    checked on every call (see `check_inputs`)."""
     check_size(name, meta_model(name, cfg))  # before anything is allocated
     model = cfg.build()
     model.cfg, model.model_name = cfg, name
+    model.register_forward_pre_hook(check_inputs, with_kwargs=True)
     return model
+
+
+@functools.cache
+def _input_names(cls: type) -> list[str]:
+    return list(inspect.signature(cls.forward).parameters)[1:]  # without self
+
+
+def check_inputs(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Forward pre-hook of the models the registry builds: the first input passes its
+    adapter's ``check_input`` before the model reads its shape (1-D audio would otherwise
+    fail on ``audio.shape[1]``), and all tensor inputs share the batch size (a translation
+    model's ``src`` and ``tgt_in``; a mismatch fails deep in cross-attention otherwise).
+
+    Raises:
+        ValueError: one sentence naming the input at fault.
+    """
+    names = _input_names(type(model))
+    inputs = {**dict(zip(names, args)), **kwargs}
+    adapter = getattr(model, "adapter", None) or getattr(model, "src_adapter", None)
+    first = inputs.get(names[0]) if names else None
+    if isinstance(first, Tensor) and hasattr(adapter, "check_input"):
+        adapter.check_input(first)
+    batched = {n: t for n, t in inputs.items() if isinstance(t, Tensor) and t.ndim > 0}
+    sizes = [t.shape[0] for t in batched.values()]  # symbolic under torch.export: no set
+    if any(size != sizes[0] for size in sizes[1:]):
+        shown = ", ".join(f"{n} {tuple(t.shape)}" for n, t in batched.items())
+        raise ValueError(
+            f"the inputs of {type(model).__name__} disagree on the batch size (their first "
+            f"axis): {shown}"
+        )
 
 
 def check_saved_config(saved: dict[str, Any], directory: str | Path) -> Any:
