@@ -37,8 +37,9 @@ def _inputs(args: argparse.Namespace) -> list[str]:
             try:  # bytes that are not UTF-8 reach argv as lone surrogates
                 sentence.encode("utf-8")
             except UnicodeEncodeError:
-                raise ValueError(f"sentence {number} on the command line is not valid "
-                                 "UTF-8") from None
+                raise ValueError(
+                    f"sentence {number} on the command line is not valid UTF-8"
+                ) from None
         return list(args.sentences)
     if args.input is not None:
         return read_lines(args.input)
@@ -51,8 +52,9 @@ def _check_counts(args: argparse.Namespace) -> None:
     """--beam, --nbest and --batch-size, named as the user typed them."""
     check_positive(beam=args.beam, nbest=args.nbest, batch_size=args.batch_size)
     if args.beam is not None and args.nbest > args.beam:
-        raise ValueError(f"--nbest {args.nbest} needs --beam {args.nbest} or more, got "
-                         f"--beam {args.beam}")
+        raise ValueError(
+            f"--nbest {args.nbest} needs --beam {args.nbest} or more, got --beam {args.beam}"
+        )
 
 
 @command("translate", "translate sentences with a trained translation model")
@@ -61,8 +63,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
     task, model = load_for_prediction(args.run, "translation", args.device)
     sentences = _inputs(args)
     if args.beam is None and args.nbest > task.beam_size:
-        raise ValueError(f"--nbest {args.nbest} needs --beam {args.nbest} or more (the run's "
-                         f"eval.beam_size is {task.beam_size})")
+        raise ValueError(
+            f"--nbest {args.nbest} needs --beam {args.nbest} or more (the run's "
+            f"eval.beam_size is {task.beam_size})"
+        )
     # an empty or blank line stays an empty line (a model asked to translate nothing makes
     # something up)
     todo = [i for i, s in enumerate(sentences) if s.strip()]
@@ -71,8 +75,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     )
     texts: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in sentences]
     for i, hyps in zip(todo, found):
-        decoded = task.tokenizer.decode([h.tokens for h in hyps])
-        texts[i] = [(t, h.score) for t, h in zip(decoded, hyps)]
+        if hyps:  # a search that finished nothing also gives an empty line
+            decoded = task.tokenizer.decode([h.tokens for h in hyps])
+            texts[i] = [(t, h.score) for t, h in zip(decoded, hyps)]
     for i, hyps in enumerate(texts):
         if args.nbest == 1:
             print(hyps[0][0])

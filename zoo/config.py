@@ -184,8 +184,10 @@ class _Loader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
-                None, None, f"YAML aliases (*{event.anchor}) are not allowed in a recipe; "
-                "write the value out", event.start_mark,
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not allowed in a recipe; write the value out",
+                event.start_mark,
             )
         return super().compose_node(parent, index)
 

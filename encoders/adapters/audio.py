@@ -246,8 +246,10 @@ class AudioAdapter(nn.Module):
             raise ValueError(f"expected a waveform batch of shape (B, S), got {tuple(x.shape)}")
         check_not_empty(x, "waveforms", "(B, S)")
         if not x.is_floating_point():  # the log-mel casts any float dtype to float32
-            raise ValueError(f"expected floating-point waveforms in [-1, 1], got dtype "
-                             f"{x.dtype}; scale integer PCM first (int16: x / 32768)")
+            raise ValueError(
+                f"expected floating-point waveforms in [-1, 1], got dtype "
+                f"{x.dtype}; scale integer PCM first (int16: x / 32768)"
+            )
 
     def _check(self, x: Tensor, lengths: Tensor) -> None:
         # Checked before the STFT, which fails with an opaque error on clips shorter than n_fft.

@@ -278,9 +278,12 @@ def test_an_idx_file_cut_inside_its_header_is_one_sentence(tmp_path: Path, keep:
     write_mnist(tmp_path)
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())[:keep])
-    with pytest.raises(ValueError, match=f"IDX file {path} is truncated: it ends inside its "
-                                         f"header \\({keep} bytes, the header of 3 dimensions "
-                                         r"needs 16\)"):
+    with pytest.raises(
+        ValueError,
+        match=f"IDX file {path} is truncated: it ends inside its "
+        f"header \\({keep} bytes, the header of 3 dimensions "
+        r"needs 16\)",
+    ):
         read_idx(path)
 
 

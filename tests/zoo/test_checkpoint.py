@@ -101,7 +101,9 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> None:
         sys.modules["zoo.registry"], "create_model", _fake_create_model, raising=False
     )
     monkeypatch.setattr(  # test_tiny is not registered: nothing to check its config against
-        sys.modules["zoo.registry"], "check_saved_config", lambda saved, directory: None,
+        sys.modules["zoo.registry"],
+        "check_saved_config",
+        lambda saved, directory: None,
         raising=False,
     )
 
@@ -331,8 +333,11 @@ def _edited(tmp_path: Path, **changes: object) -> Path:
         ({"mean": "0.5"}, r"key 'mean' in {config} expects a list of a number"),
         ({"dimm": 64}, r"{config}: model 'test_vit' has no setting 'dimm'; did you mean 'dim'"),
         ({"model": "test_vitt"}, r"{config}: unknown model 'test_vitt'; closest: test_vit"),
-        ({"num_classes": 10**11}, r"{config} describes a model whose 'head.fc.weight' has shape "
-                                  r"\(100000000000, \d+\), but {weights} holds \(\d+, \d+\)"),
+        (
+            {"num_classes": 10**11},
+            r"{config} describes a model whose 'head.fc.weight' has shape "
+            r"\(100000000000, \d+\), but {weights} holds \(\d+, \d+\)",
+        ),
     ],
     ids=["str_dim", "str_mean", "unknown_key", "unknown_model", "huge_num_classes"],
 )
@@ -350,8 +355,11 @@ def test_non_finite_weights_are_refused_naming_the_file(tmp_path: Path) -> None:
     with torch.no_grad():
         model.norm.weight[1] = float("inf")
     save_pretrained(model, tmp_path / "m")
-    with pytest.raises(CheckpointError, match=r"m/model.safetensors holds NaN or infinite "
-                                              r"weights \(key 'norm.weight'\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"m/model.safetensors holds NaN or infinite "
+        r"weights \(key 'norm.weight'\)",
+    ):
         load_weights(_model(1), tmp_path / "m")
 
 
@@ -363,9 +371,11 @@ def test_a_trainer_state_holding_code_is_refused_without_advice_to_disable_the_c
     with pytest.raises(CheckpointError) as info:
         load_trainer_state(path)
     message = str(info.value)
-    assert message.startswith(f"trainer state file {path} was not loaded, since loading it could "
-                              "run code (it holds objects other than tensors, numbers and "
-                              "strings: Unsupported global: GLOBAL ")
+    assert message.startswith(
+        f"trainer state file {path} was not loaded, since loading it could "
+        "run code (it holds objects other than tensors, numbers and "
+        "strings: Unsupported global: GLOBAL "
+    )
     assert "print was not an allowed global by default" in message
     assert "weights_only" not in message and "\n" not in message
 

@@ -356,8 +356,9 @@ def test_every_shipped_recipe_loads_and_names_a_registered_model(path: Path) -> 
 @pytest.mark.parametrize("text, shown", [(".inf", "inf"), (".nan", "nan"), ("1e999", "inf")])
 def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path, text, shown):
     path = _write(tmp_path, yaml.safe_dump(MINIMAL) + f"optim: {{lr: {text}}}\n")
-    with pytest.raises(ConfigError, match=f"key 'optim.lr' in {path} must be a finite number, "
-                                          f"got {shown}"):
+    with pytest.raises(
+        ConfigError, match=f"key 'optim.lr' in {path} must be a finite number, got {shown}"
+    ):
         load_recipe(path)
 
 
@@ -399,8 +400,11 @@ def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file(tmp_path):
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(20)
     try:
-        with pytest.raises(ConfigError, match=rf"cannot parse {path} at line \d+, column \d+: "
-                                              r"YAML aliases \(\*l0\) are not allowed"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"cannot parse {path} at line \d+, column \d+: "
+            r"YAML aliases \(\*l0\) are not allowed",
+        ):
             load_recipe(path)
     finally:
         signal.alarm(0)
@@ -414,8 +418,11 @@ def test_an_alias_in_an_override_is_refused():
 
 def test_an_override_out_of_bounds_names_the_override_not_the_file(tmp_path):
     path = _write(tmp_path, yaml.safe_dump(MINIMAL))
-    with pytest.raises(ConfigError, match=r"^key 'train.batch_size' in override "
-                                          r"'train.batch_size=0' must be >= 1, got 0$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^key 'train.batch_size' in override "
+        r"'train.batch_size=0' must be >= 1, got 0$",
+    ):
         load_recipe(path, ["train.batch_size=0"])
     with pytest.raises(ConfigError, match="in override 'optim.lr=-1' must be >= 0"):
         load_recipe(path, ["optim.lr=-1"])

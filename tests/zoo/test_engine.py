@@ -484,8 +484,10 @@ def test_a_huge_saved_batch_index_starts_the_next_epoch(tmp_path: Path, deadline
 
 
 def test_an_unknown_eval_metric_is_refused_before_the_run_starts(tmp_path: Path) -> None:
-    message = (r"eval.metric 'top_1' is not among the classification task's metrics "
-               r"\(top1, top5, loss\); did you mean 'top1'")
+    message = (
+        r"eval.metric 'top_1' is not among the classification task's metrics "
+        r"\(top1, top5, loss\); did you mean 'top1'"
+    )
     with pytest.raises(ConfigError, match=message):
         Trainer(recipe_from_dict(tiny(eval={"metric": "top_1"})), tmp_path / "run")
     assert not (tmp_path / "run").exists()
@@ -534,8 +536,10 @@ def test_nan_weights_are_not_saved_and_the_last_good_checkpoint_is_named(
 ) -> None:
     _poison_at(monkeypatch, 4)
     recipe = tiny({"eval_every": 2, "checkpoint_every": 2})
-    message = (r"weights hold NaN or inf \(key 'head.fc.weight'\) after step 4.*last good "
-               r"checkpoint is .*step_00000002")
+    message = (
+        r"weights hold NaN or inf \(key 'head.fc.weight'\) after step 4.*last good "
+        r"checkpoint is .*step_00000002"
+    )
     with pytest.raises(TrainingError, match=message):
         train(recipe_from_dict(recipe), tmp_path)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]
@@ -576,6 +580,9 @@ def test_model_pretrained_of_another_task_names_the_setting(tmp_path: Path) -> N
     save_pretrained(create_model("test_mt_transformer"), tmp_path / "mt")
     recipe = tiny()
     recipe["model"]["pretrained"] = str(tmp_path / "mt")
-    with pytest.raises(CheckpointError, match=r"^model.pretrained: .*mt holds a translation model "
-                                              r"\(test_mt_transformer\), not a classification"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^model.pretrained: .*mt holds a translation model "
+        r"\(test_mt_transformer\), not a classification",
+    ):
         Trainer(recipe_from_dict(recipe), tmp_path / "run")
