@@ -32,6 +32,9 @@ class Task:
     name: ClassVar[str] = ""
     metric: ClassVar[str] = ""  # the metric that chooses the best checkpoint
     metric_mode: ClassVar[str] = "max"  # "max" or "min"
+    # every key ``evaluate`` returns, so that a recipe's eval.metric is checked before training;
+    # empty: not declared (no check)
+    metrics: ClassVar[tuple[str, ...]] = ()
     unit: ClassVar[str] = "samples"  # what throughput counts
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:

@@ -54,6 +54,14 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
+def check_positive(**flags: int | None) -> None:
+    """Refuse a count flag below 1, naming it as typed: ``check_positive(batch_size=0)`` ->
+    "--batch-size must be at least 1, got 0" (None: not given)."""
+    for name, value in flags.items():
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -201,7 +209,7 @@ def load_for_prediction(
         recipe = found[1]
     task = get_task(task_name)(recipe)
     task.load_extra(model_dir, config.get("task_meta") or {})
-    device = resolve_device(device)
+    device = resolve_device(device, setting="--device")
     model = with_ensemble(task, load_pretrained(model_dir).to(device), ensemble, device)
     return task, model
 
@@ -229,6 +237,8 @@ def evaluate_run(
     Returns:
         The model directory evaluated, its metrics on ``split`` and the report's lines.
     """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     path = Path(path)
     model_dir = find_model_dir(path)
     run_dir, recipe = _run_recipe(path, model_dir, overrides)
@@ -239,7 +249,7 @@ def evaluate_run(
     splits = task.datasets()
     if split not in splits:
         raise ValueError(f"split '{split}' does not exist here; the data has {sorted(splits)}")
-    device = resolve_device(device)
+    device = resolve_device(device, setting="--device")
     model = with_ensemble(task, load_pretrained(model_dir).to(device), ensemble, device)
     batch_size = batch_size or recipe.eval.batch_size or recipe.train.batch_size
     loader = task.loader(splits[split], batch_size)
@@ -253,6 +263,7 @@ def evaluate_run(
 
 @command("eval", "evaluate a trained run on its validation or test split")
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_positive(batch_size=args.batch_size)
     others = args.ensemble or []
     model_dir, metrics, report = evaluate_run(
         args.run, args.split, args.batch_size, args.device, report=True,
@@ -350,7 +361,8 @@ cmd_demo.arguments = _demo_args
 def cmd_plot(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not run.is_dir():
-        raise FileNotFoundError(f"run directory {run} does not exist")
+        what = "is a file, not a directory" if run.exists() else "does not exist"
+        raise FileNotFoundError(f"run directory {run} {what}")
     path = plot_curves(run)
     if path is None:
         print(f"nothing plotted for {run} (no metrics.jsonl events, or matplotlib is missing)")
@@ -395,6 +407,7 @@ def average_run(run: str | Path, last: int, out: str | Path | None = None) -> Pa
 
 @command("average", "average the last N checkpoints of a run into a model directory")
 def cmd_average(args: argparse.Namespace) -> int:
+    check_positive(last=args.last)
     out = average_run(args.run, args.last, args.out)
     print(f"averaged the last {args.last} checkpoints of {args.run} into {out}")
     return 0
@@ -415,6 +428,7 @@ cmd_average.arguments = _average_args
 
 @command("classify", "print the top-5 classes of images with a trained image classifier")
 def cmd_classify(args: argparse.Namespace) -> int:
+    check_positive(topk=args.topk)
     task, model = load_for_prediction(args.run, "classification", args.device)
     for line in task.predict(model, args.images, topk=args.topk):
         print(line)

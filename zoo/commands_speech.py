@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from zoo.checkpoint import find_model_dir
 from zoo.cli import command
-from zoo.commands import find_run_recipe, load_for_prediction
+from zoo.commands import check_positive, find_run_recipe, load_for_prediction
 
 log = logging.getLogger(__name__)
 
@@ -17,12 +18,18 @@ TASK = "speech_recognition"
 
 @command("transcribe", "transcribe audio files with a trained speech model")
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    check_positive(beam_size=args.beam_size)
     task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or ())
     _warn_if_synthetic(Path(args.run))
-    texts = task.predict(model, args.audio, beam_size=args.beam_size)
-    for path, text in zip(args.audio, texts):
+    # a file longer than the model reads is named and left out; the others are transcribed
+    refused = {p: why for p in args.audio if (why := task.too_long(model, p)) is not None}
+    for why in refused.values():
+        print(f"error: {why}", file=sys.stderr)
+    paths = [p for p in args.audio if p not in refused]
+    texts = task.predict(model, paths, beam_size=args.beam_size) if paths else []
+    for path, text in zip(paths, texts):
         print(f"{path}: {text}")
-    return 0
+    return 2 if refused else 0
 
 
 def _warn_if_synthetic(run: Path) -> None:

@@ -11,9 +11,9 @@ import argparse
 import sys
 
 import tasks  # noqa: F401  (registers the tasks)
-from tasks.translation.data import read_lines
+from tasks.translation.data import decode_lines, read_lines
 from zoo.cli import command
-from zoo.commands import load_for_prediction
+from zoo.commands import check_positive, load_for_prediction
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
@@ -33,24 +33,51 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 def _inputs(args: argparse.Namespace) -> list[str]:
     if args.sentences:
+        for number, sentence in enumerate(args.sentences, 1):
+            try:  # bytes that are not UTF-8 reach argv as lone surrogates
+                sentence.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"sentence {number} on the command line is not valid UTF-8"
+                ) from None
         return list(args.sentences)
     if args.input is not None:
         return read_lines(args.input)
-    return [line.strip() for line in sys.stdin]
+    # bytes, not sys.stdin's text: its decoding depends on the locale and may let invalid
+    # UTF-8 through as lone surrogates, which sentencepiece then refuses without a word
+    return decode_lines(sys.stdin.buffer.read(), "standard input")
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """--beam, --nbest and --batch-size, named as the user typed them."""
+    check_positive(beam=args.beam, nbest=args.nbest, batch_size=args.batch_size)
+    if args.beam is not None and args.nbest > args.beam:
+        raise ValueError(
+            f"--nbest {args.nbest} needs --beam {args.nbest} or more, got --beam {args.beam}"
+        )
 
 
 @command("translate", "translate sentences with a trained translation model")
 def cmd_translate(args: argparse.Namespace) -> int:
+    _check_counts(args)
     task, model = load_for_prediction(args.run, "translation", args.device)
     sentences = _inputs(args)
-    todo = [i for i, s in enumerate(sentences) if s]  # an empty line stays an empty line
+    if args.beam is None and args.nbest > task.beam_size:
+        raise ValueError(
+            f"--nbest {args.nbest} needs --beam {args.nbest} or more (the run's "
+            f"eval.beam_size is {task.beam_size})"
+        )
+    # an empty or blank line stays an empty line (a model asked to translate nothing makes
+    # something up)
+    todo = [i for i, s in enumerate(sentences) if s.strip()]
     found = task.translate(
         model, [sentences[i] for i in todo], args.beam, args.nbest, batch_size=args.batch_size
     )
     texts: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in sentences]
     for i, hyps in zip(todo, found):
-        decoded = task.tokenizer.decode([h.tokens for h in hyps])
-        texts[i] = [(t, h.score) for t, h in zip(decoded, hyps)]
+        if hyps:  # a search that finished nothing also gives an empty line
+            decoded = task.tokenizer.decode([h.tokens for h in hyps])
+            texts[i] = [(t, h.score) for t, h in zip(decoded, hyps)]
     for i, hyps in enumerate(texts):
         if args.nbest == 1:
             print(hyps[0][0])

@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 import operator
 import os
 import re
@@ -44,6 +45,8 @@ __all__ = [
     "ScheduleSection",
     "TrainSection",
     "apply_overrides",
+    "check_recipe",
+    "check_value",
     "load_recipe",
     "recipe_from_dict",
     "recipe_to_dict",
@@ -169,11 +172,24 @@ class Recipe:
 
 
 class _Loader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that reads ``1e-3`` as a float and rejects duplicate keys.
+    """`yaml.SafeLoader` that reads ``1e-3`` as a float and rejects duplicate keys and aliases.
 
     PyYAML follows YAML 1.1, where a float needs a dot, so ``lr: 1e-3`` would load as the
-    string "1e-3". A duplicate key would silently keep the last value.
+    string "1e-3". A duplicate key would silently keep the last value. Aliases (``*name``) let
+    a 1 KB file expand to billions of values ("billion laughs"), which ``str()`` or the saved
+    ``config.yaml`` would then spell out; a recipe has no need for them.
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not allowed in a recipe; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
@@ -263,6 +279,8 @@ def _convert(value: Any, tp: Any, key: str, where: str, shown: Any = None) -> An
     if origin is Literal:
         return _check_choice(value, args, key, where)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):  # .inf, .nan or 1e999: no setting means that
+            raise ConfigError(f"key '{key}' in {where} must be a finite number, got {value}")
         return float(value)
     if tp in (int, str, bool) and type(value) is tp:
         return value
@@ -275,6 +293,16 @@ def _convert(value: Any, tp: Any, key: str, where: str, shown: Any = None) -> An
             for k, v in value.items()
         }
     raise _type_error(value, shown or tp, key, where)
+
+
+def check_value(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` as a recipe's values are checked, and
+    return it in canonical form (ints as floats for float, lists as tuples for tuple).
+
+    Raises:
+        ConfigError: ``"key 'KEY' in WHERE expects an int, got '64' (str)"`` and the like.
+    """
+    return _convert(value, tp, key, where)
 
 
 def _convert_union(value: Any, tp: Any, key: str, where: str) -> Any:
@@ -382,6 +410,16 @@ def recipe_from_dict(d: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
     return recipe
 
 
+def check_recipe(recipe: Recipe, source: str = "the recipe") -> None:
+    """Validate a `Recipe` object again, as `recipe_from_dict` does a mapping: one built or
+    changed in Python has not been through the checks of a file.
+
+    Raises:
+        ConfigError: as `recipe_from_dict`.
+    """
+    recipe_from_dict(recipe_to_dict(recipe), source=source)
+
+
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     """The recipe as plain YAML-safe types (tuples become lists); inverse of `recipe_from_dict`."""
 
@@ -395,20 +433,23 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return plain(dataclasses.asdict(recipe))
 
 
-def _field_type(parts: list[str], where: str) -> Any:
-    """The annotation at a dotted path, or Any below a free-form mapping (model.overrides...)."""
+def _field_type(parts: list[str], where: str) -> tuple[Any, Mapping[str, float]]:
+    """The annotation at a dotted path and its bounds, or Any (no bounds) below a free-form
+    mapping (model.overrides...)."""
     tp: Any = Recipe
+    bounds: Mapping[str, float] = {}
     for i, part in enumerate(parts):
         if not dataclasses.is_dataclass(tp):
             if tp is dict or typing.get_origin(tp) is dict:
-                return Any
+                return Any, {}
             raise ConfigError(f"key '{'.'.join(parts[:i])}' in {where} is a value, not a section")
         hints = _hints(tp)
         if part not in hints:
             prefix = ".".join(parts[:i]) + "." if i else ""
             raise _unknown_key(part, list(hints), prefix, where)
+        bounds = {f.name: f.metadata for f in dataclasses.fields(tp)}[part]
         tp = hints[part]
-    return tp
+    return tp, bounds
 
 
 def _takes_str(tp: Any) -> bool:
@@ -441,10 +482,11 @@ def apply_overrides(recipe_dict: Mapping[str, Any], overrides: Sequence[str]) ->
             raise ConfigError(f"{where} must look like dotted.key=value, e.g. optim.lr=3e-4")
         parts = key.split(".")
         value = _parse_yaml(raw, where) if raw.strip() else None
-        tp = _field_type(parts, where)
+        tp, bounds = _field_type(parts, where)
         if _takes_str(tp) and isinstance(value, bool | int | float):
             value = raw.strip()  # data.tgt_lang=no, data.root=2024: YAML reads a bool, an int
-        _convert(value, tp, key, where)  # fail here, naming the override, not the file
+        # fail here, naming the override, not the file
+        _check_bounds(_convert(value, tp, key, where), bounds, key, where)
         node = result
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
@@ -468,8 +510,10 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
         ConfigError: the file is missing or unparsable, or the recipe is invalid.
     """
     path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a recipe file" if path.is_dir() else "not found"
+    if not path.is_file():  # a device such as /dev/zero would be read for ever
+        what = "not found"
+        if path.exists():
+            what = "is a directory, not a recipe file" if path.is_dir() else "is not a regular file"
         raise ConfigError(f"recipe file {what}: {path}")
     data = _parse_yaml(path.read_text(encoding="utf-8"), str(path))
     if data is None:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from encoders.adapters.checks import check_lengths, check_not_empty
 from encoders.attention import lengths_to_padding_mask
 from encoders.positional import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 
@@ -51,9 +52,12 @@ class TextAdapter(nn.Module):
             self.pos_embed = None
         self.drop = nn.Dropout(dropout)
 
-    def _check(self, ids: Tensor) -> None:
+    def check_input(self, ids: Tensor) -> None:
+        """Refuse token ids that are not a non-empty integer (B, N) batch within the
+        vocabulary (a ``ValueError`` naming the problem)."""
         if ids.ndim != 2:
             raise ValueError(f"expected token ids of shape (B, N), got shape {tuple(ids.shape)}")
+        check_not_empty(ids, "token ids", "(B, N)")
         if ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"expected integer token ids, got dtype {ids.dtype}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
@@ -74,7 +78,9 @@ class TextAdapter(nn.Module):
         Returns:
             tokens (B, N, D) and padding mask (B, N) (True at padding), or None if no padding.
         """
-        self._check(ids)
+        self.check_input(ids)
+        if lengths is not None:
+            check_lengths(lengths, ids.shape[0], ids.shape[1], "tokens")
         x = self.embed(ids) * math.sqrt(self.dim)
         if self.pos_embed is not None:
             x = self.pos_embed(x, start_pos)

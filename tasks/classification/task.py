@@ -95,6 +95,7 @@ class ClassificationTask(Task):
     name = "classification"
     metric = "top1"
     metric_mode = "max"
+    metrics = ("top1", "top5", "loss")
     unit = "samples"
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:

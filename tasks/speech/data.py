@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tasks.files import check_file
 from tasks.speech.audio import AudioError, probe_audio, read_audio, resampled_length
 from tasks.speech.tones import ToneDigits
 from tasks.speech.vocab import normalize_text
@@ -126,9 +127,7 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
         FileNotFoundError: no manifest at ``path``.
         ValueError: a missing column, a short row or an empty transcript (names the line).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist")
+    path = check_file(path, "manifest")
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = {"path", "text"} - set(reader.fieldnames or [])

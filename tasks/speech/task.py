@@ -16,8 +16,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from encoders.positional import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEmbedding,
+)
 from tasks.base import Batch, Task, iterate, register_task
-from tasks.speech.audio import add_noise, read_audio, speed_perturb
+from tasks.speech.audio import (
+    add_noise,
+    probe_audio,
+    read_audio,
+    resampled_length,
+    speed_perturb,
+)
 from tasks.speech.data import OPTIONS, build_splits, dataset_alphabet
 from tasks.speech.decoding import decode_batch
 from tasks.speech.lm import (
@@ -33,6 +44,37 @@ from tasks.speech.vocab import CharVocab, read_sentences
 log = logging.getLogger(__name__)
 
 BUCKET_BATCHES = 50  # a shuffled window of this many batches is sorted by duration, then cut
+
+
+def _positions(module: nn.Module) -> int | None:
+    """How many positions a position module covers (None: not one)."""
+    if isinstance(module, SinusoidalPositionalEmbedding):
+        return module.table.shape[0]
+    if isinstance(module, LearnedPositionalEmbedding):
+        return module.weight.shape[0]
+    if isinstance(module, RotaryEmbedding):
+        return module.cos.shape[0]
+    return None
+
+
+def max_samples(model: nn.Module) -> int | None:
+    """The longest waveform (samples) whose frames fit the positions of ``model``'s encoder
+    (adapter and core; every member of an ensemble), or None when nothing bounds them."""
+    counts = [
+        n for name, m in model.named_modules()
+        if "decoder" not in name and "tgt_adapter" not in name and (n := _positions(m))
+    ]  # fmt: skip
+    if not counts:
+        return None
+    frames = min(counts)
+    lo, hi = 0, 1 << 40  # output_lengths is monotonic: the largest input that still fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if int(model.adapter.output_lengths(torch.tensor([mid]))[0]) <= frames:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -59,6 +101,7 @@ class SpeechRecognitionTask(Task):
     name = "speech_recognition"
     metric = "cer"
     metric_mode = "min"
+    metrics = ("cer", "wer", "accuracy", "loss")
     unit = "samples"  # utterances
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
@@ -362,7 +405,8 @@ class SpeechRecognitionTask(Task):
         """Transcribe audio files of any sample rate and channel count, in input order.
 
         Raises:
-            ValueError: an unreadable or empty file, or one too short for the model (named).
+            ValueError: an unreadable or empty file, or one too short or too long for the
+                model (named; see ``too_long``).
         """
         model = unwrap(model).eval()
         device = next(model.parameters()).device
@@ -371,6 +415,8 @@ class SpeechRecognitionTask(Task):
         for path, w in zip(inputs, waves):
             if int(model.adapter.output_lengths(torch.tensor([len(w)]))[0]) < 1:
                 raise ValueError(f"audio file {path} is too short to transcribe ({len(w)} samples)")
+            if (too_long := self._too_long(model, path, len(w))) is not None:
+                raise ValueError(too_long)
         out_texts: list[str] = [""] * len(waves)
         order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
         for start in range(0, len(order), batch_size):
@@ -384,6 +430,25 @@ class SpeechRecognitionTask(Task):
             for i, h in zip(idx, ids):
                 out_texts[i] = self._vocab().decode(h)
         return out_texts
+
+    def too_long(self, model: nn.Module, path: str | Path) -> str | None:
+        """The sentence that says an audio file is longer than ``model`` can read (its
+        positions), in seconds, from the file's header alone; None when it fits.
+
+        Raises:
+            AudioError: the file is missing or unreadable.
+        """
+        model = unwrap(model)
+        frames, rate = probe_audio(path)
+        return self._too_long(model, path, resampled_length(frames, rate, model.cfg.sample_rate))
+
+    def _too_long(self, model: nn.Module, path: str | Path, samples: int) -> str | None:
+        most = max_samples(model)
+        if most is None or samples <= most:
+            return None
+        sr = model.cfg.sample_rate
+        return (f"audio file {path} lasts {samples / sr:.1f} s, longer than the {most / sr:.1f} s "
+                f"this model can read at once (its positions); cut it into shorter parts")
 
     def ensemble(
         self, model: nn.Module, others: list[tuple[Path, nn.Module, dict[str, Any]]]

@@ -73,6 +73,7 @@ class TranslationTask(Task):
     name: ClassVar[str] = "translation"
     metric: ClassVar[str] = "bleu"
     metric_mode: ClassVar[str] = "max"
+    metrics: ClassVar[tuple[str, ...]] = ("bleu", "bleu_lc", "chrf", "loss", "ppl")
     unit: ClassVar[str] = "tokens"
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
@@ -269,9 +270,19 @@ class TranslationTask(Task):
             beam: beam size; None uses ``recipe.eval.beam_size``; 1 is greedy search.
             nbest: hypotheses per sentence (at most the beam size).
             batch_size: sentences decoded together (sorted by length).
+        Returns:
+            the hypotheses of each sentence; none for an empty or blank sentence (a model
+            asked to translate nothing makes a sentence up).
+        Raises:
+            ValueError: a beam, nbest or batch_size below 1, or nbest above the beam.
         """
         tokenizer = self._require_tokenizer()
         beam = self.beam_size if beam is None else beam
+        for name, value in (("beam", beam), ("nbest", nbest), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if nbest > beam:
+            raise ValueError(f"nbest {nbest} needs a beam of at least {nbest}, got {beam}")
         inner = unwrap(model)
         was_training = inner.training
         inner.eval()
@@ -280,7 +291,8 @@ class TranslationTask(Task):
         ids = tokenizer.encode(sentences)
         if any(len(s) > limit for s in ids):
             logger.warning("truncated sentences longer than %d tokens", limit)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        blank = [not s.strip() for s in sentences]
+        order = sorted((i for i in range(len(ids)) if not blank[i]), key=lambda i: len(ids[i]))
         results: list[list[Hypothesis]] = [[] for _ in ids]
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]

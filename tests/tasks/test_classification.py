@@ -273,6 +273,20 @@ def test_idx_errors_name_the_file(tmp_path: Path) -> None:
         make_task({"dataset": "mnist", "root": str(tmp_path)}).prepare()
 
 
+@pytest.mark.parametrize("keep", [4, 9, 15])
+def test_an_idx_file_cut_inside_its_header_is_one_sentence(tmp_path: Path, keep: int) -> None:
+    write_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())[:keep])
+    with pytest.raises(
+        ValueError,
+        match=f"IDX file {path} is truncated: it ends inside its "
+        f"header \\({keep} bytes, the header of 3 dimensions "
+        r"needs 16\)",
+    ):
+        read_idx(path)
+
+
 def write_cifar(folder: Path, num_classes: int = 10, n: int = 30) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -348,6 +362,29 @@ def test_imagefolder_single_root_is_carved(tmp_path: Path) -> None:
     )
     task.prepare()
     assert {k: len(v) for k, v in task.splits.items()} == {"train": 24, "val": 6}
+
+
+def test_imagefolder_does_not_follow_directory_links(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, deadline: None
+) -> None:
+    """Followed, a link loop (``train/cat/loop -> ..``) repeats every class's images under
+    'cat' until the path is too deep for the system (with a second link, for minutes), and
+    a linked class folder copies one class under another name."""
+    write_images(tmp_path / "train")
+    (tmp_path / "train" / "cat" / "loop").symlink_to("..", target_is_directory=True)
+    (tmp_path / "train" / "kitty").symlink_to("cat", target_is_directory=True)
+    task = make_task({"dataset": "imagefolder", "root": str(tmp_path), "val_fraction": 0.25})
+    with caplog.at_level("WARNING", logger="tasks.classification.data"):
+        task.prepare()
+    assert task.meta["class_names"] == ["cat", "dog"]
+    images = [*task.splits["train"].images, *task.splits["val"].images]
+    labels = [*task.splits["train"].labels.tolist(), *task.splits["val"].labels.tolist()]
+    assert sorted((p.parent.name, p.name, c) for p, c in zip(images, labels)) == [
+        (name, f"{i}.png", c) for c, name in enumerate(("cat", "dog")) for i in range(4)
+    ]
+    assert "skipped 2 directory link(s)" in caplog.text
+    assert str(tmp_path / "train" / "cat" / "loop") in caplog.text
+    assert str(tmp_path / "train" / "kitty") in caplog.text
 
 
 def test_imagefolder_errors(tmp_path: Path) -> None:

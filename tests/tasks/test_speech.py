@@ -87,6 +87,26 @@ def test_bad_audio_named(tmp_path, kind):
     assert "\n" not in str(err.value)
 
 
+def test_a_wav_shorter_than_its_header_says_is_read_with_a_warning(tmp_path, caplog):
+    full = write_wav(tmp_path / "full.wav", 1.0)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 16000])  # the header, then half of the samples
+    with caplog.at_level("WARNING", logger="tasks.speech.audio"):
+        wave = read_audio(cut, SR)
+        read_audio(full, SR)
+    assert wave.shape == (8000,)
+    assert caplog.messages == [f"audio file {cut} is truncated: its header promises 1.00 s "
+                               "(16000 samples), the file holds 0.50 s (8000); using the part "
+                               "that exists"]
+
+
+@pytest.mark.parametrize("what", ["directory", "device"])
+def test_audio_that_is_a_directory_or_a_device_is_named(tmp_path, what):
+    path = tmp_path if what == "directory" else Path("/dev/zero")
+    with pytest.raises(AudioError, match=f"audio file {path} is a {what}, not a file"):
+        read_audio(path, SR)
+
+
 # -- manifests and skipping bad files ----------------------------------------------------------
 def write_manifest(folder: Path, rows: list[tuple[str, str, str]], header="path\ttext\tspeaker"):
     lines = [header] + ["\t".join(r) for r in rows]
@@ -547,3 +567,27 @@ def test_recipes_load():
 def test_unknown_option_named():
     with pytest.raises(ValueError, match="test_speaker"):
         make_task(test_speaker=["theo"])
+
+
+# -- recordings longer than the model's positions ----------------------------------------------
+def test_a_recording_longer_than_the_positions_is_named_and_the_others_transcribed(
+    tmp_path, capsys
+):
+    vocab = CharVocab("0123456789 ")
+    model = zoo.create_model("test_asr_transformer", vocab_size=len(vocab))
+    meta = {"vocab": vocab.to_dict(), "sample_rate": SR}
+    save_pretrained(model, tmp_path / "model", extra={"task": "speech_recognition",
+                                                      "task_meta": meta})
+    # 170 s at 1 kHz: the model reads at most 163.9 s of 16 kHz audio (4,096 positions)
+    long = write_wav(tmp_path / "long.wav", 170.0, 1000, freq=100.0)
+    short = write_wav(tmp_path / "short.wav", 0.5)
+    assert main(["transcribe", str(tmp_path / "model"), str(long), str(short)]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [
+        f"error: audio file {long} lasts 170.0 s, longer than the 163.9 s this model can read "
+        "at once (its positions); cut it into shorter parts"
+    ]
+    assert [line.split(":")[0] for line in out.strip().splitlines()] == [str(short)]
+    task, model = zoo.commands.load_for_prediction(tmp_path / "model", "speech_recognition")
+    with pytest.raises(ValueError, match=f"^audio file {long} lasts 170.0 s"):
+        task.predict(model, [str(short), str(long)])

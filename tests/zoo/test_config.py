@@ -348,3 +348,81 @@ def test_every_shipped_recipe_loads_and_names_a_registered_model(path: Path) -> 
     assert recipe.task in TASKS
     assert recipe.model.name in zoo.list_models()
     zoo.get_config(recipe.model.name, **recipe.model.overrides)  # overrides are valid fields
+
+
+# --- values no setting can mean ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, shown", [(".inf", "inf"), (".nan", "nan"), ("1e999", "inf")])
+def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path, text, shown):
+    path = _write(tmp_path, yaml.safe_dump(MINIMAL) + f"optim: {{lr: {text}}}\n")
+    with pytest.raises(
+        ConfigError, match=f"key 'optim.lr' in {path} must be a finite number, got {shown}"
+    ):
+        load_recipe(path)
+
+
+def test_non_finite_override_names_the_override():
+    message = "'optim.lr' in override 'optim.lr=.inf' must be a finite number"
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(MINIMAL, ["optim.lr=.inf"])
+
+
+def test_check_recipe_validates_a_recipe_changed_in_python():
+    from zoo.config import check_recipe
+
+    recipe = recipe_from_dict(MINIMAL)
+    check_recipe(recipe)
+    recipe.optim.lr = float("inf")
+    with pytest.raises(ConfigError, match="key 'optim.lr' in the recipe must be a finite number"):
+        check_recipe(recipe)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """About 1 KB of YAML that expands to 9**9 strings (the "billion laughs")."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    return "\n".join(lines)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file(tmp_path):
+    import signal
+
+    bomb = _alias_bomb().replace("\n", "\n    ")
+    text = yaml.safe_dump(MINIMAL) + f"data:\n  options:\n    {bomb}\n    class_names: *l8\n"
+    assert len(text) < 1500
+    path = _write(tmp_path, text)
+
+    def expire(signum, frame):
+        raise TimeoutError("the alias bomb was expanded")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=rf"cannot parse {path} at line \d+, column \d+: "
+            r"YAML aliases \(\*l0\) are not allowed",
+        ):
+            load_recipe(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_alias_in_an_override_is_refused():
+    with pytest.raises(ConfigError, match="override 'data.options.x=.*aliases"):
+        apply_overrides(MINIMAL, ["data.options.x=[&a 1, *a]"])
+
+
+def test_an_override_out_of_bounds_names_the_override_not_the_file(tmp_path):
+    path = _write(tmp_path, yaml.safe_dump(MINIMAL))
+    with pytest.raises(
+        ConfigError,
+        match=r"^key 'train.batch_size' in override "
+        r"'train.batch_size=0' must be >= 1, got 0$",
+    ):
+        load_recipe(path, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match="in override 'optim.lr=-1' must be >= 0"):
+        load_recipe(path, ["optim.lr=-1"])
