@@ -4,43 +4,24 @@ measured results of the recipes that train the model (``docs/results.yaml``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
-from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from zoo.registry import create_model
+import tasks  # noqa: F401  (registers the tasks that get_task finds)
+from tasks.base import get_task
+from zoo.pretrained import create_model
 
 ROOT = Path(__file__).resolve().parent.parent  # a source checkout: configs/ and docs/
-SPEECH_SECONDS = 10  # a speech sample is 10 s of audio
-TEXT_TOKENS = 32  # a text sample is 32 source (and 32 target) tokens
-
-
-def example_input(model: nn.Module) -> tuple[tuple[Any, ...], str]:
-    """One sample of the model's input, and how the card describes it."""
-    cfg = model.cfg
-    if cfg.task == "classification":
-        size = cfg.img_size
-        return (torch.zeros(1, cfg.in_chans, size, size),), f"one {size}x{size} image"
-    if cfg.task == "translation":
-        ids = torch.full((1, TEXT_TOKENS), 4)
-        return (ids, ids), f"{TEXT_TOKENS} source and {TEXT_TOKENS} target tokens"
-    if cfg.task == "speech_recognition":
-        frames = SPEECH_SECONDS * cfg.sample_rate
-        audio = torch.zeros(1, frames) if cfg.features == "waveform" else (
-            torch.zeros(1, SPEECH_SECONDS * 100, cfg.n_mels))  # 10 ms frames
-        return (audio, torch.tensor([audio.shape[1]])), f"{SPEECH_SECONDS} s of audio"
-    raise ValueError(f"no example input for task '{cfg.task}'")
 
 
 def forward_flops(name: str) -> tuple[int, str]:
     """FLOPs of one inference forward pass of model ``name`` on one sample (a multiply-add
     counts 2), and the sample's description."""
     model = create_model(name).eval()
-    args, what = example_input(model)
+    args, what = get_task(model.cfg.task).example_input(model.cfg)  # one sample
     # the math backend: its matmuls are counted, while the CPU's fused attention kernel is not
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         with torch.no_grad():

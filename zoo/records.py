@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from zoo.checkpoint import DiskFullError, atomic_write_bytes
+from zoo.atomic import DiskFullError, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

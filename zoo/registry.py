@@ -1,4 +1,10 @@
-"""The model registry: a variant is a function returning its config; its name is the model name."""
+"""The model registry: name -> config -> model, nothing else.
+
+A variant is a function returning its config dataclass; its name is the model name. The
+variants register when ``zoo.models`` is imported (``zoo.create_model`` and the ``zoo`` command
+do that); this module imports none of them. Where a model's weights come from (a saved model, a
+run, a timm file) is `zoo.pretrained`'s business.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,13 @@ import inspect
 import os
 import typing
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from encoders.core import CORE_FIELDS, CoreConfig, make_core_config
+from zoo.config import ConfigError, check_value
 
 _MODELS: dict[str, Callable[[], Any]] = {}
 
@@ -51,10 +57,10 @@ def get_config(name: str, **overrides: Any) -> Any:
         TypeError: an override that is not a setting of the model or its core, or a value
             not of the setting's type (``dim="64"``); the message names the key.
     """
-    return _config(name, overrides, f"model '{name}'")
+    return resolve_config(name, overrides, f"model '{name}'")
 
 
-def _config(name: str, overrides: dict[str, Any], where: str) -> Any:
+def resolve_config(name: str, overrides: dict[str, Any], where: str) -> Any:
     """`get_config` whose messages say the settings come from ``where`` (e.g. a file)."""
     cfg = _variant(name)()
     return apply_overrides(cfg, overrides, f"model '{name}'", where)
@@ -63,8 +69,6 @@ def _config(name: str, overrides: dict[str, Any], where: str) -> Any:
 def apply_overrides(cfg: Any, overrides: dict[str, Any], owner: str, where: str = "") -> Any:
     """``cfg`` with ``overrides`` applied (see ``get_config``), each value checked against its
     setting's type; ``owner`` names the config in errors, ``where`` the file it came from."""
-    from zoo.config import ConfigError, check_value  # zoo.config imports no registry
-
     valid = {f.name for f in dataclasses.fields(cfg)}
     hints, core_hints = typing.get_type_hints(type(cfg)), typing.get_type_hints(CoreConfig)
     fields, core_fields = {}, {}
@@ -90,8 +94,6 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], owner: str, where: str 
 def _checked_core(value: Any, hints: dict[str, Any], where: str) -> Any:
     """A ``core`` override (a size name, a CoreConfig or a dict) with a dict's values checked;
     its keys are checked by ``make_core_config``."""
-    from zoo.config import check_value
-
     if not isinstance(value, dict):
         return value
     return {k: check_value(v, hints[k], f"core.{k}", where) if k in hints else v
@@ -169,79 +171,6 @@ def check_inputs(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
             f"the inputs of {type(model).__name__} disagree on the batch size (their first "
             f"axis): {shown}"
         )
-
-
-def check_saved_config(saved: dict[str, Any], directory: str | Path) -> Any:
-    """The config a saved model's ``config.json`` describes (as `read_model_config` returns
-    it), checked before any weight is allocated: a registered model, known settings of the
-    right types, and tensor shapes that agree with ``model.safetensors``.
-
-    Raises:
-        CheckpointError: naming ``config.json`` (and the weights file for a shape).
-    """
-    from zoo.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, weight_shapes
-
-    path = Path(directory) / CONFIG_NAME
-    try:
-        cfg = _config(saved["model"], dict(saved["config"]), str(path))
-        model = meta_model(saved["model"], cfg)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from e
-    weights = Path(directory) / WEIGHTS_NAME
-    shapes = weight_shapes(weights)
-    for key, tensor in model.state_dict().items():  # in the model's order: weights first
-        if key in shapes and tuple(tensor.shape) != shapes[key]:
-            raise CheckpointError(
-                f"{path} describes a model whose '{key}' has shape {tuple(tensor.shape)}, but "
-                f"{weights} holds {shapes[key]}: one of the two files was changed"
-            )
-    try:
-        check_size(saved["model"], model)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from e
-    return cfg
-
-
-def create_model(name: str, pretrained: str | Path | None = None, **overrides: Any) -> nn.Module:
-    """Build a registered model by name.
-
-    Args:
-        name: a registered variant, e.g. ``"vit_tiny_patch16_224"``.
-        pretrained: a saved model directory (``save_pretrained``) or a run directory holding
-            one; its architecture settings are used, then ``overrides``. With ``num_classes``
-            (or ``vocab_size``) overridden to another size, the head starts fresh (fine-tuning),
-            as it does for ``"timm:FILE"``, a timm ViT checkpoint.
-        **overrides: config fields to change, e.g. ``num_classes=10``.
-    """
-    if pretrained is None:
-        return build_model(name, get_config(name, **overrides))
-    if not isinstance(pretrained, (str, Path)):
-        raise TypeError(
-            f"pretrained={pretrained!r}: the zoo downloads no weights; pretrained takes a saved "
-            "model directory, a run directory or 'timm:FILE'"
-        )
-    if str(pretrained).startswith("timm:"):  # a timm ViT checkpoint file (zoo/interop/timm.py)
-        from zoo.interop.timm import create_from_timm_checkpoint
-
-        return create_from_timm_checkpoint(name, str(pretrained)[len("timm:") :], **overrides)
-    from zoo.checkpoint import CheckpointError, find_model_dir, load_weights, read_model_config
-
-    model_dir = find_model_dir(pretrained)
-    saved = read_model_config(model_dir)
-    check_saved_config(saved, model_dir)
-    saved_task, task = type(_variant(saved["model"])()).task, type(_variant(name)()).task
-    if saved_task != task:
-        raise CheckpointError(
-            f"{model_dir} holds a {saved_task} model ({saved['model']}), not a {task} model "
-            f"like {name}"
-        )
-    model = build_model(name, get_config(name, **{**saved["config"], **overrides}))
-    resized = any(
-        key in overrides and overrides[key] != saved["config"].get(key)
-        for key in ("num_classes", "vocab_size")
-    )
-    load_weights(model, model_dir / "model.safetensors", fresh="head." if resized else None)
-    return model
 
 
 def list_models(

@@ -30,8 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zoo.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, DiskFullError
+from zoo.atomic import DiskFullError, PathLike
 from zoo.config import ConfigError, Recipe, load_recipe, recipe_to_dict, save_recipe
+from zoo.errors import CheckpointError
 from zoo.lock import LOCK_NAME, RunLock
 from zoo.records import (
     BEST,
@@ -44,6 +45,7 @@ from zoo.records import (
     append_event,
     truncate_metrics,
 )
+from zoo.saved_model import CONFIG_NAME, WEIGHTS_NAME, step_of
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,34 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     """The finished checkpoints of a run, oldest first (hidden temporaries are not finished)."""
     found = [p for p in (Path(run_dir) / CHECKPOINTS).glob("step_*") if p.is_dir()]
     return sorted((p for p in found if p.name[5:].isdigit()), key=lambda p: int(p.name[5:]))
+
+
+def keep_last(directory: PathLike, pattern: str, k: int) -> list[Path]:
+    """Delete all but the ``k`` highest-step checkpoints matching ``pattern`` in ``directory``.
+
+    The step is the last integer in a name's stem (``step_000120.safetensors`` -> 120); names
+    without one and hidden (temporary) names are never touched. Every entry of a kept step is
+    kept (e.g. ``step_100.safetensors`` and ``step_100.trainer.pt``); directories are removed whole.
+
+    Returns:
+        The deleted paths, oldest first.
+    """
+    if k < 0:
+        raise ValueError(f"keep_last needs k >= 0, got {k}")
+    by_step: dict[int, list[Path]] = {}
+    for path in sorted(Path(directory).glob(pattern)):
+        step = step_of(path)
+        if step is not None and not path.name.startswith("."):
+            by_step.setdefault(step, []).append(path)
+    steps = sorted(by_step)
+    doomed = [p for step in steps[: max(0, len(steps) - k)] for p in by_step[step]]
+    for path in doomed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        logger.info("removed old checkpoint %s", path)
+    return doomed
 
 
 def atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
@@ -342,6 +372,7 @@ __all__ = [
     "atomic_dir",
     "checkpoint_dirs",
     "clean_temporaries",
+    "keep_last",
     "recipe_changes",
     "resume_recipe",
 ]

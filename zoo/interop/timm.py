@@ -25,14 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
+import zoo.models  # noqa: F401  (registers the ViT variants matched by name)
 from encoders.core import CoreConfig
 from encoders.layers import NORM_EPS
 from encoders.positional import interpolate_pos_embed
 from tasks.classification import ImageClassifier, ViTConfig
-from zoo.checkpoint import load_reason
 from zoo.registry import apply_overrides, build_model, get_config, list_models
+from zoo.trainer_state import load_reason
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +160,6 @@ def load_timm_checkpoint(path: str | Path) -> dict[str, Tensor]:
         raise FileNotFoundError(f"timm checkpoint {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state: Any = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
