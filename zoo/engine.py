@@ -10,153 +10,57 @@ so a checkpoint records (epoch, batches done) and a resumed run skips those batc
 with the weights, optimizer, scheduler, scaler, EMA and every RNG state, a resumed CPU fp32 run
 ends bit-identical to an uninterrupted one. Nothing outside a checkpoint may draw from the global
 RNGs: the train DataLoader has its own generator and evaluation restores the RNG state after.
+
+`Trainer` sets a run up (task, model, data, optimizer; this module) and is put together from
+three parts, one module each: `zoo.engine_steps` (the step loop), `zoo.engine_eval`
+(evaluation and ``best/``) and `zoo.engine_checkpoints` (checkpoints and resume).
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import logging
 import math
 import os
-import random
-import signal
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from tasks.base import get_task, iterate
+import tasks  # noqa: F401  (registers the tasks that get_task finds)
+from tasks.base import get_task
 from zoo import distributed as dist
-from zoo.checkpoint import (
-    WEIGHTS_NAME,
-    CheckpointError,
-    DiskFullError,
-    capture_rng_state,
-    finite_weights_file,
-    first_nonfinite,
-    load_trainer_state,
-    load_weights,
-    read_model_config,
-    restore_rng_state,
-    save_pretrained,
-    save_trainer_state,
-)
-from zoo.checkpoint import keep_last as prune_checkpoints
+from zoo.atomic import DiskFullError
 from zoo.config import ConfigError, Recipe, check_recipe
-from zoo.ema import ModelEMA, unwrap_model
+from zoo.ema import ModelEMA
+from zoo.engine_checkpoints import CheckpointMixin, Position, read_position
+from zoo.engine_eval import EvaluationMixin, is_better
+from zoo.engine_steps import StepLoopMixin, autocast, check_precision, grouped, seed_everything
+from zoo.errors import CheckpointError, TrainingError
 from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales
-from zoo.records import BEST, CHECKPOINTS, STATE_NAME, Meter, Records, plot_curves
-from zoo.registry import create_model
-from zoo.run_dir import RunDir, atomic_dir, checkpoint_dirs
-from zoo.signals import Stopped, StopRequest, stop_on_signals
+from zoo.pretrained import create_model
+from zoo.records import Meter, Records, plot_curves
+from zoo.run_dir import RunDir, checkpoint_dirs
+from zoo.signals import StopRequest, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-Batch = dict[str, Any]
-
-
-class TrainingError(ValueError):
-    """The run cannot go on (a NaN or inf loss). A ValueError, so the CLI shows one sentence."""
-
-
-@dataclass
-class Position:
-    """Where a run stands; saved in every checkpoint so that a resumed run goes on exactly."""
-
-    step: int = 0  # optimizer steps done
-    epoch: int = 0
-    batch: int = 0  # micro-batches of `epoch` already trained on
-    best_metric: float | None = None
-    best_step: int | None = None
+__all__ = [
+    "Position",
+    "Trainer",
+    "TrainingError",
+    "autocast",
+    "check_precision",
+    "grouped",
+    "is_better",
+    "read_position",
+    "seed_everything",
+    "train",
+]
 
 
-# ---------------------------------------------------------------------------------------------
-# Small pieces of the loop
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def check_precision(precision: str, device: torch.device) -> None:
-    """Refuse a precision the device cannot train in, naming the key to change."""
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            f"train.precision fp16 needs a CUDA device (it scales the loss with GradScaler), "
-            f"but this run is on {device.type}; use bf16 or fp32"
-        )
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.precision bf16 is not supported by this GPU; use fp16 or fp32")
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision for the forward pass (a no-op in fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_AMP_DTYPES[precision])
-
-
-def grouped(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
-    """Micro-batches in groups of ``size`` (one optimizer step each); the last may be short."""
-    group: list[Batch] = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-def _count(value: Any) -> bool:
-    return type(value) is int and value >= 0  # not bool, float or tensor
-
-
-def read_position(state: dict[str, Any]) -> Position:
-    """The `Position` saved in a trainer state, checked: counts are ints >= 0, the best
-    metric a finite number (a tampered or damaged file must not send the loop astray).
-
-    Raises:
-        KeyError: a field is missing.
-        ValueError: a field holds an impossible value (named).
-    """
-    pos = Position(**{k: state[k] for k in vars(Position())})
-    for name in ("step", "epoch", "batch"):
-        if not _count(getattr(pos, name)):
-            raise ValueError(f"'{name}' is {getattr(pos, name)!r}, not a count >= 0")
-    if pos.best_step is not None and not (_count(pos.best_step) and pos.best_step <= pos.step):
-        raise ValueError(f"'best_step' is {pos.best_step!r}, not a step in [0, {pos.step}]")
-    best = pos.best_metric
-    if best is not None and (
-        isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)
-    ):
-        raise ValueError(f"'best_metric' is {best!r}, not a finite number")
-    return pos
-
-
-def is_better(value: float, best: float | None, mode: str) -> bool:
-    if best is None:
-        return True
-    return value > best if mode == "max" else value < best
-
-
-# ---------------------------------------------------------------------------------------------
-# The trainer
-
-
-class Trainer:
+class Trainer(CheckpointMixin, StepLoopMixin, EvaluationMixin):
     """Trains ``recipe`` into ``run_dir``; ``fit()`` runs the loop and returns the last metrics.
 
     The trainer holds the run directory's lock (``RUN/.zoo.lock``) from its construction until
@@ -171,6 +75,7 @@ class Trainer:
             there has none); settings that differ from the run's recorded recipe are logged
             and recorded in metrics.jsonl, and those in `zoo.run_dir.FIXED_AT_RESUME` refused.
     """
+
 
     def __init__(self, recipe: Recipe, run_dir: str | os.PathLike, resume: bool = False) -> None:
         self.recipe, self.cfg, self.run_dir = recipe, recipe.train, Path(run_dir)
@@ -214,7 +119,6 @@ class Trainer:
         self.run.commit(self.recipe, self.pos.step, self.pos.epoch + self.pos.batch / per_epoch)
         self.task.run_dir = self.run_dir
 
-    # -- setup ----------------------------------------------------------------------------------
     def _build_model(self) -> nn.Module:
         """``task.prepare()`` (rank 0 first: it may write files), then the model."""
         if not self.world.is_main:
@@ -299,92 +203,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.ema = ModelEMA(self.model, self.cfg.ema_decay) if self.cfg.ema_decay else None
 
-    # -- checkpoints ----------------------------------------------------------------------------
-    def _extra(self, directory: Path) -> dict[str, Any]:
-        return {"task": self.recipe.task, "task_meta": self.task.save_extra(directory)}
-
-    def _state(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            **vars(self.pos),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None,
-            "rng": rngs,  # one per rank
-            "last_metrics": self.last_metrics,
-            "data": {"batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum},
-        }
-
-    def save_checkpoint(self) -> None:
-        """Write ``checkpoints/step_N`` (weights, config, trainer state), keep the last K."""
-        if self._saved_step == self.pos.step:
-            return
-        self._check_weights()
-        rngs = dist.all_gather(capture_rng_state(), self.world)
-        if self.world.is_main:
-            target = self.run_dir / CHECKPOINTS / f"step_{self.pos.step:08d}"
-
-            def write(tmp: Path) -> None:
-                save_pretrained(self.model, tmp, extra=self._extra(tmp))
-                save_trainer_state(self._state(rngs), tmp / STATE_NAME)
-
-            atomic_dir(target, write)
-            prune_checkpoints(self.run_dir / CHECKPOINTS, "step_*", self.cfg.keep_last)
-        self._saved_step = self.pos.step
-        dist.barrier(self.world)
-
-    def _save_best(self, model: nn.Module, metrics: dict[str, float]) -> None:
-        self._check_weights({"weights": model})
-
-        def write(tmp: Path) -> None:
-            extra = {**self._extra(tmp), "step": self.pos.step, "metrics": metrics}
-            save_pretrained(model, tmp, extra=extra)
-
-        atomic_dir(self.run_dir / BEST, write)
-
-    def _resume(self, ckpt: Path) -> None:
-        """Load weights and trainer state from ``ckpt``; any misfit names the file."""
-        config = read_model_config(ckpt)
-        found = (config["model"], config.get("task"))
-        if found != (self.recipe.model.name, self.recipe.task):
-            raise CheckpointError(
-                f"{ckpt / 'config.json'} holds model {found[0]} for task {found[1]}, but the "
-                f"recipe trains {self.recipe.model.name} for {self.recipe.task}"
-            )
-        load_weights(self.model, ckpt)
-        path = ckpt / STATE_NAME
-        state = load_trainer_state(path)
-        try:
-            self._load_state(state)
-        except KeyError as e:
-            raise CheckpointError(f"trainer state file {path} lacks the entry {e}") from e
-        except (ValueError, RuntimeError, TypeError, IndexError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(
-                f"trainer state file {path} does not fit this run ({reason})"
-            ) from e
-        self._saved_step = self.pos.step
-        logger.info("resumed from %s (step %d, epoch %d)", ckpt, self.pos.step, self.pos.epoch)
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.pos = read_position(state)
-        self.last_metrics = dict(state["last_metrics"])
-        if state["data"] != {"batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum}:
-            logger.warning(
-                "batch_size or grad_accum changed since the checkpoint: "
-                "the resumed run will not see the same batches"
-            )
-        rngs = state["rng"]
-        if not isinstance(rngs, list) or not rngs:
-            raise ValueError("'rng' holds no random number generator state")
-        restore_rng_state(rngs[self.world.rank % len(rngs)])
-
-    # -- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train until ``max_steps`` or ``epochs``; return the last evaluation metrics.
 
@@ -446,201 +264,6 @@ class Trainer:
         seed = self.cfg.seed + epoch
         batches = self.task.batches(self.splits["train"], self.cfg.batch_size, True, seed)
         return [b for b in batches if len(b) >= self.world.size]
-
-    def _train_epoch(self) -> None:
-        batches = self._epoch_batches(self.pos.epoch)
-        if not batches:  # with nothing to train on, the loop would never end
-            raise TrainingError(
-                f"epoch {self.pos.epoch} of the train split gives no batch for "
-                f"{self.world.size} processes; use more data or fewer processes"
-            )
-        if self.pos.batch >= len(batches):
-            self._skip_to_next_epoch(len(batches))
-            batches = self._epoch_batches(self.pos.epoch)
-        self.epoch_size = len(batches)
-        loader = DataLoader(
-            self.splits["train"],
-            batch_sampler=[dist.share(b, self.world) for b in batches[self.pos.batch :]],
-            collate_fn=self.task.collate,
-            num_workers=self.recipe.data.num_workers,
-            # Its own generator: creating an iterator must not draw from the global RNG.
-            generator=torch.Generator().manual_seed(self.cfg.seed + self.pos.epoch),
-        )
-        for group in grouped(iterate(loader, self.device), self.cfg.grad_accum):
-            self._train_step(group)
-            self._after_step()
-            if self._done():
-                return
-
-    def _skip_to_next_epoch(self, epoch_size: int) -> None:
-        """A resumed position past the end of its epoch (a larger ``train.batch_size`` makes
-        epochs shorter): the epoch is over, so training goes on with the next one."""
-        logger.warning(
-            "the checkpoint's position (%d batches of epoch %d done) is past the end of this "
-            "epoch's %d batches (train.batch_size, grad_accum or the data changed): starting "
-            "epoch %d",
-            self.pos.batch,
-            self.pos.epoch,
-            epoch_size,
-            self.pos.epoch + 1,
-        )
-        self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
-
-    def _train_step(self, group: list[Batch]) -> None:
-        """One optimizer step over a group of micro-batches (this rank's shares)."""
-        start = time.perf_counter()
-        self.model.train()
-        counts = [float(self.task.count(b)) for b in group]
-        # Weight each micro-batch's mean loss by its share of the global step's units, so the
-        # gradient is that of the mean over the whole global batch (ranks are then averaged).
-        total = dist.all_reduce_sum(torch.tensor(sum(counts)), self.world).item()
-        sums: dict[str, float] = {}
-        for i, (batch, n) in enumerate(zip(group, counts)):
-            # DDP all-reduces gradients on the last micro-batch of the step only
-            sync = i == len(group) - 1
-            with dist.no_sync(self.train_model, sync):
-                with autocast(self.cfg.precision, self.device):
-                    loss, logs = self.task.loss(self.train_model, batch)
-                # DDP averages over ranks: scale each rank's mean loss to its share of the units
-                self.scaler.scale(loss * (n * self.world.size / total)).backward()
-            for key, value in {**logs, "loss": loss.detach().float().item()}.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * n
-        self._check_finite(sums, total)
-        lr = self.optimizer.param_groups[0]["lr"]
-        grad_norm = self._optimizer_step()
-        self.pos.step += 1
-        self.pos.batch += len(group)
-        if self.pos.batch >= self.epoch_size:  # the epoch is over, counted before any saving
-            self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
-        self.meter.add(sums, total, lr, grad_norm, time.perf_counter() - start)
-
-    def _check_finite(self, sums: dict[str, float], total: float) -> None:
-        keys = sorted(sums)  # the same order on every rank
-        values = dist.all_reduce_sum(
-            torch.tensor([sums[k] for k in keys], dtype=torch.float64), self.world
-        )
-        sums.update(zip(keys, values.tolist()))
-        loss = sums["loss"] / total
-        if not math.isfinite(loss):
-            raise TrainingError(
-                f"loss is {loss} at step {self.pos.step + 1} (epoch {self.pos.epoch}); stopped, "
-                f"{self._last_good()}. Lower optim.lr, set train.clip_grad or use "
-                f"train.precision fp32"
-            )
-
-    def _last_good(self) -> str:
-        """Which checkpoint a diverged run can go back to: the newest with finite weights."""
-        for ckpt in reversed(checkpoint_dirs(self.run_dir)):
-            if finite_weights_file(ckpt / WEIGHTS_NAME):
-                return f"the last good checkpoint is {ckpt}"
-        return "there is no good checkpoint"
-
-    def _check_weights(self, models: dict[str, nn.Module | None] | None = None) -> None:
-        """Stop before weights holding NaN or inf are evaluated or saved (a step can poison
-        them while its loss was still finite). Every rank checks the same weights."""
-        if models is None:
-            models = {"weights": self.model, "EMA weights": self.ema.module if self.ema else None}
-        for what, model in models.items():
-            bad = None if model is None else first_nonfinite(unwrap_model(model).state_dict())
-            if bad is not None:
-                raise TrainingError(
-                    f"the {what} hold NaN or inf (key '{bad}') after step {self.pos.step}; "
-                    f"stopped without saving them, {self._last_good()}. Lower optim.lr, set "
-                    f"train.clip_grad or use train.precision fp32"
-                )
-
-    def _optimizer_step(self) -> float:
-        if self.scaler.is_enabled():
-            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
-        clip = self.cfg.clip_grad or math.inf  # inf: only measure the norm
-        grad_norm = nn.utils.clip_grad_norm_(self.params, clip).item()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        return grad_norm
-
-    # -- logging, evaluation, saving --------------------------------------------------------------
-    def _epoch_float(self) -> float:
-        return self.pos.epoch + self.pos.batch / max(1, self.epoch_size)
-
-    def _after_step(self) -> None:
-        self.records.step_done()
-        done = self._done()
-        if not done and self._stop_requested():  # at the last step, finishing is as quick
-            self._stop()
-        if self.pos.step % self.cfg.log_every == 0 or done:
-            self._log_train()
-        evaluating = self.pos.step % self.cfg.eval_every == 0 or done
-        saving = self.pos.step % self.cfg.checkpoint_every == 0 or done
-        if evaluating or saving:
-            self._check_weights()  # on every rank, before rank 0 alone evaluates
-        if evaluating:
-            self.evaluate()
-        if saving:
-            self.save_checkpoint()
-
-    def _stop_requested(self) -> bool:
-        """Whether a signal asked to stop; every rank stops at the same step."""
-        asked = float(self.stop.requested)
-        if self.world.distributed:
-            asked = dist.all_reduce_sum(torch.tensor([asked]), self.world).item()
-        return asked > 0
-
-    def _stop(self) -> None:
-        """Log the steps since the last log line, write a checkpoint of this step, then raise
-        `Stopped` saying where it is."""
-        self._log_train()
-        self.save_checkpoint()
-        signum = self.stop.signum or signal.SIGTERM  # another rank's signal: torchrun's SIGTERM
-        ckpt = self.run_dir / CHECKPOINTS / f"step_{self.pos.step:08d}"
-        message = (
-            f"{signal.Signals(signum).name} at step {self.pos.step}: stopped after writing the "
-            f"checkpoint {ckpt}; continue with --resume"
-        )
-        raise Stopped(message, signum)
-
-    def _log_train(self) -> None:
-        if self.meter.steps:
-            self.records.train(self.pos.step, self._epoch_float(), self.meter.averages())
-            self.meter = Meter(self.task.unit)
-
-    def evaluate(self) -> dict[str, float] | None:
-        """Evaluate on rank 0 (the EMA weights when there are some); track the best checkpoint.
-
-        The global RNG state is restored afterwards, so evaluating never changes training.
-        """
-        metrics = None
-        if self.world.is_main:
-            model = self.ema.module if self.ema is not None else unwrap_model(self.model)
-            rng = capture_rng_state()
-            metrics = self._evaluate_model(model)
-            restore_rng_state(rng)
-            self.last_metrics = metrics
-            self.records.eval(self.pos.step, self._epoch_float(), self.recipe.eval.split, metrics)
-            if is_better(metrics[self.metric], self.pos.best_metric, self.mode):
-                self.pos.best_metric, self.pos.best_step = metrics[self.metric], self.pos.step
-                self._save_best(model, metrics)
-        dist.barrier(self.world)
-        return metrics
-
-    def _evaluate_model(self, model: nn.Module) -> dict[str, float]:
-        split = self.splits[self.recipe.eval.split]
-        batch_size = self.recipe.eval.batch_size or self.cfg.batch_size
-        loader = self.task.loader(split, batch_size, self.recipe.data.num_workers)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad(), autocast(self.cfg.precision, self.device):
-            metrics = {k: float(v) for k, v in self.task.evaluate(model, loader).items()}
-        model.train(was_training)
-        if self.metric not in metrics:
-            raise ConfigError(
-                f"eval.metric '{self.metric}' is not among the task's metrics "
-                f"({', '.join(sorted(metrics))})"
-            )
-        return metrics
 
 
 def train(recipe: Recipe, run_dir: str | os.PathLike, resume: bool = False) -> dict[str, float]:
