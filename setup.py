@@ -27,7 +27,7 @@ INSTALL_REQUIRES = [
 # int8 inference (zoo.quantize): torchao's PT2E flow; 0.18 is the release tested with torch 2.14
 QUANT = ["torchao>=0.18,<0.19"]
 
-# speech synthesis for pretraining corpora (tasks.speech.tts): eSpeak NG's library and voices
+# speech synthesis for pretraining corpora (zoo.tools.tts): eSpeak NG's library and voices
 TTS = ["espeakng-loader>=0.2.4,<0.3"]
 
 # a word list for the speech LM (data.options.lm_lexicon: wordfreq:<language>)

@@ -105,6 +105,18 @@ class Task:
         """Human-readable predictions for the CLI (inputs are file paths or sentences)."""
         raise NotImplementedError
 
+    def check_input(self, model: nn.Module, item: str) -> str | None:
+        """Why ``predict`` cannot take ``item`` (a file path or sentence) with ``model``, in one
+        sentence naming it (e.g. audio longer than the model reads); None when it can. The CLI
+        names such inputs and predicts the others. Default: every input is taken."""
+        return None
+
+    @classmethod
+    def example_input(cls, cfg: Any) -> tuple[tuple[Any, ...], str]:
+        """The positional inputs of one sample for a model of this task built from ``cfg`` (its
+        family config), and a few words saying what it is (``zoo info`` counts FLOPs on it)."""
+        raise NotImplementedError
+
     def ensemble(
         self, model: nn.Module, others: list[tuple[Path, nn.Module, dict[str, Any]]]
     ) -> nn.Module:

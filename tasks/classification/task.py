@@ -357,3 +357,9 @@ class ClassificationTask(Task):
     def load_extra(self, directory: Path, meta: dict[str, Any]) -> None:
         """Restore ``save_extra``'s metadata."""
         self.meta = dict(meta)
+
+    @classmethod
+    def example_input(cls, cfg: Any) -> tuple[tuple[Any, ...], str]:
+        """One image of the size ``cfg`` (a `ViTConfig`) takes; see `Task.example_input`."""
+        size = cfg.img_size
+        return (torch.zeros(1, cfg.in_chans, size, size),), f"one {size}x{size} image"

@@ -44,6 +44,7 @@ from tasks.speech.vocab import CharVocab, read_sentences
 log = logging.getLogger(__name__)
 
 BUCKET_BATCHES = 50  # a shuffled window of this many batches is sorted by duration, then cut
+EXAMPLE_SECONDS = 10  # the example input of `zoo info`: 10 s of audio
 
 
 def _positions(module: nn.Module) -> int | None:
@@ -406,7 +407,7 @@ class SpeechRecognitionTask(Task):
 
         Raises:
             ValueError: an unreadable or empty file, or one too short or too long for the
-                model (named; see ``too_long``).
+                model (named; see ``check_input``).
         """
         model = unwrap(model).eval()
         device = next(model.parameters()).device
@@ -431,7 +432,7 @@ class SpeechRecognitionTask(Task):
                 out_texts[i] = self._vocab().decode(h)
         return out_texts
 
-    def too_long(self, model: nn.Module, path: str | Path) -> str | None:
+    def check_input(self, model: nn.Module, path: str | Path) -> str | None:
         """The sentence that says an audio file is longer than ``model`` can read (its
         positions), in seconds, from the file's header alone; None when it fits.
 
@@ -480,3 +481,12 @@ class SpeechRecognitionTask(Task):
         self.sample_rate = int(meta.get("sample_rate", self.sample_rate))
         if self._fusion is not None and self._fusion.vocab != self.vocab:
             self._fusion = None  # built for other characters: rebuilt for the saved model's
+
+    @classmethod
+    def example_input(cls, cfg: Any) -> tuple[tuple[Any, ...], str]:
+        """10 s of audio (waveform or 10 ms log-mel frames, as ``cfg`` reads); see
+        `Task.example_input`."""
+        seconds = EXAMPLE_SECONDS
+        audio = torch.zeros(1, seconds * cfg.sample_rate) if cfg.features == "waveform" else (
+            torch.zeros(1, seconds * 100, cfg.n_mels))  # 10 ms frames
+        return (audio, torch.tensor([audio.shape[1]])), f"{seconds} s of audio"

@@ -24,6 +24,7 @@ from tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 logger = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "spm.model"
+EXAMPLE_TOKENS = 32  # the example input of `zoo info`: a sentence of Multi30k's length
 # data.options of this task and their defaults.
 OPTIONS: dict[str, Any] = {
     "batch_by": "tokens",  # "tokens": batch_size is the most (padded) tokens per batch
@@ -307,13 +308,17 @@ class TranslationTask(Task):
 
     def predict(
         self, model: nn.Module, inputs: Sequence[str], beam: int | None = None, nbest: int = 1,
-        **options: Any,
-    ) -> list[str] | list[list[str]]:
+        scores: bool = False, **options: Any,
+    ) -> list[str] | list[list[str]] | list[list[tuple[str, float]]]:
         """Detokenized translations of ``inputs`` (sentences): one string each, or with
-        ``nbest`` > 1 a best-first list of strings each. ``options`` go to ``translate``."""
+        ``nbest`` > 1 a best-first list of strings each; with ``scores``, a best-first list of
+        ``(text, log score)`` pairs each (empty for a blank sentence). ``options`` go to
+        ``translate``."""
         found = self.translate(model, inputs, beam, nbest, **options)
         tokenizer = self._require_tokenizer()
         texts = [tokenizer.decode([h.tokens for h in hyps]) for hyps in found]
+        if scores:
+            return [[(t, h.score) for t, h in zip(ts, hyps)] for ts, hyps in zip(texts, found)]
         return [t[0] if t else "" for t in texts] if nbest == 1 else texts
 
     # -- saved with the model -----------------------------------------------------------------
@@ -333,3 +338,10 @@ class TranslationTask(Task):
         """Load the sentencepiece model that ``save_extra`` wrote."""
         name = (meta or {}).get("tokenizer", TOKENIZER_FILE)
         self.tokenizer = Tokenizer.load(Path(directory) / name)
+
+    @classmethod
+    def example_input(cls, cfg: Any) -> tuple[tuple[Any, ...], str]:
+        """32 source and 32 target tokens (a sentence of Multi30k's length); see
+        `Task.example_input`."""
+        ids = torch.full((1, EXAMPLE_TOKENS), 4)  # 4: the first id after the special tokens
+        return (ids, ids), f"{EXAMPLE_TOKENS} source and {EXAMPLE_TOKENS} target tokens"
