@@ -1,0 +1,163 @@
+"""``zoo classify``, ``zoo translate`` and ``zoo transcribe``: a trained run's predictions.
+
+Each loads the run's task and model (`zoo.inference.load_for_prediction`) and prints what the
+task's ``predict`` returns; task-specific work stays behind the Task contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from zoo.cli.base import add_device, check_positive, command
+
+log = logging.getLogger(__name__)
+
+RUN_HELP = "run directory (uses best/ or the newest checkpoint) or saved model"
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo classify
+
+
+def _classify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--topk", type=int, default=5, help="classes shown per image")
+    add_device(p)
+
+
+@command("classify", "print the top-5 classes of images with a trained image classifier",
+         arguments=_classify_args)
+def cmd_classify(args: argparse.Namespace) -> int:
+    from zoo.inference import load_for_prediction
+
+    check_positive(topk=args.topk)
+    task, model = load_for_prediction(args.run, "classification", args.device)
+    for line in task.predict(model, args.images, topk=args.topk):
+        print(line)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo translate: sentences from the command line, else from --input FILE (one per line), else
+# from stdin; one translation per line in input order, or with --nbest N, N lines
+# ``index<TAB>score<TAB>translation`` per input
+
+
+def _translate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("sentences", nargs="*", help="sentences (default: --input FILE, else stdin)")
+    p.add_argument("--input", "-i", default=None, help="text file with one sentence per line")
+    p.add_argument(
+        "--beam",
+        type=int,
+        default=None,
+        help="beam size (default: the recipe's eval.beam_size; 1 = greedy)",
+    )
+    p.add_argument("--nbest", type=int, default=1, help="hypotheses per sentence")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
+    add_device(p)
+
+
+def _sentences(args: argparse.Namespace) -> list[str]:
+    from tasks.translation.data import decode_lines, read_lines
+
+    if args.sentences:
+        for number, sentence in enumerate(args.sentences, 1):
+            try:  # bytes that are not UTF-8 reach argv as lone surrogates
+                sentence.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"sentence {number} on the command line is not valid UTF-8"
+                ) from None
+        return list(args.sentences)
+    if args.input is not None:
+        return read_lines(args.input)
+    # bytes, not sys.stdin's text: its decoding depends on the locale and may let invalid
+    # UTF-8 through as lone surrogates, which sentencepiece then refuses without a word
+    return decode_lines(sys.stdin.buffer.read(), "standard input")
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """--beam, --nbest and --batch-size, named as the user typed them."""
+    check_positive(beam=args.beam, nbest=args.nbest, batch_size=args.batch_size)
+    if args.beam is not None and args.nbest > args.beam:
+        raise ValueError(
+            f"--nbest {args.nbest} needs --beam {args.nbest} or more, got --beam {args.beam}"
+        )
+
+
+@command("translate", "translate sentences with a trained translation model",
+         arguments=_translate_args)
+def cmd_translate(args: argparse.Namespace) -> int:
+    from zoo.inference import load_for_prediction
+
+    _check_counts(args)
+    task, model = load_for_prediction(args.run, "translation", args.device)
+    sentences = _sentences(args)
+    beam_size = task.recipe.eval.beam_size
+    if args.beam is None and args.nbest > beam_size:
+        raise ValueError(
+            f"--nbest {args.nbest} needs --beam {args.nbest} or more (the run's "
+            f"eval.beam_size is {beam_size})"
+        )
+    found = task.predict(model, sentences, beam=args.beam, nbest=args.nbest, scores=True,
+                         batch_size=args.batch_size)
+    for i, hyps in enumerate(found):
+        # a blank input, or a search that finished nothing, gives an empty line (a model asked
+        # to translate nothing makes something up)
+        hyps = hyps or [("", 0.0)]
+        if args.nbest == 1:
+            print(hyps[0][0])
+        else:
+            for text, score in hyps:
+                print(f"{i}\t{score:.4f}\t{text}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo transcribe
+
+
+def _transcribe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory or saved model directory")
+    p.add_argument("audio", nargs="+", help="audio files (any sample rate, mono or stereo)")
+    p.add_argument("--beam-size", type=int, default=None, help="default: the recipe's beam_size")
+    add_device(p)
+    p.add_argument("--ensemble", action="append", metavar="RUN",
+                   help="average the model's frame log-probabilities with RUN's (repeatable)")
+
+
+@command("transcribe", "transcribe audio files with a trained speech model",
+         arguments=_transcribe_args)
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    """One line ``path: text`` per audio file; a file the model cannot read (longer than its
+    positions) is named on stderr and the others are transcribed (exit status 2)."""
+    from zoo.inference import load_for_prediction
+
+    check_positive(beam_size=args.beam_size)
+    task, model = load_for_prediction(args.run, "speech_recognition", args.device,
+                                      args.ensemble or ())
+    _warn_if_synthetic(Path(args.run))
+    refused = {p: why for p in args.audio if (why := task.check_input(model, p)) is not None}
+    for why in refused.values():
+        print(f"error: {why}", file=sys.stderr)
+    paths = [p for p in args.audio if p not in refused]
+    texts = task.predict(model, paths, beam_size=args.beam_size) if paths else []
+    for path, text in zip(paths, texts):
+        print(f"{path}: {text}")
+    return 2 if refused else 0
+
+
+def _warn_if_synthetic(run: Path) -> None:
+    """Say so when the run's recipe trained on the built-in tones, not on speech."""
+    from zoo.inference import find_run_recipe
+    from zoo.saved_model import find_model_dir
+
+    found = find_run_recipe(run, find_model_dir(run))
+    if found is not None and found[1].data.dataset == "synthetic":
+        log.warning("%s learnt the built-in synthetic tones (one per digit), not speech: on real "
+                    "recordings it prints digits that mean nothing", run)
