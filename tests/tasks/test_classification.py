@@ -29,7 +29,7 @@ from tasks.classification.data import (
 from tasks.classification.metrics import topk_correct
 from tasks.classification.synthetic import make_synthetic
 from zoo.config import recipe_from_dict
-from zoo.registry import create_model
+from zoo.pretrained import create_model
 
 SMALL = {"num_train": 200, "num_val": 50, "num_test": 50}
 FASHION_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "fashion-mnist"

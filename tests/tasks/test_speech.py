@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-import zoo.commands_speech  # noqa: F401  (registers `zoo transcribe`)
 from tasks.base import get_task
 from tasks.speech.audio import AudioError, add_noise, read_audio, speed_perturb
 from tasks.speech.data import connected_digits, fsdd_clips, fsdd_pools
@@ -27,9 +26,10 @@ from tasks.speech.decoding import (
 from tasks.speech.model import CTCEnsemble
 from tasks.speech.tones import ToneDigits, tone_pair
 from tasks.speech.vocab import CharVocab, normalize_text
-from zoo.checkpoint import save_pretrained
 from zoo.cli import main
 from zoo.config import recipe_from_dict
+from zoo.inference import load_for_prediction
+from zoo.saved_model import save_pretrained
 
 SR = 16000
 
@@ -588,6 +588,6 @@ def test_a_recording_longer_than_the_positions_is_named_and_the_others_transcrib
         "at once (its positions); cut it into shorter parts"
     ]
     assert [line.split(":")[0] for line in out.strip().splitlines()] == [str(short)]
-    task, model = zoo.commands.load_for_prediction(tmp_path / "model", "speech_recognition")
+    task, model = load_for_prediction(tmp_path / "model", "speech_recognition")
     with pytest.raises(ValueError, match=f"^audio file {long} lasts 170.0 s"):
         task.predict(model, [str(short), str(long)])

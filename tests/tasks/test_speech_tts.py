@@ -11,12 +11,11 @@ import soundfile as sf
 import torch
 from torchaudio.functional import detect_pitch_frequency
 
-import zoo.commands_speech  # noqa: F401  (registers `zoo synthesize`)
 from tasks.speech.data import build_splits, read_manifest
-from tasks.speech.tts import ENGLISH, FLITE_VOICES, VARIANTS, Flite, synthesize_corpus
 from tasks.speech.vocab import read_sentences
 from zoo.cli import main
 from zoo.config import recipe_from_dict
+from zoo.tools.tts import ENGLISH, FLITE_VOICES, VARIANTS, Flite, synthesize_corpus
 
 pytest.importorskip("espeakng_loader")
 

@@ -19,7 +19,7 @@ from tasks.translation.decoding import beam_search, greedy_search, max_lengths
 from tasks.translation.metrics import corpus_scores, signatures
 from tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from zoo.config import load_recipe, recipe_from_dict
-from zoo.registry import create_model
+from zoo.pretrained import create_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -23,10 +23,12 @@ import yaml
 from safetensors.torch import load_file
 
 from tasks.base import get_task
-from zoo.checkpoint import CheckpointError, load_pretrained, load_trainer_state
 from zoo.config import ConfigError, recipe_from_dict
 from zoo.engine import Trainer, TrainingError, train
+from zoo.errors import CheckpointError
+from zoo.pretrained import load_pretrained
 from zoo.records import read_metrics
+from zoo.trainer_state import load_trainer_state
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 import zoo
-from zoo.checkpoint import CheckpointError
+from zoo.errors import CheckpointError
 
 MODELS = zoo.list_models()
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from zoo.ema import ModelEMA
 from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales, param_groups
-from zoo.registry import create_model
+from zoo.pretrained import create_model
 
 
 class Tiny(nn.Module):

@@ -1,4 +1,5 @@
-"""The model registry (names, overrides, filters, info) and the `zoo list` / `zoo info` commands."""
+"""The model registry: names, overrides, filters, info."""
+
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import zoo
 from encoders.core import CoreConfig
 from tasks.classification import ViTConfig
 from zoo import registry
-from zoo.cli import main
 
 FAMILIES = {
     "classification": ("vision", "vit_"),
@@ -126,54 +126,6 @@ def test_model_info_fields() -> None:
     json.dumps(info)  # the CLI prints it
 
 
-def test_cli_list_prints_the_three_families(capsys: pytest.CaptureFixture) -> None:
-    # the test_* variants, one per family: listing builds each model to count its parameters
-    assert main(["list", "test_*"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["name", "task", "modality", "params"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-    assert set(rows) == set(zoo.list_models("test_*")) and len(rows) == 3
-    assert {(task, modality) for task, modality, _ in rows.values()} == {
-        (task, modality) for task, (modality, _) in FAMILIES.items()
-    }
-    shown = rows["test_vit"][2]  # e.g. "0.11M" or "52.3K"
-    count = float(shown[:-1]) * {"K": 1e3, "M": 1e6}[shown[-1]]
-    assert count == pytest.approx(zoo.model_info("test_vit")["num_params"], rel=0.05)
-
-
-def test_cli_list_filters(capsys: pytest.CaptureFixture) -> None:
-    assert main(["list", "*_tiny*", "--task", "translation"]) == 0
-    out = capsys.readouterr().out
-    assert "mt_transformer_tiny" in out and "vit_" not in out and "asr_" not in out
-    assert main(["list", "*_tiny*", "--modality", "speech"]) == 0
-    out = capsys.readouterr().out
-    assert "asr_conformer_ctc_tiny" in out and "mt_" not in out and "vit_" not in out
-    assert main(["list", "nothing*"]) == 1
-    assert "no model matches 'nothing*'" in capsys.readouterr().out
-
-
-def test_cli_info_prints_config_and_parameter_count(capsys: pytest.CaptureFixture) -> None:
-    assert main(["info", "test_vit"]) == 0
-    out = capsys.readouterr().out
-    info = zoo.model_info("test_vit")
-    assert f"{info['num_params']:,} parameters" in out
-    assert "test_vit: classification / vision" in out
-    config = json.loads(out[out.index("{") :])
-    assert config == json.loads(json.dumps(info["config"]))
-
-
-def test_cli_info_of_an_unknown_model_is_one_line_error(capsys: pytest.CaptureFixture) -> None:
-    assert main(["info", "test_vitt"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: unknown model 'test_vitt'") and "test_vit" in err
-    assert "Traceback" not in err
-
-
-def test_pretrained_true_says_that_nothing_is_downloaded() -> None:
-    with pytest.raises(TypeError, match="pretrained=True: the zoo downloads no weights"):
-        zoo.create_model("test_vit", pretrained=True)
-
-
 def test_a_wrong_type_of_override_names_the_key() -> None:
     with pytest.raises(TypeError, match=r"key 'dim' in model 'test_vit' expects an int, got '64'"):
         zoo.create_model("test_vit", dim="64")
@@ -187,16 +139,6 @@ def test_a_model_too_large_for_memory_is_refused_before_allocating() -> None:
         r".weight' of shape \(100000000000, ",
     ):
         zoo.create_model("test_vit", num_classes=10**11)
-
-
-def test_pretrained_of_another_task_names_the_directory(tmp_path) -> None:
-    zoo.save_pretrained(zoo.create_model("test_mt_transformer"), tmp_path / "mt")
-    with pytest.raises(
-        zoo.checkpoint.CheckpointError,
-        match=f"{tmp_path / 'mt'} holds a translation model "
-        r"\(test_mt_transformer\), not a classification model like test_vit",
-    ):
-        zoo.create_model("test_vit", pretrained=tmp_path / "mt")
 
 
 def test_a_translation_batch_whose_sides_disagree_is_one_sentence() -> None:

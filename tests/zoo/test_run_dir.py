@@ -22,16 +22,17 @@ from typing import Any
 import pytest
 import yaml
 
-import zoo.checkpoint
+import zoo.atomic
 import zoo.records
 from tasks.base import get_task
 from tasks.translation.tokenizer import Tokenizer
-from zoo.checkpoint import load_trainer_state, read_model_config
 from zoo.cli import main
 from zoo.config import ConfigError, recipe_from_dict
 from zoo.engine import Trainer, train
 from zoo.records import read_metrics
-from zoo.run_dir import checkpoint_dirs
+from zoo.run_dir import checkpoint_dirs, keep_last
+from zoo.saved_model import read_model_config
+from zoo.trainer_state import load_trainer_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -380,7 +381,7 @@ def test_resume_continues_the_runs_own_recipe(
 def test_a_full_disk_while_checkpointing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    save_file = zoo.checkpoint.save_file
+    save_file = zoo.atomic.save_file
 
     def full_at_step_8(tensors: Any, path: Any, metadata: Any = None) -> None:
         if "step_00000008" in str(path):
@@ -390,7 +391,7 @@ def test_a_full_disk_while_checkpointing(
     recipe = write(tmp_path / "tiny.yaml", tiny())
     run = tmp_path / "run"
     with monkeypatch.context() as m:
-        m.setattr(zoo.checkpoint, "save_file", full_at_step_8)
+        m.setattr(zoo.atomic, "save_file", full_at_step_8)
         fails(
             ["train", str(recipe), "--out", str(run)], capsys,
             f"to write {run}/checkpoints/step_00000008/model.safetensors (it needs about",
@@ -440,3 +441,28 @@ def test_a_full_disk_while_writing_metrics(
     assert main(["train", str(recipe), "--out", str(run), "--resume"]) == 0
     assert [e["step"] for e in read_metrics(run) if e["type"] == "train"] == [2, 4, 6, 8]
     assert all(json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())
+
+
+def test_keep_last(tmp_path: Path) -> None:
+    for step in (5, 40, 100, 20):
+        (tmp_path / f"step_{step}.safetensors").write_bytes(b"x")
+        (tmp_path / f"step_{step}.trainer.pt").write_bytes(b"x")
+    (tmp_path / "step_1").mkdir()
+    (tmp_path / "step_best").write_bytes(b"x")  # no step number: never removed
+    (tmp_path / ".step_7.safetensors.ab12.tmp").write_bytes(b"x")  # in-flight write: never removed
+    removed = keep_last(tmp_path, "step_*", 2)
+    assert [p.name for p in removed] == [
+        "step_1",
+        "step_5.safetensors",
+        "step_5.trainer.pt",
+        "step_20.safetensors",
+        "step_20.trainer.pt",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".step_7.safetensors.ab12.tmp",
+        "step_100.safetensors",
+        "step_100.trainer.pt",
+        "step_40.safetensors",
+        "step_40.trainer.pt",
+        "step_best",
+    ]

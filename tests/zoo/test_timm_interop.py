@@ -8,9 +8,9 @@ import torch
 
 timm_vit = pytest.importorskip("timm.models.vision_transformer")
 
-from zoo.checkpoint import load_pretrained, save_pretrained  # noqa: E402
 from zoo.interop import from_timm, load_timm_checkpoint  # noqa: E402
-from zoo.registry import create_model  # noqa: E402
+from zoo.pretrained import create_model, load_pretrained  # noqa: E402
+from zoo.saved_model import save_pretrained  # noqa: E402
 
 SMALL = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4)
 CONFIGS = {
