@@ -28,8 +28,7 @@ from tasks.classification.data import (
 )
 from tasks.classification.metrics import topk_correct
 from tasks.classification.synthetic import make_synthetic
-from zoo.config import recipe_from_dict
-from zoo.pretrained import create_model
+from tests.tasks.recipes import make_recipe, tiny_model
 
 SMALL = {"num_train": 200, "num_val": 50, "num_test": 50}
 FASHION_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "fashion-mnist"
@@ -37,21 +36,14 @@ FASHION_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "fashi
 
 def make_task(data: dict | None = None, model: dict | None = None, **train):
     data = {"options": dict(SMALL)} if data is None else data
-    recipe = recipe_from_dict(
-        {
-            "task": "classification",
-            "model": {"name": "test_vit", **(model or {})},
-            "data": data,
-            "train": {"max_steps": 10, **train},
-        }
-    )
+    recipe = make_recipe("classification", data, model, train={"max_steps": 10, **train})
     return get_task("classification")(recipe)
 
 
 def build(task):
     """What the engine does: prepare, build the model from the overrides, make the splits."""
     overrides = task.prepare()
-    model = create_model("test_vit", **{**overrides, **task.recipe.model.overrides})
+    model = tiny_model("classification", **{**overrides, **task.recipe.model.overrides})
     return model, task.datasets()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,10 +17,8 @@ from tasks.translation.data import ParallelDataset, collate, read_parallel, toke
 from tasks.translation.decoding import beam_search, greedy_search, max_lengths
 from tasks.translation.metrics import corpus_scores, signatures
 from tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from zoo.config import load_recipe, recipe_from_dict
-from zoo.pretrained import create_model
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.tasks.recipes import make_recipe as task_recipe
+from tests.tasks.recipes import tiny_model
 
 
 def make_recipe(**data):
@@ -32,14 +29,11 @@ def make_recipe(**data):
         "options": {"num_samples": 2000, "num_eval": 100, **options},
         **data,
     }
-    return recipe_from_dict(
-        {
-            "task": "translation",
-            "model": {"name": "test_mt_transformer"},
-            "data": section,
-            "train": {"max_steps": 200, "batch_size": 1024, "label_smoothing": 0.1},
-            "eval": {"beam_size": 1},
-        }
+    return task_recipe(
+        "translation",
+        section,
+        train={"max_steps": 200, "batch_size": 1024, "label_smoothing": 0.1},
+        eval={"beam_size": 1},
     )
 
 
@@ -49,7 +43,7 @@ def trained(tmp_path_factory):
     the tests share one training run)."""
     torch.manual_seed(0)
     task = get_task("translation")(make_recipe(), run_dir=tmp_path_factory.mktemp("run"))
-    model = create_model("test_mt_transformer", **task.prepare())
+    model = tiny_model("translation", **task.prepare())
     splits = task.datasets()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30))
@@ -142,7 +136,7 @@ def test_task_batches_and_collate():
 
 def test_loss_is_label_smoothed_cross_entropy():
     task = get_task("translation")(make_recipe())
-    model = create_model("test_mt_transformer", vocab_size=30)
+    model = tiny_model("translation", vocab_size=30)
     ds = ParallelDataset([[5, 6, 7], [8]], [[9, 10], [11, 12, 13, 14]], ["", ""])
     batch = collate([ds[0], ds[1]])
     loss, logs = task.loss(model.eval(), batch)
@@ -286,7 +280,7 @@ def test_cached_equals_uncached(trained):
 
 def test_max_length_forces_eos():
     torch.manual_seed(0)
-    model = create_model("test_mt_transformer", vocab_size=40).eval()
+    model = tiny_model("translation", vocab_size=40).eval()
     with torch.no_grad():  # EOS logit = -10 * sum(final norm output) = -10 * dim: never chosen
         model.decoder.norm.bias.fill_(1.0)
         model.head.weight[EOS_ID] = -10.0
@@ -301,12 +295,3 @@ def test_max_length_forces_eos():
         # EOS is forced as the last of `limit` tokens, and is not part of the output.
         assert [len(h.tokens) for h in greedy] == [5, 3]
         assert [[len(h.tokens) for h in n] for n in beam] == [[5] * 3, [3] * 3]
-
-
-def test_recipes_load():
-    demo = load_recipe(REPO / "configs/demo/translation.yaml")
-    multi30k = load_recipe(REPO / "configs/translation/mt_transformer_small_multi30k_en_de.yaml")
-    for recipe in (demo, multi30k):
-        get_task(recipe.task)(recipe)  # options are valid
-    assert multi30k.data.options["test_split"] == "test_2016_flickr"
-    assert (multi30k.eval.beam_size, multi30k.train.label_smoothing) == (5, 0.1)

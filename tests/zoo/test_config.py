@@ -342,12 +342,20 @@ def test_load_recipe_with_overrides():
 )
 def test_every_shipped_recipe_loads_and_names_a_registered_model(path: Path) -> None:
     import zoo
-    from tasks.base import TASKS
+    from tasks.base import TASKS, get_task
 
     recipe = load_recipe(path)
     assert recipe.task in TASKS
     assert recipe.model.name in zoo.list_models()
     zoo.get_config(recipe.model.name, **recipe.model.overrides)  # overrides are valid fields
+    get_task(recipe.task)(recipe)  # the task accepts its data options
+
+
+def test_the_multi30k_recipe_evaluates_as_the_paper_setups_do() -> None:
+    path = REPO / "configs/translation/mt_transformer_small_multi30k_en_de.yaml"
+    multi30k = load_recipe(path)
+    assert multi30k.data.options["test_split"] == "test_2016_flickr"
+    assert (multi30k.eval.beam_size, multi30k.train.label_smoothing) == (5, 0.1)
 
 
 # --- values no setting can mean ---------------------------------------------------------------

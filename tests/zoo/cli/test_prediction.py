@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tasks.speech.vocab import CharVocab
 from tests.zoo.cli.helpers import fails
-from zoo import inference
+from zoo import create_model, inference, save_pretrained
 from zoo.cli import main
 
 
@@ -42,8 +43,6 @@ def test_classify_names_a_corrupt_image(
 def test_classify_refuses_a_model_of_another_task(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from zoo import create_model, save_pretrained
-
     save_pretrained(
         create_model("test_mt_transformer"), tmp_path / "mt", extra={"task": "translation"}
     )
@@ -85,7 +84,6 @@ def mt_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained test translation model with a small vocabulary, saved as a model dir."""
     from tasks.translation import data as D
     from tasks.translation.tokenizer import Tokenizer
-    from zoo import create_model, save_pretrained
 
     src, tgt = D.synthetic_corpus(0, 300, 10)["train"]
     tokenizer = Tokenizer.train(src + tgt, vocab_size=120)
@@ -188,3 +186,72 @@ def test_classify_an_image_that_is_a_directory_or_a_device(
 ) -> None:
     fails(["classify", str(run), str(tmp_path)], capsys, f"image {tmp_path} is a directory")
     fails(["classify", str(run), "/dev/zero"], capsys, "image /dev/zero is a device, not a file")
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo transcribe
+
+
+def _wav(path: Path, seconds: float, rate: int = 16000, freq: float = 440.0) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+    return path
+
+
+@pytest.fixture(scope="module")
+def asr_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained test speech model saved as a run's best/ with its vocabulary."""
+    torch.manual_seed(0)
+    vocab = CharVocab("0123456789 ")
+    model = create_model("test_asr_transformer", vocab_size=len(vocab))
+    meta = {"vocab": vocab.to_dict(), "sample_rate": 16000}
+    run = tmp_path_factory.mktemp("asr") / "run"
+    save_pretrained(model, run / "best", extra={"task": "speech_recognition", "task_meta": meta})
+    return run
+
+
+def test_transcribe_prints_what_the_task_predicts(
+    asr_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audio = [_wav(tmp_path / "a.wav", 0.5), _wav(tmp_path / "b.wav", 0.3, 8000, 300.0)]
+    task, model = inference.load_for_prediction(asr_model, "speech_recognition", "cpu")
+    texts = task.predict(model, [str(p) for p in audio], beam_size=4)
+    args = ["transcribe", str(asr_model), *map(str, audio), "--device", "cpu", "--beam-size", "4"]
+    assert main(args) == 0
+    expected = [f"{p}: {t}" for p, t in zip(audio, texts)]
+    assert capsys.readouterr().out.strip("\n").split("\n") == expected
+    # the model averaged with itself: the same lines
+    assert main([*args, "--ensemble", str(asr_model)]) == 0
+    assert capsys.readouterr().out.strip("\n").split("\n") == expected
+    # a model of another task cannot join; a missing file is named
+    save_pretrained(create_model("test_vit", num_classes=3), tmp_path / "vit",
+                    extra={"task": "classification"})
+    fails([*args, "--ensemble", str(tmp_path / "vit")], capsys,
+          f"{tmp_path / 'vit'} holds a classification model", "ensemble")
+    fails(["transcribe", str(asr_model), str(tmp_path / "nope.wav")], capsys, "nope.wav")
+
+
+def test_a_recording_longer_than_the_positions_is_named_and_the_others_transcribed(
+    tmp_path, capsys
+):
+    vocab = CharVocab("0123456789 ")
+    model = create_model("test_asr_transformer", vocab_size=len(vocab))
+    meta = {"vocab": vocab.to_dict(), "sample_rate": 16000}
+    save_pretrained(model, tmp_path / "model", extra={"task": "speech_recognition",
+                                                      "task_meta": meta})
+    # 170 s at 1 kHz: the model reads at most 163.9 s of 16 kHz audio (4,096 positions)
+    long = _wav(tmp_path / "long.wav", 170.0, 1000, freq=100.0)
+    short = _wav(tmp_path / "short.wav", 0.5)
+    assert main(["transcribe", str(tmp_path / "model"), str(long), str(short)]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [
+        f"error: audio file {long} lasts 170.0 s, longer than the 163.9 s this model can read "
+        "at once (its positions); cut it into shorter parts"
+    ]
+    assert [line.split(":")[0] for line in out.strip().splitlines()] == [str(short)]
+    task, model = inference.load_for_prediction(tmp_path / "model", "speech_recognition")
+    with pytest.raises(ValueError, match=f"^audio file {long} lasts 170.0 s"):
+        task.predict(model, [str(short), str(long)])

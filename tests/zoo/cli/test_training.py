@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tests.zoo.cli.helpers import TINY, fails, snapshot
+from tests.zoo.cli.helpers import ROOT, TINY, fails, snapshot
 from zoo import inference
 from zoo.cli import main
 from zoo.pretrained import load_pretrained
@@ -269,3 +269,23 @@ def test_eval_batch_size_and_device_are_named_as_flags(
     fails(["eval", str(run), "--batch-size", "0"], capsys, "--batch-size must be at least 1")
     fails(["eval", str(run), "--device", "gpu"], capsys, "--device 'gpu' is not a device")
     fails(["classify", str(run), "x.png", "--topk", "0"], capsys, "--topk must be at least 1")
+
+
+def test_eval_of_an_ensemble_reports_apart(tmp_path, capsys):
+    recipe = ROOT / "configs" / "demo" / "speech.yaml"
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run), "train.max_steps=2",
+                 "schedule.warmup_steps=1", "data.options.train_utterances=64",
+                 "data.options.eval_utterances=16"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--device", "cpu"]) == 0
+    alone = capsys.readouterr().out
+    assert main(["eval", str(run), "--device", "cpu", "--ensemble", str(run / "best")]) == 0
+    out = capsys.readouterr().out
+    assert f"{run / 'best'} (ensemble with {run / 'best'}) on val:" in out
+    # the model averaged with itself scores as itself; its report does not replace the run's
+    scores = [line for line in alone.splitlines() if "cer:" in line or "loss:" in line]
+    assert len(scores) == 2 and scores == [
+        line for line in out.splitlines() if "cer:" in line or "loss:" in line]
+    assert (run / "transcripts_val.tsv").is_file() and (run / "transcripts_val_ensemble.tsv") \
+        .read_text("utf-8") == (run / "transcripts_val.tsv").read_text("utf-8")

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-import zoo
 from tasks.speech.decoding import ctc_log_likelihood, ctc_prefix_beam_search, decode_batch
 from tasks.speech.lm import (
     END,
@@ -18,7 +17,8 @@ from tasks.speech.lm import (
     wordfreq_counts,
 )
 from tasks.speech.vocab import CharVocab, read_sentences
-from tests.tasks.test_speech import make_task
+from tests.tasks.recipes import tiny_model
+from tests.tasks.speech.helpers import make_task
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz '"
 TEXTS = ["the cat sat on the mat", "a cat and a dog", "the dog sat", "don't"]
@@ -114,7 +114,7 @@ def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
     extra.write_text("1 2 3\n12\n", encoding="utf-8")  # spaces are not digits: left out
     task = make_task(train_utterances=8, eval_utterances=4, lm_weight=0.5, lm_bonus=0.2,
                      lm_order=3, lm_texts=[str(extra)])
-    model = zoo.create_model("test_asr_transformer", **task.prepare()).eval()
+    model = tiny_model("speech_recognition", **task.prepare()).eval()
     fusion = task._lm()
     assert fusion is task._lm() and (fusion.weight, fusion.bonus) == (0.5, 0.2)
     assert fusion.lm.order == 3 and fusion.lm.alphabet == "0123456789"

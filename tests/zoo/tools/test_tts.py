@@ -1,4 +1,4 @@
-"""Synthetic speech corpora with eSpeak NG (``tasks.speech.tts``) and ``zoo synthesize``."""
+"""Synthetic speech corpora read by eSpeak NG and Flite (``zoo.tools.tts``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from torchaudio.functional import detect_pitch_frequency
 
 from tasks.speech.data import build_splits, read_manifest
 from tasks.speech.vocab import read_sentences
-from zoo.cli import main
 from zoo.config import recipe_from_dict
 from zoo.tools.tts import ENGLISH, FLITE_VOICES, VARIANTS, Flite, synthesize_corpus
 
@@ -111,19 +110,6 @@ def test_unknown_voice_is_named(texts: Path, tmp_path: Path) -> None:
         synthesize_corpus([texts], tmp_path / "out", language="xx-nowhere", variants=["f1"])
 
 
-def test_synthesize_command(
-    texts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "corpus"
-    assert main(["synthesize", str(texts), "--out", str(out), "--count", "2"]) == 0
-    assert "2 utterances" in capsys.readouterr().out
-    assert len(read_manifest(out / "transcripts.tsv")) == 2
-    bad = tmp_path / "bad.txt"
-    bad.write_bytes(b"\xff\xfe\n")
-    assert main(["synthesize", str(bad), "--out", str(out)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: text file {bad} is not UTF-8 (byte 0)"
-
-
 flite_missing = pytest.mark.skipif(
     shutil.which("flite") is None, reason="no flite program (apt-get install flite)")
 
@@ -172,13 +158,10 @@ def test_corpus_mixes_flite_and_espeak_voices(texts: Path, tmp_path: Path) -> No
 
 
 def test_flite_errors_are_named(
-    texts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    texts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(ValueError, match=r"flite_share must be within \[0, 1\], got 1.5"):
         synthesize_corpus([texts], tmp_path / "out", flite_voices=["slt"], flite_share=1.5)
     monkeypatch.setenv("PATH", str(tmp_path))  # no flite program to be found
     with pytest.raises(OSError, match=r"needs its program 'flite' on the PATH .*apt-get"):
         synthesize_corpus([texts], tmp_path / "out", flite_voices=["slt"])
-    assert main(["synthesize", str(texts), "--out", str(tmp_path / "out"), "--flite"]) == 2
-    assert "needs its program 'flite' on the PATH" in capsys.readouterr().err
