@@ -46,13 +46,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", "train a recipe (YAML) into a run directory", arguments=_train_args)
 def cmd_train(args: argparse.Namespace) -> int:
     from zoo.config import load_recipe
-    from zoo.engine import train
-    from zoo.run_dir import resume_recipe
 
     if not _is_main_process():  # under torchrun, one process talks
         logging.getLogger().setLevel(logging.WARNING)
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides)  # a bad recipe is named before torch loads
     out = Path(args.out) if args.out else default_out_dir(recipe, args.recipe)
+    from zoo.engine import train
+    from zoo.run_dir import resume_recipe
+
     if args.resume:  # the run's own recorded recipe, not the file's values
         recipe = resume_recipe(out, args.recipe, args.overrides)
     metrics = train(recipe, out, resume=args.resume)
