@@ -96,14 +96,18 @@ def greedy_rerun(model: TorchSeq2Seq, src: Tensor, steps: int, bos: int) -> Tens
     return prefix
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mt_transformer_small")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=64)
     parser.add_argument("--length", type=int, default=30, help="source and output tokens")
     parser.add_argument("--beam", type=int, default=5)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     torch.manual_seed(0)
     warnings.filterwarnings("ignore", message="enable_nested_tensor")  # nn.Transformer, pre-norm
     ours = zoo.create_model(args.model, dropout=0.0)
@@ -126,6 +130,12 @@ def main() -> None:
               f"nn.Transformer {tok / times['torch']:.0f} tokens/s, "
               f"ratio {times['torch'] / times['ours']:.2f}x")  # fmt: skip
     ours.eval(), theirs.eval()
+    _bench_decoding(ours, theirs, src, args)
+
+
+def _bench_decoding(ours: nn.Module, theirs: nn.Module, src: Tensor, args) -> None:
+    """Greedy and beam search with the KV cache against re-running the decoder."""
+    n, t, cfg = args.sentences, args.length, ours.cfg
     times = interleaved(
         {"cached": lambda: greedy_cached(ours, src, t),
          "rerun": lambda: greedy_rerun(theirs, src, t, cfg.bos_id)},

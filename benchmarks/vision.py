@@ -117,61 +117,40 @@ def bench_model(name: str, args, device: torch.device, peaks: dict) -> list[tupl
     cfg = ours.cfg
     images = torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=device)
     labels = torch.randint(0, cfg.num_classes, (batch,), device=device)
+
+    def timed(steps: dict) -> dict:
+        return interleaved(steps, args.repeats, args.iters, warmup=3, sync=lambda: _sync(device))
+
     rows = []
     for bf16 in (False, True) if args.train else ():
         ours.train(), theirs.train()
-        t = interleaved(
-            {
-                "ours": train_step(ours, images, labels, bf16),
-                "timm": train_step(theirs, images, labels, bf16),
-            },
-            args.repeats,
-            args.iters,
-            warmup=3,
-            sync=lambda: _sync(device),
-        )
+        t = timed({"ours": train_step(ours, images, labels, bf16),
+                   "timm": train_step(theirs, images, labels, bf16)})
         prec = "bf16" if bf16 else "fp32"
         rows.append((name, "train " + prec, batch, t, cfg, True, prec))
     ours.eval(), theirs.eval()
     for bf16 in (False, True):
-        t = interleaved(
-            {"ours": infer_step(ours, images, bf16), "timm": infer_step(theirs, images, bf16)},
-            args.repeats,
-            args.iters,
-            warmup=3,
-            sync=lambda: _sync(device),
-        )
+        t = timed({"ours": infer_step(ours, images, bf16),
+                   "timm": infer_step(theirs, images, bf16)})
         prec = "bf16" if bf16 else "fp32"
         rows.append((name, "infer " + prec, batch, t, cfg, False, prec))
     if args.compile:  # both compiled the same way, so the ratio stays like for like
-        t = interleaved(
-            {
-                "ours": infer_step(torch.compile(ours), images, True),
-                "timm": infer_step(torch.compile(theirs), images, True),
-                # the speed-up's baseline, timed in the same rounds so host drift cancels out
-                "eager": infer_step(ours, images, False),
-            },
-            args.repeats,
-            args.iters,
-            warmup=3,
-            sync=lambda: _sync(device),
-        )
+        t = timed({
+            "ours": infer_step(torch.compile(ours), images, True),
+            "timm": infer_step(torch.compile(theirs), images, True),
+            # the speed-up's baseline, timed in the same rounds so host drift cancels out
+            "eager": infer_step(ours, images, False),
+        })
         rows.append((name, "infer bf16+compile", batch, t, cfg, False, "bf16"))
     if args.int8:  # calibrated on random images: the speed does not depend on the ranges
         from zoo.quantize import quantize_int8
 
         calibration = [torch.randn_like(images) for _ in range(2)]
-        t = interleaved(
-            {
-                "ours": infer_step(quantize_int8(ours, calibration), images, False),
-                "timm": infer_step(quantize_int8(theirs, calibration), images, False),
-                "eager": infer_step(ours, images, False),
-            },
-            args.repeats,
-            args.iters,
-            warmup=3,
-            sync=lambda: _sync(device),
-        )
+        t = timed({
+            "ours": infer_step(quantize_int8(ours, calibration), images, False),
+            "timm": infer_step(quantize_int8(theirs, calibration), images, False),
+            "eager": infer_step(ours, images, False),
+        })
         rows.append((name, "infer int8+compile", batch, t, cfg, False, "int8"))
     return rows
 

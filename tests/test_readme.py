@@ -4,7 +4,7 @@ The fast tests read every ``bash`` block of README.md: each ``zoo`` command (als
 and under ``torchrun -m zoo``) must parse with the real parser, every file or run it reads must
 be in the repository or made by an earlier line, and no ``zoo train`` may start a run where an
 earlier line made one (without ``--resume``). The ``python`` blocks must compile. The slow test
-runs every block, in order, in a copy of the repository.
+runs every block, in order, in a copy of the repository (the python blocks as one session).
 """
 
 from __future__ import annotations
@@ -201,12 +201,14 @@ def test_readme_blocks_run_as_written_in_order(tmp_path: Path) -> None:
     clone = _copy_of_the_repository(tmp_path / "clone")
     env = {**os.environ, "PYTHONPATH": str(clone),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    session = ""  # the python blocks read as one session: each runs after the earlier ones
     for language, body in blocks(README.read_text(encoding="utf-8")):
         if language == "bash":
             script = "\n".join(line for line in body.splitlines() if not line.startswith(SETUP))
             command = ["bash", "-e", "-o", "pipefail", "-c", script]
         elif language == "python":
-            command = [sys.executable, "-c", body]
+            session += body
+            command = [sys.executable, "-c", session]
         else:
             continue
         proc = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True,

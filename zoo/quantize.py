@@ -176,6 +176,31 @@ def quantize_int8(
         ValueError: ``calibration`` is empty, the model cannot be exported to a graph, a dtype
             is neither float32 nor bfloat16, or float32 attention is asked for in a bf16 graph.
     """
+    _check_dtypes(attention_dtype, float_dtype)
+    prepare_pt2e, convert_pt2e, x86 = _pt2e()
+    batches = iter(calibration)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("quantize_int8 needs at least one calibration batch; got none")
+    model.eval()
+    graph = _export(model, first, dynamic_batch)
+    quantizer = x86.X86InductorQuantizer()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        prepared(first)
+        for batch in batches:
+            prepared(batch)
+    attention_dtype, float_dtype = _pick_dtypes(attention_dtype, float_dtype)
+    quantized = convert_pt2e(prepared)
+    if attention_dtype == torch.bfloat16:
+        _use_bf16_attention(quantized)
+    if float_dtype == torch.bfloat16:
+        _drop_dtype_asserts(quantized)
+    return Int8Model(quantized, compiled=compile, float_dtype=float_dtype)
+
+
+def _check_dtypes(attention_dtype: torch.dtype | None, float_dtype: torch.dtype | None) -> None:
     for arg, dtype in (("attention_dtype", attention_dtype), ("float_dtype", float_dtype)):
         if dtype not in (None, torch.float32, torch.bfloat16):
             raise ValueError(f"{arg} must be torch.float32, torch.bfloat16 or None; got {dtype}")
@@ -184,37 +209,29 @@ def quantize_int8(
             "attention_dtype=torch.float32 needs float_dtype=torch.float32 (a bf16 graph feeds "
             "attention bf16 values)"
         )
-    prepare_pt2e, convert_pt2e, x86 = _pt2e()
-    batches = iter(calibration)
-    first = next(batches, None)
-    if first is None:
-        raise ValueError("quantize_int8 needs at least one calibration batch; got none")
-    model.eval()
-    dims = ({0: torch.export.Dim.AUTO},) if dynamic_batch else None
-    try:
-        with torch.no_grad():
-            graph = torch.export.export(model, (first,), dynamic_shapes=dims).module()
-    except Exception as e:  # export's errors are long; the first line names the cause
-        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"{type(model).__name__} cannot be exported for int8 quantization: {cause}"
-        ) from e
-    quantizer = x86.X86InductorQuantizer()
-    quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        prepared(first)
-        for batch in batches:
-            prepared(batch)
+
+
+def _pick_dtypes(
+    attention_dtype: torch.dtype | None, float_dtype: torch.dtype | None
+) -> tuple[torch.dtype, torch.dtype]:
+    """The attention and float dtypes, bf16 for those left None where oneDNN supports it."""
     bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     if attention_dtype is None:
         asked = float_dtype == torch.bfloat16
         attention_dtype = torch.bfloat16 if bf16 or asked else torch.float32
     if float_dtype is None:
         float_dtype = attention_dtype if bf16 else torch.float32
-    quantized = convert_pt2e(prepared)
-    if attention_dtype == torch.bfloat16:
-        _use_bf16_attention(quantized)
-    if float_dtype == torch.bfloat16:
-        _drop_dtype_asserts(quantized)
-    return Int8Model(quantized, compiled=compile, float_dtype=float_dtype)
+    return attention_dtype, float_dtype
+
+
+def _export(model: nn.Module, example: Tensor, dynamic_batch: bool) -> torch.fx.GraphModule:
+    """``torch.export`` of ``model`` on ``example``; its long errors cut to the first line."""
+    dims = ({0: torch.export.Dim.AUTO},) if dynamic_batch else None
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, (example,), dynamic_shapes=dims).module()
+    except Exception as e:  # export's errors are long; the first line names the cause
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{type(model).__name__} cannot be exported for int8 quantization: {cause}"
+        ) from e

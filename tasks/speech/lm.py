@@ -47,32 +47,7 @@ class CharNgramLM:
         self.order = order
         self.alphabet = alphabet
         symbols = set(alphabet) | {END}
-        # counts[k][history of k chars][next char]
-        counts: list[dict[str, dict[str, int]]] = [
-            defaultdict(lambda: defaultdict(int)) for _ in range(order)
-        ]
-        sentences = 0
-        for text in texts:
-            bad = set(text) - symbols
-            if bad:
-                raise ValueError(f"LM text {text!r} has characters outside the vocabulary: "
-                                 f"{''.join(sorted(bad))!r}")
-            padded = START * (order - 1) + text + END
-            for i in range(order - 1, len(padded)):
-                for k in range(order):
-                    counts[k][padded[i - k : i]][padded[i]] += 1
-            sentences += 1
-        if not sentences:
-            raise ValueError("the language model got no text to learn from")
-        # Lower orders count distinct left contexts (continuation counts), not occurrences.
-        tables: list[dict[str, dict[str, int]]] = [
-            defaultdict(lambda: defaultdict(int)) for _ in range(order - 1)
-        ]
-        for k in range(1, order):
-            for history, following in counts[k].items():
-                for char in following:
-                    tables[k - 1][history[1:]][char] += 1
-        tables.append(counts[order - 1])
+        tables = _kneser_ney_tables(_count(texts, symbols, order), order)
         self._discount = []
         self._tables: list[dict[str, tuple[dict[str, int], int, int]]] = []
         for table in tables:
@@ -110,6 +85,39 @@ class CharNgramLM:
         return sum(self.log_prob(text[:i], c) for i, c in enumerate(text)) + self.log_prob(
             text, END
         )
+
+
+Counts = list[dict[str, dict[str, int]]]  # [k][history of k chars][next char] -> count
+
+
+def _count(texts: Iterable[str], symbols: set[str], order: int) -> Counts:
+    """How often each character follows each history of 0 to ``order - 1`` characters."""
+    counts: Counts = [defaultdict(lambda: defaultdict(int)) for _ in range(order)]
+    sentences = 0
+    for text in texts:
+        bad = set(text) - symbols
+        if bad:
+            raise ValueError(f"LM text {text!r} has characters outside the vocabulary: "
+                             f"{''.join(sorted(bad))!r}")
+        padded = START * (order - 1) + text + END
+        for i in range(order - 1, len(padded)):
+            for k in range(order):
+                counts[k][padded[i - k : i]][padded[i]] += 1
+        sentences += 1
+    if not sentences:
+        raise ValueError("the language model got no text to learn from")
+    return counts
+
+
+def _kneser_ney_tables(counts: Counts, order: int) -> Counts:
+    """The tables Kneser-Ney estimates from: the highest order's counts, and for the lower
+    orders the number of distinct left contexts (continuation counts), not occurrences."""
+    tables: Counts = [defaultdict(lambda: defaultdict(int)) for _ in range(order - 1)]
+    for k in range(1, order):
+        for history, following in counts[k].items():
+            for char in following:
+                tables[k - 1][history[1:]][char] += 1
+    return [*tables, counts[order - 1]]
 
 
 class WordLexicon:

@@ -184,16 +184,12 @@ def beam_search(
         forced = step + 1 >= limits[active]  # (n,)
         lprobs = step_fn(prefix)  # (n*K, V)
         lprobs = _force_eos(lprobs, forced.repeat_interleave(k), cfg.eos_id)
-        n, vocab = active.numel(), lprobs.shape[1]
-        top, flat = (scores.view(-1, 1) + lprobs).view(n, k * vocab).topk(2 * k, dim=1)
-        parent = torch.arange(n, device=device)[:, None] * k + flat // vocab  # (n, 2K) rows
-        token = flat % vocab  # (n, 2K)
+        n = active.numel()
+        top, parent, token = _best_continuations(scores, lprobs, k)  # each (n, 2K)
         is_eos = token == cfg.eos_id
         seqs = torch.cat([prefix[parent.flatten()], token.view(-1, 1)], dim=1)  # (n*2K, t+1)
         pool.add(active, seqs.view(n, 2 * k, -1)[:, :, 1:], top, is_eos, step + 1, len_penalty)
-        # The best K continuations that do not end: non-EOS first, each group in rank order.
-        rank = torch.arange(2 * k, device=device).expand(n, -1)
-        live = torch.where(is_eos, rank + 2 * k, rank).argsort(dim=1)[:, :k]  # (n, K)
+        live = _live(is_eos, k)  # (n, K)
         keep = (~(pool.full(active) | forced)).nonzero().squeeze(1)  # (n',)
         if keep.numel() == 0:
             break
@@ -202,6 +198,28 @@ def beam_search(
         step_fn.reorder(rows)
         scores, active = top.gather(1, live)[keep], active[keep]
     return pool.results(nbest, cfg.eos_id, cfg.pad_id)
+
+
+def _best_continuations(scores: Tensor, lprobs: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The 2K best one-token continuations of each sentence's K beams.
+
+    Args:
+        scores: (n, K) log-probs of the live beams.
+        lprobs: (n*K, V) next-token log-probs of each beam.
+    Returns:
+        their scores (n, 2K), their parent beams as rows of the (n*K) beams, their tokens.
+    """
+    n, vocab = scores.shape[0], lprobs.shape[1]
+    top, flat = (scores.view(-1, 1) + lprobs).view(n, k * vocab).topk(2 * k, dim=1)
+    parent = torch.arange(n, device=scores.device)[:, None] * k + flat // vocab
+    return top, parent, flat % vocab
+
+
+def _live(is_eos: Tensor, k: int) -> Tensor:
+    """(n, K) indices into (n, 2K) ranked continuations of the best K that do not end: the
+    non-EOS ones first, each group in rank order."""
+    rank = torch.arange(2 * k, device=is_eos.device).expand(is_eos.shape[0], -1)
+    return torch.where(is_eos, rank + 2 * k, rank).argsort(dim=1)[:, :k]
 
 
 class _Pool:

@@ -203,36 +203,55 @@ def synthesize_corpus(
     sentences = sentences[:count]
     if not 0.0 <= flite_share <= 1.0:
         raise ValueError(f"flite_share must be within [0, 1], got {flite_share}")
-    tts = Espeak()
-    unknown = sorted(set(variants) - set(tts.variants))
-    if unknown:
-        raise ValueError(f"eSpeak NG has no voice variant {unknown[0]!r} (the variants are "
-                         "the files of its espeak-ng-data/voices/!v)")
-    flite = Flite() if flite_voices else None
-    for voice in flite_voices:
-        flite.check(voice)
+    voices = _Voices(variants, flite_voices, flite_share, language, rate, pitch, word_gap)
     out = Path(out)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     width = len(str(len(sentences) - 1))
-    rows = []
-    seconds = 0.0
+    rows, seconds = [], 0.0
     for i, text in enumerate(sentences):
-        if flite is not None and rng.random() < flite_share:
-            voice = rng.choice(flite_voices)
-            wave = flite.say(text, voice, rng.randint(*rate), rng.randint(*pitch))
-            speaker, sample_rate = f"flite-{voice}", flite.sample_rate
-        else:
-            speaker = rng.choice(variants)
-            wave = tts.say(text, f"{language}+{speaker}", rng.randint(*rate),
-                           rng.randint(*pitch), rng.randint(*word_gap))
-            sample_rate = tts.sample_rate
+        wave, sample_rate, speaker = voices.say(text, rng)
         name = f"wavs/{i:0{width}d}.wav"
         sf.write(out / name, wave, sample_rate, subtype="PCM_16")
         rows.append((name, text, speaker))
         seconds += len(wave) / sample_rate
-    with open(out / "transcripts.tsv", "w", encoding="utf-8", newline="") as f:
+    _write_manifest(out / "transcripts.tsv", rows)
+    return {"utterances": len(rows), "hours": seconds / 3600, "left_out": dropped}
+
+
+class _Voices:
+    """The voices a corpus is read with, checked before anything is written: eSpeak NG's
+    ``variants`` and, for a ``flite_share`` of the sentences, Flite's ``flite_voices``."""
+
+    def __init__(self, variants: Sequence[str], flite_voices: Sequence[str], flite_share: float,
+                 language: str, rate: tuple[int, int], pitch: tuple[int, int],
+                 word_gap: tuple[int, int]) -> None:
+        self.espeak = Espeak()
+        unknown = sorted(set(variants) - set(self.espeak.variants))
+        if unknown:
+            raise ValueError(f"eSpeak NG has no voice variant {unknown[0]!r} (the variants are "
+                             "the files of its espeak-ng-data/voices/!v)")
+        self.flite = Flite() if flite_voices else None
+        for voice in flite_voices:
+            self.flite.check(voice)
+        self.variants, self.flite_voices, self.flite_share = variants, flite_voices, flite_share
+        self.language, self.rate, self.pitch, self.word_gap = language, rate, pitch, word_gap
+
+    def say(self, text: str, rng: random.Random) -> tuple[np.ndarray, int, str]:
+        """``text`` read by a voice drawn from ``rng``: the wave, its sample rate, the speaker.
+        Without Flite voices no draw is spent on the choice of synthesiser."""
+        if self.flite is not None and rng.random() < self.flite_share:
+            voice = rng.choice(self.flite_voices)
+            wave = self.flite.say(text, voice, rng.randint(*self.rate), rng.randint(*self.pitch))
+            return wave, self.flite.sample_rate, f"flite-{voice}"
+        speaker = rng.choice(self.variants)
+        wave = self.espeak.say(text, f"{self.language}+{speaker}", rng.randint(*self.rate),
+                               rng.randint(*self.pitch), rng.randint(*self.word_gap))
+        return wave, self.espeak.sample_rate, speaker
+
+
+def _write_manifest(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """A ``path, text, speaker`` TSV with a header, as the ``manifest`` dataset reads it."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE)
         writer.writerow(("path", "text", "speaker"))
         writer.writerows(rows)
-    return {"utterances": len(rows), "hours": seconds / 3600,
-            "left_out": dropped}
