@@ -21,10 +21,11 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sentences", nargs="*", help="sentences (default: --input FILE, else stdin)")
     p.add_argument("--input", "-i", default=None, help="text file with one sentence per line")
     p.add_argument(
-        "--beam",
+        "--beam-size",
+        "--beam",  # fairseq's spelling, kept as an alias
         type=int,
         default=None,
-        help="beam size (default: the recipe's eval.beam_size; 1 = greedy)",
+        help="default: the recipe's decode.beam_size; 1 = greedy",
     )
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per sentence")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
@@ -45,7 +46,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     sentences = _inputs(args)
     todo = [i for i, s in enumerate(sentences) if s]  # an empty line stays an empty line
     found = task.translate(
-        model, [sentences[i] for i in todo], args.beam, args.nbest, batch_size=args.batch_size
+        model, [sentences[i] for i in todo], args.beam_size, args.nbest, batch_size=args.batch_size
     )
     texts: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in sentences]
     for i, hyps in zip(todo, found):
