@@ -43,7 +43,8 @@ def _warn_if_synthetic(run: Path) -> None:
 def _add_transcribe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory or saved model directory")
     p.add_argument("audio", nargs="+", help="audio files (any sample rate, mono or stereo)")
-    p.add_argument("--beam-size", type=int, default=None, help="default: the recipe's beam_size")
+    p.add_argument("--beam-size", "--beam", type=int, default=None,
+                   help="default: the recipe's decode.beam_size; 1 = greedy")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--ensemble", action="append", metavar="RUN",
                    help="average the model's frame log-probabilities with RUN's (repeatable)")

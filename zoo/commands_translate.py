@@ -21,10 +21,11 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sentences", nargs="*", help="sentences (default: --input FILE, else stdin)")
     p.add_argument("--input", "-i", default=None, help="text file with one sentence per line")
     p.add_argument(
-        "--beam",
+        "--beam-size",
+        "--beam",  # fairseq's spelling, kept as an alias
         type=int,
         default=None,
-        help="beam size (default: the recipe's eval.beam_size; 1 = greedy)",
+        help="default: the recipe's decode.beam_size; 1 = greedy",
     )
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per sentence")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
@@ -49,12 +50,11 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    """--beam, --nbest and --batch-size, named as the user typed them."""
-    check_positive(beam=args.beam, nbest=args.nbest, batch_size=args.batch_size)
-    if args.beam is not None and args.nbest > args.beam:
-        raise ValueError(
-            f"--nbest {args.nbest} needs --beam {args.nbest} or more, got --beam {args.beam}"
-        )
+    """--beam-size, --nbest and --batch-size, named as the user typed them."""
+    check_positive(beam_size=args.beam_size, nbest=args.nbest, batch_size=args.batch_size)
+    if args.beam_size is not None and args.nbest > args.beam_size:
+        raise ValueError(f"--nbest {args.nbest} needs --beam-size {args.nbest} or more, got "
+                         f"--beam-size {args.beam_size}")
 
 
 @command("translate", "translate sentences with a trained translation model")
@@ -62,16 +62,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
     _check_counts(args)
     task, model = load_for_prediction(args.run, "translation", args.device)
     sentences = _inputs(args)
-    if args.beam is None and args.nbest > task.beam_size:
+    if args.beam_size is None and args.nbest > task.decode.beam_size:
         raise ValueError(
-            f"--nbest {args.nbest} needs --beam {args.nbest} or more (the run's "
-            f"eval.beam_size is {task.beam_size})"
+            f"--nbest {args.nbest} needs --beam-size {args.nbest} or more (the run's "
+            f"decode.beam_size is {task.decode.beam_size})"
         )
     # an empty or blank line stays an empty line (a model asked to translate nothing makes
     # something up)
     todo = [i for i, s in enumerate(sentences) if s.strip()]
     found = task.translate(
-        model, [sentences[i] for i in todo], args.beam, args.nbest, batch_size=args.batch_size
+        model, [sentences[i] for i in todo], args.beam_size, args.nbest, batch_size=args.batch_size
     )
     texts: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in sentences]
     for i, hyps in zip(todo, found):

@@ -4,6 +4,7 @@ no traceback, nothing lost) for each kind of bad input."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ TINY = {
     "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
     "data": {
         "dataset": "synthetic",
-        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "image_size": 16},
+        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "native_size": 16},
     },
     "schedule": {"warmup_steps": 1},
     "train": {"max_steps": 4, "batch_size": 16, "eval_every": 2, "checkpoint_every": 1,
@@ -107,21 +108,29 @@ def test_eval_overrides_change_this_evaluation_only(
     saved = (run / "config.yaml").read_bytes()
     loaded, real = [], commands.load_recipe
 
-    def spy(path: Path, overrides: list[str] = ()) -> object:
-        loaded.append(real(path, overrides))
+    def spy(path: Path, overrides: list[str] = (), **kwargs: bool) -> object:
+        loaded.append(real(path, overrides, **kwargs))
         return loaded[-1]
 
     monkeypatch.setattr(commands, "load_recipe", spy)
     assert main(["eval", str(run), "--split", "test", "data.options.num_test=8"]) == 0
-    assert loaded[-1].data.options["num_test"] == 8
+    assert loaded[-1].data.options.num_test == 8
     assert (run / "config.yaml").read_bytes() == saved
     fails(["eval", str(run), "eval.beem_size=2"], capsys, "beem_size")
 
 
-def test_cooldown_longer_than_the_run_is_refused(
-    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_cooldown_longer_than_the_run(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # train.max_steps (4) says how long the run is: shortened to a tenth of it, with a warning
     args = ["train", str(recipe), "--out", str(tmp_path / "r"), "schedule.cooldown_steps=9"]
+    with caplog.at_level(logging.WARNING, logger="zoo.config"):
+        assert main(args) == 0
+    assert "schedule.cooldown_steps (9) does not fit after the warmup in the run's 4" in caplog.text
+    # the length comes from the data (one epoch of 4 batches): refused, naming both numbers
+    args = ["train", str(recipe), "--out", str(tmp_path / "e"), "schedule.cooldown_steps=9",
+            "train.max_steps=null", "train.epochs=1"]
     fails(args, capsys, "schedule.cooldown_steps (9)", "4 steps")
 
 
@@ -440,7 +449,7 @@ def test_blank_input_gives_an_empty_line_like_empty_input(
 
 def test_translate_api_returns_nothing_for_a_blank_sentence(mt_model: Path) -> None:
     task, model = commands.load_for_prediction(mt_model, "translation", "cpu")
-    found = task.translate(model, ["  ", "We see cats."], beam=2, nbest=2)
+    found = task.translate(model, ["  ", "We see cats."], beam_size=2, nbest=2)
     assert found[0] == [] and len(found[1]) >= 1
     assert task.predict(model, ["   "]) == [""]
 
@@ -448,11 +457,13 @@ def test_translate_api_returns_nothing_for_a_blank_sentence(mt_model: Path) -> N
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--beam", "0"], "--beam must be at least 1, got 0"),
+        (["--beam", "0"], "--beam-size must be at least 1, got 0"),
         (["--nbest", "0"], "--nbest must be at least 1, got 0"),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-        (["--beam", "2", "--nbest", "3"], "--nbest 3 needs --beam 3 or more, got --beam 2"),
-        (["--nbest", "2"], "--nbest 2 needs --beam 2 or more (the run's eval.beam_size is 1)"),
+        (["--beam", "2", "--nbest", "3"],
+         "--nbest 3 needs --beam-size 3 or more, got --beam-size 2"),
+        (["--nbest", "2"],
+         "--nbest 2 needs --beam-size 2 or more (the run's decode.beam_size is 1)"),
         (["--device", "gpu"], "--device 'gpu' is not a device"),
     ],
     ids=["beam", "nbest", "batch_size", "nbest_over_beam", "nbest_over_default", "device"],
@@ -465,8 +476,8 @@ def test_translate_blames_the_flag_at_fault(
 
 def test_translate_api_names_its_arguments(mt_model: Path) -> None:
     task, model = commands.load_for_prediction(mt_model, "translation", "cpu")
-    with pytest.raises(ValueError, match="^beam must be at least 1, got 0$"):
-        task.translate(model, ["We see cats."], beam=0)
+    with pytest.raises(ValueError, match="^beam_size must be at least 1, got 0$"):
+        task.translate(model, ["We see cats."], beam_size=0)
     with pytest.raises(ValueError, match="^batch_size must be at least 1, got 0$"):
         task.translate(model, ["We see cats."], batch_size=0)
 
