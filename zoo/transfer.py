@@ -73,7 +73,9 @@ class _Source:
             stored = set(self._handle.keys())
             meta = self._handle.metadata() or {}
         except Exception as e:  # safetensors raises its own error type, or OSError
-            raise CheckpointError(f"{self.file} is missing, corrupt or not safetensors ({e})") from e
+            raise CheckpointError(
+                f"{self.file} is missing, corrupt or not a safetensors file ({e})"
+            ) from e
         aliases = {k: v for k, v in meta.items() if k not in stored and v in stored}
         self.names = {**{k: k for k in stored}, **aliases}  # any name -> its stored name
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -131,7 +135,7 @@ def test_errors_are_one_sentence_naming_the_culprit(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=message) as err:
             init_from(model, path, parts)
         one_sentence(str(err.value))
-    with pytest.raises(ValueError, match="has no part 'decoder'; its parts are adapter, core, head"):
+    with pytest.raises(ValueError, match="no part 'decoder'; its parts are adapter, core, head"):
         init_from(create("test_mt_transformer"), source, ["decoder"])
     with pytest.raises(CheckpointError, match="holds no saved model") as err:
         init_from(model, (tmp_path / "empty").mkdir() or tmp_path / "empty", ["core"])
@@ -340,7 +344,8 @@ def test_dotted_overrides_set_init_from_and_freeze(tmp_path: Path) -> None:
     path.write_text("task: classification\nmodel: {name: test_vit}\ntrain: {max_steps: 1}\n")
     recipe = load_recipe(path, ["model.init_from.path=runs/x", "model.init_from.parts=[core, head]",
                                 "train.freeze=fpt"])
-    assert (recipe.model.init_from.path, recipe.model.init_from.parts) == ("runs/x", ["core", "head"])
+    init = recipe.model.init_from
+    assert (init.path, init.parts) == ("runs/x", ["core", "head"])
     assert recipe.train.freeze == "fpt"
     assert load_recipe(path, ["model.init_from.path=r"]).model.init_from.parts == ["core"]
     assert load_recipe(path, ["train.freeze=[core.*]"]).train.freeze == ["core.*"]
@@ -362,3 +367,23 @@ def test_the_transfer_recipes_validate_and_share_the_mini_core() -> None:
         cores.add((cfg.core.dim, cfg.core.depth, cfg.core.num_heads, cfg.core.act))
         assert recipe.data.root.startswith("../shared/data/")
     assert cores == {(128, 6, 4, "gelu")}
+
+
+@pytest.mark.slow
+def test_a_frozen_run_under_two_processes_matches_one(tmp_path: Path) -> None:
+    """DDP wraps the model after freezing: the frozen core is not in its buckets (otherwise its
+    reducer would wait for gradients that never come), and the losses match one process."""
+    recipe = tiny(tmp_path, {"max_steps": 3, "log_every": 1, "freeze": "frozen_core"})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "zoo", "train", str(path), "--out", str(tmp_path / "ddp")]
+    ddp = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    train(recipe_from_dict(recipe), tmp_path / "one")
+    one, two = (
+        [e["loss"] for e in read_metrics(tmp_path / run) if e["type"] == "train"]
+        for run in ("one", "ddp")
+    )
+    assert len(one) == len(two) == 3 and two == pytest.approx(one, rel=1e-4)
