@@ -16,7 +16,7 @@ Protocol (docs/transfer.md):
    the LR with the best mean validation metric (evaluated once, at the end) is chosen, and the
    table reports the mean (± std over seeds) test metric of that LR.
 4. Step time. Per target and regime, ``--timing-steps`` steps of the random-core cell in this
-   process, one run at a time, after the matrix: the median time of a training step.
+   process, one run at a time, before anything else: the median time of a training step.
 
 Writes ``transfer.md``, ``transfer.json`` and ``transfer.png`` (heatmap) into ``--out``:
 
@@ -254,7 +254,7 @@ def run_all(jobs: list[dict[str, Any]], n_jobs: int, log: Path) -> list[dict[str
 
 def timing_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Per target and regime, a short run of the random-core cell (the middle LR, seed 0),
-    run one at a time in this process after the matrix, for its median step time."""
+    run one at a time in this process before the matrix, for its median step time."""
     jobs, lr = [], args.lrs[len(args.lrs) // 2]
     for tname in args.targets:
         for regime in args.regimes:
@@ -357,14 +357,15 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_protocol(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Train the sources, then the cells, then time the steps; return every run's result."""
+    """Time the steps (first, while nothing else runs), train the sources, then the cells;
+    return every run's result."""
     log = args.out / RESULTS
+    timing = run_all(timing_jobs(args), 1, log) if args.timing_steps else []
     reused = dict(item.partition("=")[::2] for item in args.source)
     sources = run_all(source_jobs(args, reused), min(args.jobs, 3), log)
     runs = {**reused, **{r["name"]: r["run_dir"] for r in sources}}
     cells = run_all(cell_jobs(args, runs), args.jobs, log)
-    timing = run_all(timing_jobs(args), 1, log) if args.timing_steps else []
-    return sources + cells + timing
+    return timing + sources + cells
 
 
 if __name__ == "__main__":
