@@ -8,6 +8,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+SATURATE = 10.0  # points of gain (or loss) over the random core at which the colour saturates
+
 
 def select(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (target, source, regime): the LR with the best mean validation metric over
@@ -94,8 +96,8 @@ def _ms(value: float | None) -> str:
 
 def heatmap(path: Path, protocol: dict[str, Any], targets: dict,
             table: list[dict[str, Any]]) -> None:
-    """One panel per regime: targets x sources, coloured by the gain over the random core
-    (scaled per target by the largest gain in its row), annotated with the test metric."""
+    """One panel per regime: targets x sources, annotated with the test metric and coloured by
+    its gain over the random core in points (%, BLEU), saturating at +-SATURATE."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,10 +111,9 @@ def heatmap(path: Path, protocol: dict[str, Any], targets: dict,
         grid = []
         for t in rows:
             base = index.get((t, "random", regime))
-            gains = [index.get((t, s, regime)) for s in names]
-            gains = [float("nan") if g is None or base is None else g - base for g in gains]
-            top = max((abs(g) for g in gains if g == g), default=0) or 1.0
-            grid.append([g / top for g in gains])
+            values = [index.get((t, s, regime)) for s in names]
+            grid.append([float("nan") if v is None or base is None
+                         else (v - base) * targets[t].scale / SATURATE for v in values])
         ax.imshow(grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
         for i, t in enumerate(rows):
             for j, s in enumerate(names):
@@ -123,7 +124,8 @@ def heatmap(path: Path, protocol: dict[str, Any], targets: dict,
                         color="white" if dark else "black")
         ax.set_xticks(range(len(names)), names)
         ax.set_yticks(range(len(rows)), [targets[t].label for t in rows], fontsize=8)
-        ax.set_title(f"{regime}: test metric (colour: gain over random)", fontsize=9)
+        ax.set_title(f"{regime}: test metric\n(colour: gain over random, ±{SATURATE:g})",
+                     fontsize=9)
         ax.set_xlabel("source core")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

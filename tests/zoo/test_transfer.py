@@ -387,3 +387,37 @@ def test_a_frozen_run_under_two_processes_matches_one(tmp_path: Path) -> None:
         for run in ("one", "ddp")
     )
     assert len(one) == len(two) == 3 and two == pytest.approx(one, rel=1e-4)
+
+
+DATA = Path(os.environ.get("ZOO_DATA", ROOT.parent / "shared" / "data"))
+SMOKE = {  # recipe -> (data folder, overrides that shrink it to seconds)
+    "vit_mini_fashion_mnist": ("fashion-mnist", ["data.max_samples=64",
+                                                 "data.options.max_eval_samples=64"]),
+    "asr_mini_fsdd_single": ("fsdd", ["data.max_samples=32"]),
+    "mt_mini_multi30k": ("multi30k", ["data.max_samples=300", "schedule.cooldown_steps=0"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_a_transfer_recipe_starts_from_another_modality_core_and_evaluates(
+    name: str, tmp_path: Path, source_mini: Path
+) -> None:
+    """Each mini recipe on its real data (ZOO_DATA, default ../shared/data), two steps, with the
+    core of a vision run of the same size frozen in it (fpt)."""
+    folder, shrink = SMOKE[name]
+    if not (DATA / folder).is_dir():
+        pytest.skip(f"no {DATA / folder}")
+    overrides = [f"data.root={DATA / folder}", "train.max_steps=2", "train.eval_every=2",
+                 "schedule.warmup_steps=1", "train.device=cpu", *shrink,
+                 f"model.init_from.path={source_mini}", "train.freeze=fpt"]
+    final = train(load_recipe(ROOT / "configs" / "transfer" / f"{name}.yaml", overrides), tmp_path)
+    assert final["best_step"] == 2
+    events = read_metrics(tmp_path)
+    assert events[0]["type"] == "init_from" and events[0]["num_fresh"] == 0
+
+
+@pytest.fixture(scope="module")
+def source_mini(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved (untrained) vit_mini_patch4_28: its core is the mini core of every recipe."""
+    return save_pretrained(create("vit_mini_patch4_28"), tmp_path_factory.mktemp("vit_mini"))
