@@ -55,6 +55,7 @@ __all__ = [
     "ConfigError",
     "DataSection",
     "EvalSection",
+    "InitFromSection",
     "ModelSection",
     "OptimSection",
     "Recipe",
@@ -86,6 +87,15 @@ def _bounds(**limits: float) -> dict[str, float]:
 
 
 @dataclass
+class InitFromSection:
+    """Parts of the model to initialise from a saved model or run of any task (zoo/transfer.py)."""
+
+    path: str  # a saved model directory, or a run directory (its best/ first)
+    # part names (core, decoder, adapter, head, ...) or fnmatch patterns over state-dict names
+    parts: list[str] = field(default_factory=lambda: ["core"])
+
+
+@dataclass
 class ModelSection:
     """Which registered model to build, and keyword overrides for its config dataclass."""
 
@@ -94,6 +104,8 @@ class ModelSection:
     # Start from these weights (fine-tuning): a saved model or run directory, or "timm:FILE".
     # A classifier head of another size than the data's classes starts fresh.
     pretrained: str | None = None
+    # then these parts from another model (a core of any family): {path: RUN, parts: [core]}
+    init_from: InitFromSection | None = None
 
 
 @dataclass
@@ -151,6 +163,9 @@ class TrainSection:
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     log_every: int = field(default=10, metadata=_bounds(ge=1))
     label_smoothing: float = field(default=0.0, metadata=_bounds(ge=0, lt=1))
+    # a preset (linear_probe, frozen_core, fpt) or fnmatch patterns over parameter names;
+    # frozen parameters are not optimized (zoo/transfer.py). None: everything trains.
+    freeze: str | list[str] | None = None
 
 
 @dataclass
@@ -618,11 +633,21 @@ def _field_type(
             prefix = ".".join(parts[:i]) + "." if i else ""
             raise _unknown_key(part, list(hints), prefix, where)
         bounds = {f.name: f.metadata for f in dataclasses.fields(tp)}[part]
-        tp = hints[part]
+        tp = _optional_section(hints[part]) if i < len(parts) - 1 else hints[part]
         section = ".".join(parts[: i + 1])
         if section in SECTIONS and task is not None:
             tp = _section_type(task, section, where)
     return tp, bounds
+
+
+def _optional_section(tp: Any) -> Any:
+    """The dataclass of an optional section (``InitFromSection | None``), else ``tp``."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if len(sections) == 1:
+            return sections[0]
+    return tp
 
 
 def _takes_str(tp: Any) -> bool:
