@@ -38,7 +38,7 @@ from zoo.engine import train
 from zoo.records import RECIPE_NAME, STATE_NAME, atomic_dir, checkpoint_dirs, plot_curves
 
 DEMO_RECIPES = Path(__file__).resolve().parent.parent / "configs" / "demo"
-DEMO_NAMES = ("vision", "translation", "speech")
+DEMO_NAMES = ("vision", "translation", "speech", "lm")
 
 
 def _is_main_process() -> bool:
