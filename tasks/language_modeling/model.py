@@ -7,6 +7,7 @@ is tied to the token embedding (Press and Wolf 2017).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -32,6 +33,9 @@ class GPTConfig:
     # learned positions, as GPT-2 and nanoGPT; "sinusoidal" or "rotary" (= core.rotary) also work
     pos: str = "learned"
     max_len: int = 256  # the context: the most positions the model attends over
+    # GPT-2's embeddings (std 0.02, unscaled); True multiplies them by sqrt(D) as in Vaswani et
+    # al., which with the tied head makes a fresh model confidently predict its input token
+    embed_scale: bool = False
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -48,8 +52,7 @@ class GPTConfig:
 class GPT(nn.Module):
     """``adapter`` (token embeddings + positions) -> ``core`` (causal) -> ``head`` (tied).
 
-    The head's weight is the embedding table; the adapter scales embeddings by sqrt(D) and
-    draws them with std D^-1/2, so tied logits start with unit variance.
+    The head's weight is the embedding table (GPT-2: std 0.02, no sqrt(D) scale by default).
     """
 
     def __init__(self, cfg: GPTConfig) -> None:
@@ -58,11 +61,21 @@ class GPT(nn.Module):
         dim = cfg.core.dim
         adapter_pos = "none" if cfg.core.rotary else cfg.pos
         self.adapter = TextAdapter(
-            cfg.vocab_size, dim, cfg.max_len, cfg.pad_id, adapter_pos, cfg.core.dropout
-        )
+            cfg.vocab_size, dim, cfg.max_len, cfg.pad_id, adapter_pos, cfg.core.dropout,
+            embed_scale=cfg.embed_scale,
+        )  # fmt: skip
         self.core = TransformerEncoder.from_config(cfg.core)
         self.head = nn.Linear(dim, cfg.vocab_size, bias=False)
         self.head.weight = self.adapter.embed.weight  # tied output layer
+        self._scale_residual_init()
+
+    def _scale_residual_init(self) -> None:
+        # GPT-2 (Radford et al. 2019): the projections that write into the residual stream
+        # start 1/sqrt(2 * depth) smaller, so the stream's variance does not grow with depth.
+        std = 0.02 / math.sqrt(2 * self.cfg.core.depth)
+        for block in self.core.blocks:
+            for proj in (block.attn.proj, block.mlp.fc2):
+                nn.init.trunc_normal_(proj.weight, std=std)  # as the core draws its weights
 
     def new_cache(self) -> list[KVCache]:
         """Empty per-layer caches for ``forward_features(..., cache=...)``."""

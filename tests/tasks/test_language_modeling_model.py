@@ -1,7 +1,9 @@
 """The decoder-only model: parts and the tied head, causality, cached features equal a full
-pass, the context limit and padding."""
+pass, the context limit, padding, and GPT-2's initialisation."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -77,3 +79,21 @@ def test_inputs_longer_than_the_context_are_refused_by_name() -> None:
 def test_a_conformer_core_is_refused() -> None:
     with pytest.raises(ValueError, match="Conformer"):
         _gpt(core={"conformer": True, "conv_kernel": 3})
+
+
+def test_a_fresh_model_predicts_about_uniformly() -> None:
+    # GPT-2's init: unscaled embeddings of std 0.02; sqrt(D)-scaled ones tied to the head would
+    # make the model predict its own input token with confidence (a loss far above ln V)
+    torch.manual_seed(0)
+    core = CoreConfig(dim=64, depth=2, num_heads=2)
+    ids = torch.randint(4, 60, (4, 33), generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for scaled in (False, True):
+        model = GPTConfig(vocab_size=60, core=core, max_len=32, embed_scale=scaled).build()
+        logits = model(ids[:, :-1])
+        losses[scaled] = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), ids[:, 1:].flatten()
+        ).item()
+    assert abs(losses[False] - math.log(60)) < 0.1 and losses[True] > math.log(60) + 1
+    std = 0.02 / math.sqrt(2 * 2)  # residual projections start smaller (GPT-2)
+    assert model.core.blocks[1].mlp.fc2.weight.std().item() == pytest.approx(std, rel=0.1)
