@@ -283,34 +283,16 @@ class LanguageModelingTask(Task):
         if self.mode == "stream" and vocab.kind == "char":
             banned.append(EOS_ID)  # a character stream never holds EOS
         eos = EOS_ID if self.mode == "lines" else None
-        decode = _continuation_decoder(vocab, ids)
+        texts = _Continuations(options, _continuation_decoder(vocab, ids), eos, on_text)
         was_training = inner.training
         inner.eval()
-        n = options.num_samples
-        new: list[list[int]] = [[] for _ in range(n)]
-        shown, outs = [""] * n, [""] * n
-        stops, done = [StopStrings(options.stop) for _ in range(n)], [False] * n
-
-        def emit(i: int, text: str) -> None:
-            outs[i] += text
-            if text and on_text is not None:
-                on_text(i, text)
-
         for step in sample(inner, ids, options, banned, eos):
             for i, token in enumerate(step.tolist()):
-                if done[i] or token == eos:
-                    done[i] = True
-                    continue
-                new[i].append(token)
-                text = decode(new[i])
-                emit(i, stops[i].feed(text[len(shown[i]) :]))
-                shown[i], done[i] = text, stops[i].stopped
-            if all(done):
+                texts.add(i, token)
+            if texts.all_done:
                 break
-        for i in range(n):
-            emit(i, stops[i].flush())
         inner.train(was_training)
-        return outs
+        return texts.finish()
 
     def predict(self, model: nn.Module, inputs: Sequence[str], **options: Any) -> list[str]:
         """The first continuation of each prompt (``options``: ``SamplingOptions`` fields)."""
@@ -348,3 +330,46 @@ def _continuation_decoder(vocab: Vocab, prompt: list[int]) -> Callable[[list[int
         return full[len(base) :] if full.startswith(base) else vocab.decode(ids)
 
     return decode
+
+
+class _Continuations:
+    """The text of each sample as tokens arrive: decoded after the prompt, cut at EOS or before
+    a stop string, and handed to ``on_text`` piece by piece."""
+
+    def __init__(
+        self,
+        options: SamplingOptions,
+        decode: Callable[[list[int]], str],
+        eos: int | None,
+        on_text: Callable[[int, str], None] | None,
+    ) -> None:
+        n = options.num_samples
+        self.decode, self.eos, self.on_text = decode, eos, on_text
+        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.shown, self.texts = [""] * n, [""] * n
+        self.stops, self.done = [StopStrings(options.stop) for _ in range(n)], [False] * n
+
+    @property
+    def all_done(self) -> bool:
+        return all(self.done)
+
+    def add(self, i: int, token: int) -> None:
+        """Sample ``i``'s next token."""
+        if self.done[i] or token == self.eos:
+            self.done[i] = True
+            return
+        self.ids[i].append(token)
+        text = self.decode(self.ids[i])
+        self._emit(i, self.stops[i].feed(text[len(self.shown[i]) :]))
+        self.shown[i], self.done[i] = text, self.stops[i].stopped
+
+    def _emit(self, i: int, piece: str) -> None:
+        self.texts[i] += piece
+        if piece and self.on_text is not None:
+            self.on_text(i, piece)
+
+    def finish(self) -> list[str]:
+        """Release held-back text; the continuations."""
+        for i, stops in enumerate(self.stops):
+            self._emit(i, stops.flush())
+        return self.texts
