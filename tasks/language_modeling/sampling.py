@@ -117,15 +117,14 @@ def choose(
 
 # -- the loop -----------------------------------------------------------------------------------
 def _next_logits(
-    model: nn.Module, ids: Tensor, cache: list[KVCache] | None, use_cache: bool
+    model: nn.Module, ids: Tensor, cache: list[KVCache] | None, use_cache: bool, context: int
 ) -> tuple[Tensor, list[KVCache] | None]:
-    """(S, V) logits after ``ids`` (S, L) given the last ``max_len`` tokens, and the cache.
+    """(S, V) logits after ``ids`` (S, L) given its last ``context`` tokens, and the cache.
 
     The cache holds the keys of ``ids[:, :len(cache)]``. Once the context is full, positions
-    cannot slide (they are absolute), so every later step re-encodes the last ``max_len``
+    cannot slide (they are absolute), so every later step re-encodes the last ``context``
     tokens: the same as running the model on them without a cache, as nanoGPT does.
     """
-    context = model.cfg.max_len
     if not use_cache:
         new, cache = ids[:, -context:], None
     elif cache is None or len(cache[0]) >= context:
@@ -144,6 +143,7 @@ def sample(
     banned: Sequence[int] = (),
     eos_id: int | None = None,
     use_cache: bool = True,
+    context: int | None = None,
 ) -> Iterator[Tensor]:
     """Generate token by token; yields the (S,) new ids of each step, S = num_samples.
 
@@ -155,6 +155,8 @@ def sample(
         eos_id: an id that ends a sample; the generator stops when every sample has ended, and
             an ended sample yields ``eos_id`` from then on. None: only ``max_new_tokens`` ends.
         use_cache: False re-runs the model over the whole context each step (for tests).
+        context: the most tokens the model sees (default its ``max_len``; a model trained on
+            shorter blocks has never learned its later positions).
     """
     if not prompt:
         raise ValueError("generation needs a prompt of at least one token")
@@ -170,9 +172,10 @@ def sample(
     seen = torch.zeros(ids.shape[0], model.cfg.vocab_size, dtype=torch.bool, device=device)
     seen.scatter_(1, ids, True)
     ended = torch.zeros(ids.shape[0], dtype=torch.bool, device=device)
+    context = min(context or model.cfg.max_len, model.cfg.max_len)
     cache = None
     for _ in range(options.max_new_tokens):
-        logits, cache = _next_logits(model, ids, cache, use_cache)
+        logits, cache = _next_logits(model, ids, cache, use_cache, context)
         logits[:, list(banned)] = float("-inf")
         token = choose(logits, seen, options, generator)
         if eos_id is not None:

@@ -88,6 +88,7 @@ class LanguageModelingTask(Task):
         self.vocab: Vocab | None = None
         self._text: dict[str, str] | None = None
         self._checked_context = False
+        self.trained_block: int | None = None  # the block size of a loaded model's training
 
     # -- data ---------------------------------------------------------------------------------
     def _split(self, text: str) -> tuple[str, str]:
@@ -286,7 +287,8 @@ class LanguageModelingTask(Task):
         texts = _Continuations(options, _continuation_decoder(vocab, ids), eos, on_text)
         was_training = inner.training
         inner.eval()
-        for step in sample(inner, ids, options, banned, eos):
+        context = self.trained_block or self.block_size  # the positions training reached
+        for step in sample(inner, ids, options, banned, eos, context=context):
             for i, token in enumerate(step.tolist()):
                 texts.add(i, token)
             if texts.all_done:
@@ -307,8 +309,10 @@ class LanguageModelingTask(Task):
         return self.vocab
 
     def save_extra(self, directory: Path) -> dict[str, Any]:
-        """The vocabulary (characters in the metadata, or ``spm.model`` beside the model)."""
-        return {"vocab": self._require_vocab().save(Path(directory)), "mode": self.mode}
+        """The vocabulary (characters in the metadata, or ``spm.model`` beside the model), the
+        mode and the block size (generation sees at most the context it was trained on)."""
+        vocab = self._require_vocab().save(Path(directory))
+        return {"vocab": vocab, "mode": self.mode, "block_size": self.block_size}
 
     def load_extra(self, directory: Path, meta: dict[str, Any]) -> None:
         if not isinstance(meta, dict) or "vocab" not in meta:
@@ -316,6 +320,7 @@ class LanguageModelingTask(Task):
                              "in its config.json (task_meta.vocab)")  # fmt: skip
         self.vocab = load_vocab(meta["vocab"], directory)
         self.mode = meta.get("mode", self.mode)
+        self.trained_block = meta.get("block_size")
 
 
 def _continuation_decoder(vocab: Vocab, prompt: list[int]) -> Callable[[list[int]], str]:

@@ -30,9 +30,11 @@ def _gpt(pos: str = "learned") -> GPT:
     return GPTConfig(vocab_size=20, core=core, max_len=12, pos=pos).build().eval()
 
 
-def _run(model: GPT, use_cache: bool = True, **options) -> list[list[int]]:
+def _run(
+    model: GPT, use_cache: bool = True, context: int | None = None, **options
+) -> list[list[int]]:
     opts = SamplingOptions(**{"max_new_tokens": 6, **options})
-    steps = list(sample(model, PROMPT, opts, banned=[0, 1, 3], use_cache=use_cache))
+    steps = list(sample(model, PROMPT, opts, [0, 1, 3], use_cache=use_cache, context=context))
     return torch.stack(steps, 1).tolist()
 
 
@@ -43,6 +45,13 @@ def test_cached_generation_equals_uncached_past_the_context(pos: str, options: d
     cached = _run(model, True, max_new_tokens=20, **options)
     assert cached == _run(model, False, max_new_tokens=20, **options)
     assert len(cached[0]) == 20
+
+
+def test_a_shorter_context_than_the_positions_is_kept_cached_and_uncached() -> None:
+    model = _gpt()  # 12 positions; a model trained on blocks of 7 sees at most 7 tokens
+    short = _run(model, True, max_new_tokens=15, greedy=True, context=7)
+    assert short == _run(model, False, max_new_tokens=15, greedy=True, context=7)
+    assert short != _run(model, True, max_new_tokens=15, greedy=True)
 
 
 def test_greedy_is_deterministic_and_top_k_1_equals_greedy() -> None:

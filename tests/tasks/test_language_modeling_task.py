@@ -126,7 +126,7 @@ def test_the_vocabulary_is_saved_with_the_model_and_kept_by_a_resumed_run(tmp_pa
     meta = task.save_extra(saved)
     loaded = _task()
     loaded.load_extra(saved, meta)
-    assert loaded.vocab == task.vocab and loaded.mode == "stream"
+    assert loaded.vocab == task.vocab and loaded.mode == "stream" and loaded.trained_block == 32
     options = SamplingOptions(max_new_tokens=10, greedy=True)
     assert loaded.generate(model, "A ", options) == task.generate(model, "A ", options)
     resumed = _task(run_dir=tmp_path, options={"num_sentences": 5})  # other text: same vocab
