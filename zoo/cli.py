@@ -40,7 +40,7 @@ def command(name: str, help: str):
 
 
 # the values of the family configs' ``task`` and ``modality``
-TASKS = ("classification", "translation", "speech_recognition")
+TASKS = ("classification", "translation", "speech_recognition", "language_modeling")
 MODALITIES = ("vision", "text", "speech")
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     import zoo  # noqa: F401  (registers models)
-    from zoo import commands, commands_speech, commands_translate  # noqa: F401  (subcommands)
+    from zoo import commands, commands_generate, commands_speech, commands_translate  # noqa: F401
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

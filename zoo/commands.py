@@ -39,7 +39,7 @@ from zoo.records import RECIPE_NAME, STATE_NAME, plot_curves
 from zoo.run_dir import atomic_dir, checkpoint_dirs, resume_recipe
 
 DEMO_RECIPES = Path(__file__).resolve().parent.parent / "configs" / "demo"
-DEMO_NAMES = ("vision", "translation", "speech")
+DEMO_NAMES = ("vision", "translation", "speech", "lm")
 
 
 def _is_main_process() -> bool:

@@ -222,7 +222,7 @@ def test_none_where_allowed():
     [
         ({"train": {"precision": "fp8"}}, "train.precision", "'fp32', 'bf16', 'fp16'"),
         ({"schedule": {"name": "linear"}}, "schedule.name", "'cosine', 'inverse_sqrt', 'constant'"),
-        ({"task": "segmentation"}, "task", "'classification', 'speech_recognition', 'translation'"),
+        ({"task": "segmentation"}, "task", "'classification', 'language_modeling'"),
         ({"eval": {"mode": "maximum"}}, "eval.mode", "'max', 'min'"),
     ],
 )
