@@ -102,7 +102,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=64)
     parser.add_argument("--length", type=int, default=30, help="source and output tokens")
-    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--beam-size", "--beam", type=int, default=5)
     return parser.parse_args()
 
 
@@ -146,12 +146,12 @@ def _bench_decoding(ours: nn.Module, theirs: nn.Module, src: Tensor, args) -> No
 
     def beam(use_cache: bool) -> Callable[[], None]:
         return lambda: beam_search(
-            ours, src, beam_size=args.beam, max_len_a=0.0, max_len_b=t, use_cache=use_cache
+            ours, src, beam_size=args.beam_size, max_len_a=0.0, max_len_b=t, use_cache=use_cache
         )
 
     times = interleaved({"cached": beam(True), "rerun": beam(False)}, max(1, args.repeats // 2))
-    print(f"beam {args.beam}, {n} sentences, up to {t} tokens: cached {times['cached']:.2f} s, "
-          f"re-running the decoder {times['rerun']:.2f} s, "
+    print(f"beam {args.beam_size}, {n} sentences, up to {t} tokens: "
+          f"cached {times['cached']:.2f} s, re-running the decoder {times['rerun']:.2f} s, "
           f"speed-up {times['rerun'] / times['cached']:.1f}x")  # fmt: skip
     for steps in (10, 30, 60, 120):
         cached = interleaved({"c": lambda s=steps: greedy_cached(ours, src, s)}, 3)["c"]

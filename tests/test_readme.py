@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from zoo.cli import build_parser
+from zoo.cli.training import DEMO_NAMES
 from zoo.config import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +104,7 @@ class Checker:
 
     def _demo(self, line: str, a) -> None:
         if a.out:
-            self.made |= {Path(a.out) / name for name in a.only or ("vision", "translation",
-                                                                   "speech")}
+            self.made |= {Path(a.out) / name for name in a.only or DEMO_NAMES}
 
     def _eval(self, line: str, a) -> None:
         self.need(line, a.run, *(a.ensemble or ()))

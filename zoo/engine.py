@@ -43,6 +43,7 @@ from zoo.pretrained import create_model
 from zoo.records import Meter, Records, plot_curves
 from zoo.run_dir import RunDir, checkpoint_dirs
 from zoo.signals import StopRequest, stop_on_signals
+from zoo.transfer import append_events, freeze, frozen_batchnorms, init_from
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class Trainer(CheckpointMixin, StepLoopMixin, EvaluationMixin):
         # file that this run's lineage did not write; a resumed run's come from its checkpoint.
         self.task = get_task(self.recipe.task)(self.recipe, run_dir=self.run.stage)
         self.model = self._build_model()
+        transfer_events = self._transfer(new_run=resume_from is None)
         self.splits = self._datasets()
         self.total_steps = self._total_steps()
         self._build_optimization()
@@ -118,6 +120,8 @@ class Trainer(CheckpointMixin, StepLoopMixin, EvaluationMixin):
         per_epoch = len(self._epoch_batches(self.pos.epoch)) if self.run.changes else 1
         self.run.commit(self.recipe, self.pos.step, self.pos.epoch + self.pos.batch / per_epoch)
         self.task.run_dir = self.run_dir
+        if self.world.is_main:  # what init_from loaded and what is frozen, at step 0
+            append_events(self.run_dir, transfer_events)
 
     def _build_model(self) -> nn.Module:
         """``task.prepare()`` (rank 0 first: it may write files), then the model."""
@@ -138,6 +142,31 @@ class Trainer(CheckpointMixin, StepLoopMixin, EvaluationMixin):
         n = sum(p.numel() for p in model.parameters())
         logger.info("model %s: %.2fM parameters, on %s", name, n / 1e6, self.device)
         return model.to(self.device)
+
+    def _transfer(self, new_run: bool) -> list[dict[str, Any]]:
+        """``model.init_from`` (a new run only: a resumed one takes every weight from its
+        checkpoint), then ``train.freeze``: before the optimizer is built and before DDP wraps
+        the model, which buckets (and all-reduces) only parameters that require a gradient.
+
+        Returns:
+            The summary events for metrics.jsonl (none on resume: they are there already).
+        """
+        events = []
+        source = self.recipe.model.init_from
+        if source is not None and new_run:
+            try:
+                events.append(init_from(self.model, source.path, source.parts))
+            except CheckpointError as e:
+                raise CheckpointError(f"model.init_from: {e}") from None
+            except ValueError as e:
+                raise ConfigError(f"model.init_from: {e}") from None
+        if self.cfg.freeze is not None:
+            try:
+                events.append(freeze(self.model, self.cfg.freeze))
+            except ValueError as e:
+                raise ConfigError(f"train.{e}") from None
+        self.held_in_eval = frozen_batchnorms(self.model)
+        return events if new_run else []
 
     def _datasets(self) -> dict[str, Any]:
         splits = self.task.datasets()

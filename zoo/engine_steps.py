@@ -119,6 +119,8 @@ class StepLoopMixin:
         """One optimizer step over a group of micro-batches (this rank's shares)."""
         start = time.perf_counter()
         self.model.train()
+        for module in self.held_in_eval:  # frozen BatchNorms keep their running statistics
+            module.eval()
         counts = [float(self.task.count(b)) for b in group]
         # Weight each micro-batch's mean loss by its share of the global step's units, so the
         # gradient is that of the mean over the whole global batch (ranks are then averaged).

@@ -32,7 +32,7 @@ def find_run_recipe(
     stands alone."""
     for folder in (path, model_dir, model_dir.parent, model_dir.parent.parent):
         if (folder / RECIPE_NAME).is_file():
-            return folder, load_recipe(folder / RECIPE_NAME, overrides)
+            return folder, load_recipe(folder / RECIPE_NAME, overrides, upgrade=True)
     return None
 
 
@@ -121,7 +121,7 @@ def evaluate_run(
         report: let the task write its report of the evaluation into the run directory (for
             classification ``confusion_{split}.png`` and ``per_class_{split}.json``).
         overrides: ``dotted.key=value`` changes to the run's recipe for this evaluation only
-            (e.g. ``eval.beam_size=1`` or ``data.options.len_penalty=0.6``); the run's
+            (e.g. ``decode.beam_size=1`` or ``decode.len_penalty=0.6``); the run's
             ``config.yaml`` is not rewritten.
         ensemble: further runs (or model directories) whose models are averaged with this
             one's (speech recognition: frame by frame); its report is written to ``path``'s

@@ -24,6 +24,9 @@ class TextAdapter(nn.Module):
         pad_id: id of the padding token; its positions form the padding mask.
         pos: "sinusoidal", "learned" or "none" (e.g. when the core uses rotary positions).
         dropout: dropout on the summed embeddings.
+        embed_scale: multiply by sqrt(D); False adds the embeddings as they are, drawn with
+            std 0.02 (GPT-2). Tied to an output layer, scaled embeddings make a fresh model
+            predict its input token with confidence, which a language model must unlearn first.
     """
 
     def __init__(
@@ -34,14 +37,16 @@ class TextAdapter(nn.Module):
         pad_id: int = 0,
         pos: str = "sinusoidal",
         dropout: float = 0.0,
+        embed_scale: bool = True,
     ) -> None:
         super().__init__()
         if pos not in POSITIONS:
             raise ValueError(f"unknown position type '{pos}'; expected one of {POSITIONS}")
         self.vocab_size, self.dim, self.pad_id = vocab_size, dim, pad_id
+        self.scale = math.sqrt(dim) if embed_scale else 1.0
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
-        # std D^-1/2 so that embeddings have unit variance after the sqrt(D) scale
-        nn.init.normal_(self.embed.weight, std=dim**-0.5)
+        # scaled: std D^-1/2, so that embeddings have unit variance after the sqrt(D) scale
+        nn.init.normal_(self.embed.weight, std=dim**-0.5 if embed_scale else 0.02)
         with torch.no_grad():
             self.embed.weight[pad_id].zero_()
         if pos == "sinusoidal":
@@ -81,7 +86,7 @@ class TextAdapter(nn.Module):
         self.check_input(ids)
         if lengths is not None:
             check_lengths(lengths, ids.shape[0], ids.shape[1], "tokens")
-        x = self.embed(ids) * math.sqrt(self.dim)
+        x = self.embed(ids) * self.scale
         if self.pos_embed is not None:
             x = self.pos_embed(x, start_pos)
         if lengths is not None:

@@ -119,7 +119,7 @@ class CharVocab:
             where = f" of utterance {utterance}" if utterance else ""
             raise ValueError(
                 f"character {e.args[0]!r} in the transcript{where} ({text!r}) is not in the "
-                f"vocabulary {''.join(self.chars)!r} (data.options.vocab can set the characters)"
+                f"vocabulary {''.join(self.chars)!r} (tokenizer.characters can set them)"
             ) from None
 
     def decode(self, ids: Iterable[int]) -> str:

@@ -212,7 +212,8 @@ def token_batches(
     if sizes and max(sizes) > max_tokens:
         raise ValueError(
             f"a sentence pair of {max(sizes)} tokens does not fit a batch of {max_tokens} "
-            f"tokens; raise the batch size (tokens per batch) or lower data.options.max_len"
+            f"tokens; raise the batch size (tokens per batch) or lower "
+            "data.options.max_sentence_tokens"
         )
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(sizes), generator=gen) if shuffle else torch.arange(len(sizes))

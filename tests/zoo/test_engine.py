@@ -40,7 +40,7 @@ def tiny(train: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]
         "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
         "data": {
             "dataset": "synthetic",
-            "options": {"num_train": 96, "num_val": 32, "num_test": 32, "image_size": 16},
+            "options": {"num_train": 96, "num_val": 32, "num_test": 32, "native_size": 16},
         },
         "optim": {"lr": 2e-3},
         "schedule": {"name": "cosine", "warmup_steps": 2},

@@ -17,6 +17,7 @@ FAMILIES = {
     "classification": ("vision", "vit_"),
     "translation": ("text", "mt_"),
     "speech_recognition": ("speech", "asr_"),
+    "language_modeling": ("text", "gpt_"),
 }
 
 
@@ -97,8 +98,13 @@ def test_every_family_registers_a_test_variant_and_names_follow_the_family() -> 
     for task, (modality, prefix) in FAMILIES.items():
         family = zoo.list_models(task=task)
         assert family and all(n.startswith((prefix, "test_")) for n in family)
-        assert zoo.list_models(modality=modality) == family
+        assert set(family) <= set(zoo.list_models(modality=modality))
         assert sum(n.startswith("test_") for n in family) == 1
+    for modality in {m for m, _ in FAMILIES.values()}:  # a modality's models are its families'
+        tasks = [t for t, (m, _) in FAMILIES.items() if m == modality]
+        assert zoo.list_models(modality=modality) == sorted(
+            n for t in tasks for n in zoo.list_models(task=t)
+        )
 
 
 def test_list_models_filters() -> None:
@@ -107,7 +113,9 @@ def test_list_models_filters() -> None:
     assert "vit_tiny_patch16_224" in vits and "test_vit" not in vits
     assert zoo.list_models("*_224", modality="vision") == [n for n in vits if n.endswith("_224")]
     assert zoo.list_models("vit_*", task="translation") == []
-    assert zoo.list_models("test_*") == ["test_asr_transformer", "test_mt_transformer", "test_vit"]
+    assert zoo.list_models("test_*") == [
+        "test_asr_transformer", "test_gpt", "test_mt_transformer", "test_vit"
+    ]
     assert zoo.list_models("nothing*") == []
 
 

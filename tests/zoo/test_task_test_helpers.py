@@ -26,6 +26,7 @@ VARIANTS = {
     "classification": "test_vit",
     "translation": "test_mt_transformer",
     "speech_recognition": "test_asr_transformer",
+    "language_modeling": "test_gpt",
 }
 
 

@@ -3,7 +3,7 @@
 ==========  ===============================================
 catalog     list, info
 training    train, eval, demo, plot, average
-prediction  classify, translate, transcribe
+prediction  classify, translate, transcribe, generate
 tools       synthesize
 ==========  ===============================================
 

@@ -8,7 +8,7 @@ import json
 from zoo.cli.base import command
 
 # the values of the family configs' ``task`` and ``modality`` (tests check they are complete)
-TASKS = ("classification", "translation", "speech_recognition")
+TASKS = ("classification", "translation", "speech_recognition", "language_modeling")
 MODALITIES = ("vision", "text", "speech")
 
 

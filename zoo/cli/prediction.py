@@ -1,4 +1,5 @@
-"""``zoo classify``, ``zoo translate`` and ``zoo transcribe``: a trained run's predictions.
+"""``zoo classify``, ``zoo translate``, ``zoo transcribe`` and ``zoo generate``: a trained run's
+predictions.
 
 Each loads the run's task and model (`zoo.inference.load_for_prediction`) and prints what the
 task's ``predict`` returns; task-specific work stays behind the Task contract.
@@ -52,10 +53,11 @@ def _translate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sentences", nargs="*", help="sentences (default: --input FILE, else stdin)")
     p.add_argument("--input", "-i", default=None, help="text file with one sentence per line")
     p.add_argument(
-        "--beam",
+        "--beam-size",
+        "--beam",  # fairseq's spelling, kept as an alias
         type=int,
         default=None,
-        help="beam size (default: the recipe's eval.beam_size; 1 = greedy)",
+        help="default: the recipe's decode.beam_size; 1 = greedy",
     )
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per sentence")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
@@ -82,12 +84,11 @@ def _sentences(args: argparse.Namespace) -> list[str]:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    """--beam, --nbest and --batch-size, named as the user typed them."""
-    check_positive(beam=args.beam, nbest=args.nbest, batch_size=args.batch_size)
-    if args.beam is not None and args.nbest > args.beam:
-        raise ValueError(
-            f"--nbest {args.nbest} needs --beam {args.nbest} or more, got --beam {args.beam}"
-        )
+    """--beam-size, --nbest and --batch-size, named as the user typed them."""
+    check_positive(beam_size=args.beam_size, nbest=args.nbest, batch_size=args.batch_size)
+    if args.beam_size is not None and args.nbest > args.beam_size:
+        raise ValueError(f"--nbest {args.nbest} needs --beam-size {args.nbest} or more, got "
+                         f"--beam-size {args.beam_size}")
 
 
 @command("translate", "translate sentences with a trained translation model",
@@ -98,13 +99,13 @@ def cmd_translate(args: argparse.Namespace) -> int:
     _check_counts(args)
     task, model = load_for_prediction(args.run, "translation", args.device)
     sentences = _sentences(args)
-    beam_size = task.recipe.eval.beam_size
-    if args.beam is None and args.nbest > beam_size:
+    beam_size = task.section("decode").beam_size
+    if args.beam_size is None and args.nbest > beam_size:
         raise ValueError(
-            f"--nbest {args.nbest} needs --beam {args.nbest} or more (the run's "
-            f"eval.beam_size is {beam_size})"
+            f"--nbest {args.nbest} needs --beam-size {args.nbest} or more (the run's "
+            f"decode.beam_size is {beam_size})"
         )
-    found = task.predict(model, sentences, beam=args.beam, nbest=args.nbest, scores=True,
+    found = task.predict(model, sentences, beam_size=args.beam_size, nbest=args.nbest, scores=True,
                          batch_size=args.batch_size)
     for i, hyps in enumerate(found):
         # a blank input, or a search that finished nothing, gives an empty line (a model asked
@@ -125,7 +126,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def _transcribe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory or saved model directory")
     p.add_argument("audio", nargs="+", help="audio files (any sample rate, mono or stereo)")
-    p.add_argument("--beam-size", type=int, default=None, help="default: the recipe's beam_size")
+    p.add_argument("--beam-size", "--beam", type=int, default=None,
+                   help="default: the recipe's decode.beam_size; 1 = greedy")
     add_device(p)
     p.add_argument("--ensemble", action="append", metavar="RUN",
                    help="average the model's frame log-probabilities with RUN's (repeatable)")
@@ -161,3 +163,60 @@ def _warn_if_synthetic(run: Path) -> None:
     if found is not None and found[1].data.dataset == "synthetic":
         log.warning("%s learnt the built-in synthetic tones (one per digit), not speech: on real "
                     "recordings it prints digits that mean nothing", run)
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo generate: the prompt is printed, then the continuation as it is generated; with
+# --num-samples N the samples are generated together and printed one after another, separated
+# by a line of dashes (nanoGPT's sample.py). The same --seed gives the same text.
+
+SEPARATOR = "-" * 40
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("prompt", nargs="?", default="", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate at most")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 is greedy")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sample from the smallest set of tokens whose probability reaches p")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 discourages tokens already present (CTRL)")
+    p.add_argument("--greedy", action="store_true", help="always the likeliest token")
+    p.add_argument("--seed", type=int, default=None, help="the same seed gives the same text")
+    p.add_argument("--num-samples", type=int, default=1, help="continuations to generate")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop a sample before TEXT (repeatable)")
+    p.add_argument("--continuation-only", action="store_true", help="do not echo the prompt")
+    add_device(p)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@command("generate", "continue a prompt with a trained language model", arguments=_generate_args)
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tasks.language_modeling.sampling import SamplingOptions
+    from zoo.inference import load_for_prediction
+
+    sampling = SamplingOptions(  # a bad option fails before anything is printed
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, repetition_penalty=args.repetition_penalty, greedy=args.greedy,
+        seed=args.seed, num_samples=args.num_samples, stop=tuple(args.stop),
+    )  # fmt: skip
+    task, model = load_for_prediction(args.run, "language_modeling", args.device)
+    why = task.check_input(model, args.prompt)  # a bad prompt fails before anything is printed
+    if why is not None:
+        raise ValueError(why)
+    head = "" if args.continuation_only else args.prompt
+    if args.num_samples == 1:  # stream the tokens as they come
+        _write(head)
+        task.predict(model, [args.prompt], sampling, on_text=lambda _, text: _write(text))
+        _write("\n")
+        return 0
+    for i, text in enumerate(task.predict(model, [args.prompt], sampling)[0]):
+        _write(("" if i == 0 else SEPARATOR + "\n") + head + text + "\n")
+    return 0

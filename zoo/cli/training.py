@@ -14,7 +14,7 @@ from typing import Any
 from zoo.cli.base import add_device, cell, check_positive, command, overrides_anywhere, print_table
 
 DEMO_RECIPES = Path(__file__).resolve().parents[2] / "configs" / "demo"
-DEMO_NAMES = ("vision", "translation", "speech")
+DEMO_NAMES = ("vision", "translation", "speech", "lm")
 
 
 def _is_main_process() -> bool:
@@ -79,7 +79,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="change the run's recipe for this evaluation, e.g. eval.beam_size=1",
+        help="change the run's recipe for this evaluation, e.g. decode.beam_size=1",
     )
     overrides_anywhere(p)
 

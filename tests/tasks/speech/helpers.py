@@ -15,9 +15,11 @@ from tests.tasks.recipes import make_recipe
 SR = 16000
 
 
-def make_task(dataset: str = "synthetic", root: Path | str | None = None, **options):
+def make_task(dataset: str = "synthetic", root: Path | str | None = None,
+              sections: dict | None = None, **options):
+    """The task of a recipe with these ``data.options`` and other ``sections`` (augment...)."""
     data = {"dataset": dataset, "root": str(root) if root else None, "options": options}
-    recipe = make_recipe("speech_recognition", data,
+    recipe = make_recipe("speech_recognition", data, **(sections or {}),
                          train={"max_steps": 1, "label_smoothing": 0.1})
     return get_task("speech_recognition")(recipe)
 

@@ -29,7 +29,7 @@ def test_prefix_beam_search_never_worse_than_greedy():
     lp = (torch.randn(6, 12, 5, generator=gen) * 1.5).log_softmax(-1)
     lengths = torch.tensor([12, 11, 9, 12, 7, 5])
     greedy = ctc_greedy(lp, lengths)
-    nbest = ctc_prefix_beam_search(lp, lengths, beam=8)
+    nbest = ctc_prefix_beam_search(lp, lengths, beam_size=8)
     best = [h[0][0] for h in nbest]
     g_score = ctc_log_likelihood(lp, lengths, greedy)
     b_score = ctc_log_likelihood(lp, lengths, best)

@@ -111,7 +111,8 @@ def test_ctc_ensemble_refuses_members_that_do_not_line_up():
     task = make_task(train_utterances=6, eval_utterances=6)
     meta = task.prepare()
     a = tiny_model("speech_recognition", **meta)
-    other = make_task(train_utterances=6, eval_utterances=6, vocab="0123456789x")
+    other = make_task(sections={"tokenizer": {"characters": "0123456789x"}}, train_utterances=6,
+                      eval_utterances=6)
     other.prepare()
     with pytest.raises(ValueError, match="in /runs/x does not spell with the same characters"):
         task.ensemble(a, [(Path("/runs/x"), a, other.save_extra(Path("x")))])

@@ -19,7 +19,7 @@ TINY = {
     "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
     "data": {
         "dataset": "synthetic",
-        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "image_size": 16},
+        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "native_size": 16},
     },
     "schedule": {"warmup_steps": 1},
     "train": {"max_steps": 4, "batch_size": 16, "eval_every": 2, "checkpoint_every": 1,

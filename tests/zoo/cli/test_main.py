@@ -18,7 +18,7 @@ from zoo.cli.catalog import MODALITIES, TASKS
 GROUPS = {
     "catalog": ["list", "info"],
     "training": ["train", "eval", "demo", "plot", "average"],
-    "prediction": ["classify", "translate", "transcribe"],
+    "prediction": ["classify", "translate", "transcribe", "generate"],
     "tools": ["synthesize"],
 }
 

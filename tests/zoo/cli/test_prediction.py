@@ -129,7 +129,7 @@ def test_blank_input_gives_an_empty_line_like_empty_input(
 
 def test_translate_api_returns_nothing_for_a_blank_sentence(mt_model: Path) -> None:
     task, model = inference.load_for_prediction(mt_model, "translation", "cpu")
-    found = task.translate(model, ["  ", "We see cats."], beam=2, nbest=2)
+    found = task.translate(model, ["  ", "We see cats."], beam_size=2, nbest=2)
     assert found[0] == [] and len(found[1]) >= 1
     assert task.predict(model, ["   "]) == [""]
 
@@ -137,11 +137,13 @@ def test_translate_api_returns_nothing_for_a_blank_sentence(mt_model: Path) -> N
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--beam", "0"], "--beam must be at least 1, got 0"),
+        (["--beam", "0"], "--beam-size must be at least 1, got 0"),
         (["--nbest", "0"], "--nbest must be at least 1, got 0"),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-        (["--beam", "2", "--nbest", "3"], "--nbest 3 needs --beam 3 or more, got --beam 2"),
-        (["--nbest", "2"], "--nbest 2 needs --beam 2 or more (the run's eval.beam_size is 1)"),
+        (["--beam", "2", "--nbest", "3"],
+         "--nbest 3 needs --beam-size 3 or more, got --beam-size 2"),
+        (["--nbest", "2"],
+         "--nbest 2 needs --beam-size 2 or more (the run's decode.beam_size is 1)"),
         (["--device", "gpu"], "--device 'gpu' is not a device"),
     ],
     ids=["beam", "nbest", "batch_size", "nbest_over_beam", "nbest_over_default", "device"],
@@ -154,10 +156,21 @@ def test_translate_blames_the_flag_at_fault(
 
 def test_translate_api_names_its_arguments(mt_model: Path) -> None:
     task, model = inference.load_for_prediction(mt_model, "translation", "cpu")
-    with pytest.raises(ValueError, match="^beam must be at least 1, got 0$"):
-        task.translate(model, ["We see cats."], beam=0)
+    with pytest.raises(ValueError, match="^beam_size must be at least 1, got 0$"):
+        task.translate(model, ["We see cats."], beam_size=0)
     with pytest.raises(ValueError, match="^batch_size must be at least 1, got 0$"):
         task.translate(model, ["We see cats."], batch_size=0)
+
+
+def test_translate_spells_the_beam_size_both_ways(
+    mt_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task, model = inference.load_for_prediction(mt_model, "translation", "cpu")
+    sentences = ["We see two cats.", "You buy three birds in the city."]
+    expected = task.predict(model, sentences, beam_size=3)
+    for flag in ("--beam-size", "--beam"):  # --beam: fairseq's spelling, an alias
+        assert main(["translate", str(mt_model), *sentences, flag, "3", "--device", "cpu"]) == 0
+        assert capsys.readouterr().out.splitlines() == expected
 
 
 def test_translate_input_that_is_a_directory_or_a_device(

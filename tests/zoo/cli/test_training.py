@@ -5,6 +5,7 @@ lost) for each kind of bad input."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -59,21 +60,29 @@ def test_eval_overrides_change_this_evaluation_only(
     saved = (run / "config.yaml").read_bytes()
     loaded, real = [], inference.load_recipe
 
-    def spy(path: Path, overrides: list[str] = ()) -> object:
-        loaded.append(real(path, overrides))
+    def spy(path: Path, overrides: list[str] = (), **kwargs: bool) -> object:
+        loaded.append(real(path, overrides, **kwargs))
         return loaded[-1]
 
     monkeypatch.setattr(inference, "load_recipe", spy)
     assert main(["eval", str(run), "--split", "test", "data.options.num_test=8"]) == 0
-    assert loaded[-1].data.options["num_test"] == 8
+    assert loaded[-1].data.options.num_test == 8
     assert (run / "config.yaml").read_bytes() == saved
     fails(["eval", str(run), "eval.beem_size=2"], capsys, "beem_size")
 
 
-def test_cooldown_longer_than_the_run_is_refused(
-    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_cooldown_longer_than_the_run(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # train.max_steps (4) says how long the run is: shortened to a tenth of it, with a warning
     args = ["train", str(recipe), "--out", str(tmp_path / "r"), "schedule.cooldown_steps=9"]
+    with caplog.at_level(logging.WARNING, logger="zoo.config"):
+        assert main(args) == 0
+    assert "schedule.cooldown_steps (9) does not fit after the warmup in the run's 4" in caplog.text
+    # the length comes from the data (one epoch of 4 batches): refused, naming both numbers
+    args = ["train", str(recipe), "--out", str(tmp_path / "e"), "schedule.cooldown_steps=9",
+            "train.max_steps=null", "train.epochs=1"]
     fails(args, capsys, "schedule.cooldown_steps (9)", "4 steps")
 
 
