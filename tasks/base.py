@@ -179,6 +179,13 @@ def get_task(name: str) -> type[Task]:
         raise ValueError(f"unknown task '{name}'; expected one of {sorted(TASKS)}") from None
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while isinstance(getattr(model, "module", None), nn.Module) or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
 def iterate(loader: DataLoader, device: torch.device) -> Iterator[Batch]:
     """Batches of a loader with their tensors moved to ``device``."""
     for batch in loader:

@@ -23,13 +23,8 @@ from torch.utils.data import Dataset
 
 from tasks.base import Batch, Task, iterate, register_task
 from tasks.classification.data import (
-    BATCH_AUGMENTS,
     FASHION_MNIST_CLASSES,
-    BatchTransform,
-    ImageDataset,
     Split,
-    build_mixing,
-    build_transform,
     load_cifar,
     load_idx,
     load_image,
@@ -48,6 +43,13 @@ from tasks.classification.options import (
     ClassificationData,
 )
 from tasks.classification.synthetic import SYNTHETIC_CLASSES, make_synthetic
+from tasks.classification.transforms import (
+    BATCH_AUGMENTS,
+    BatchTransform,
+    ImageDataset,
+    build_mixing,
+    build_transform,
+)
 
 log = logging.getLogger(__name__)
 

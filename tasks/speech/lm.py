@@ -16,17 +16,22 @@ n-gram brings the context. Word lists come from a file (``read_word_counts``) or
 
 ``LMFusion`` scores label-id prefixes for the beam search: ``weight * log P_lm + bonus`` per
 character, the usual shallow-fusion score with a length bonus against the LM's preference for
-short outputs (Hannun et al. 2014).
+short outputs (Hannun et al. 2014). ``build_fusion`` makes one from a recipe's ``decode``
+settings.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from tasks.speech.vocab import CharVocab, normalize_text, read_text_file
+from tasks.speech.vocab import CharVocab, normalize_text, read_sentences, read_text_file
+
+log = logging.getLogger(__name__)
 
 END = "\n"  # end of sentence; never a transcript character (whitespace is normalised to " ")
 START = "\t"  # the history before a sentence's first character
@@ -295,3 +300,30 @@ class LMFusion:
     def total(self, prefix: Sequence[int]) -> float:
         """The whole hypothesis' score: every character, then the end of sentence."""
         return sum(self.step(prefix[:i], c) for i, c in enumerate(prefix)) + self.end(prefix)
+
+
+def build_fusion(decode: Any, vocab: CharVocab, transcripts: Sequence[str]) -> LMFusion:
+    """The shallow-fusion LM of a recipe's ``decode`` settings (``lm_*``): a character n-gram
+    over ``transcripts`` and the ``lm_texts`` files (lines with characters outside ``vocab``
+    left out), with the ``lm_lexicon`` word list mixed in when there is one.
+
+    Raises:
+        FileNotFoundError, ValueError: a text or word-count file is missing or unreadable.
+    """
+    alphabet = "".join(vocab.chars)
+    extra, dropped = read_sentences(list(decode.lm_texts), alphabet, "LM text file")
+    texts = [*transcripts, *extra]
+    lm = CharNgramLM(texts, alphabet, decode.lm_order)
+    log.info("character %d-gram LM from %d sentences (%d lines of lm_texts left out for "
+             "characters outside the vocabulary)", decode.lm_order, len(texts), dropped)
+    lexicon = None
+    if decode.lm_lexicon is not None:
+        source = decode.lm_lexicon
+        if source.startswith("wordfreq:"):
+            counts = wordfreq_counts(source.split(":", 1)[1])
+        else:
+            counts = read_word_counts(source)
+        lexicon = WordLexicon(counts, alphabet, decode.lm_lexicon_size)
+        log.info("word lexicon %s: %d words, %.2f of the LM", source, len(lexicon),
+                 decode.lm_lexicon_mix)
+    return LMFusion(lm, vocab, decode.lm_weight, decode.lm_bonus, lexicon, decode.lm_lexicon_mix)

@@ -12,6 +12,11 @@ from torch import Tensor, nn
 
 from encoders import AudioAdapter, TextAdapter, TransformerDecoder, TransformerEncoder
 from encoders.core import CoreConfig, rotary_positions
+from encoders.positional import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEmbedding,
+)
 
 POSITIONS = ("sinusoidal", "rotary")
 
@@ -222,3 +227,34 @@ class CTCEnsemble(nn.Module):
             lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
         memory, _ = self.forward_features(audio, lengths)
         return SpeechOutput(memory, self.output_lengths(lengths))
+
+
+def _positions(module: nn.Module) -> int | None:
+    """How many positions a position module covers (None: not one)."""
+    if isinstance(module, SinusoidalPositionalEmbedding):
+        return module.table.shape[0]
+    if isinstance(module, LearnedPositionalEmbedding):
+        return module.weight.shape[0]
+    if isinstance(module, RotaryEmbedding):
+        return module.cos.shape[0]
+    return None
+
+
+def max_samples(model: nn.Module) -> int | None:
+    """The longest waveform (samples) whose frames fit the positions of ``model``'s encoder
+    (adapter and core; every member of an ensemble), or None when nothing bounds them."""
+    counts = [
+        n for name, m in model.named_modules()
+        if "decoder" not in name and "tgt_adapter" not in name and (n := _positions(m))
+    ]  # fmt: skip
+    if not counts:
+        return None
+    frames = min(counts)
+    lo, hi = 0, 1 << 40  # output_lengths is monotonic: the largest input that still fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if int(model.adapter.output_lengths(torch.tensor([mid]))[0]) <= frames:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -15,12 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from encoders.positional import (
-    LearnedPositionalEmbedding,
-    RotaryEmbedding,
-    SinusoidalPositionalEmbedding,
-)
-from tasks.base import Batch, Task, iterate, register_task
+from tasks.base import Batch, Task, iterate, register_task, unwrap
 from tasks.speech.audio import (
     add_noise,
     probe_audio,
@@ -30,14 +25,8 @@ from tasks.speech.audio import (
 )
 from tasks.speech.data import build_splits, dataset_alphabet
 from tasks.speech.decoding import decode_batch
-from tasks.speech.lm import (
-    CharNgramLM,
-    LMFusion,
-    WordLexicon,
-    read_word_counts,
-    wordfreq_counts,
-)
-from tasks.speech.model import ASRConfig, CTCEnsemble, SpeechOutput
+from tasks.speech.lm import LMFusion, build_fusion
+from tasks.speech.model import ASRConfig, CTCEnsemble, SpeechOutput, max_samples
 from tasks.speech.options import (
     DATASETS,
     MOVED,
@@ -47,50 +36,12 @@ from tasks.speech.options import (
     SpeechLoss,
     SpeechTokenizer,
 )
-from tasks.speech.vocab import CharVocab, read_sentences
+from tasks.speech.vocab import CharVocab
 
 log = logging.getLogger(__name__)
 
 BUCKET_BATCHES = 50  # a shuffled window of this many batches is sorted by duration, then cut
 EXAMPLE_SECONDS = 10  # the example input of `zoo info`: 10 s of audio
-
-
-def _positions(module: nn.Module) -> int | None:
-    """How many positions a position module covers (None: not one)."""
-    if isinstance(module, SinusoidalPositionalEmbedding):
-        return module.table.shape[0]
-    if isinstance(module, LearnedPositionalEmbedding):
-        return module.weight.shape[0]
-    if isinstance(module, RotaryEmbedding):
-        return module.cos.shape[0]
-    return None
-
-
-def max_samples(model: nn.Module) -> int | None:
-    """The longest waveform (samples) whose frames fit the positions of ``model``'s encoder
-    (adapter and core; every member of an ensemble), or None when nothing bounds them."""
-    counts = [
-        n for name, m in model.named_modules()
-        if "decoder" not in name and "tgt_adapter" not in name and (n := _positions(m))
-    ]  # fmt: skip
-    if not counts:
-        return None
-    frames = min(counts)
-    lo, hi = 0, 1 << 40  # output_lengths is monotonic: the largest input that still fits
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if int(model.adapter.output_lengths(torch.tensor([mid]))[0]) <= frames:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    while isinstance(getattr(model, "module", None), nn.Module) or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
 
 
 @register_task
@@ -230,26 +181,9 @@ class SpeechRecognitionTask(Task):
         if opts.lm_weight == 0:
             return None
         if self._fusion is None:
-            alphabet = "".join(self._vocab().chars)
             if self.splits is None:  # a saved model being used: the recipe's data gives them
                 self.splits = build_splits(self.data, self.sample_rate)
-            extra, dropped = read_sentences(list(opts.lm_texts), alphabet, "LM text file")
-            texts = [*self.splits["train"].texts, *extra]
-            lm = CharNgramLM(texts, alphabet, opts.lm_order)
-            log.info("character %d-gram LM from %d sentences (%d lines of lm_texts left out for "
-                     "characters outside the vocabulary)", opts.lm_order, len(texts), dropped)
-            lexicon = None
-            if opts.lm_lexicon is not None:
-                source = opts.lm_lexicon
-                if source.startswith("wordfreq:"):
-                    counts = wordfreq_counts(source.split(":", 1)[1])
-                else:
-                    counts = read_word_counts(source)
-                lexicon = WordLexicon(counts, alphabet, opts.lm_lexicon_size)
-                log.info("word lexicon %s: %d words, %.2f of the LM", source, len(lexicon),
-                         opts.lm_lexicon_mix)
-            self._fusion = LMFusion(lm, self._vocab(), opts.lm_weight, opts.lm_bonus, lexicon,
-                                    opts.lm_lexicon_mix)
+            self._fusion = build_fusion(opts, self._vocab(), self.splits["train"].texts)
         return self._fusion
 
     def _check_model(self, model: nn.Module) -> None:

@@ -18,16 +18,10 @@ from torch.utils.data import DataLoader
 
 import tasks  # noqa: F401  (registers the tasks)
 from tasks.base import get_task
-from tasks.classification.data import (
-    BatchTransform,
-    ImageDataset,
-    Split,
-    build_transform,
-    load_image,
-    read_idx,
-)
+from tasks.classification.data import Split, load_image, read_idx
 from tasks.classification.metrics import topk_correct
 from tasks.classification.synthetic import make_synthetic
+from tasks.classification.transforms import BatchTransform, ImageDataset, build_transform
 from tests.tasks.recipes import make_recipe, tiny_model
 
 SMALL = {"num_train": 200, "num_val": 50, "num_test": 50}

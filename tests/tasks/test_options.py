@@ -11,7 +11,7 @@ import pytest
 
 import tasks  # noqa: F401  (registers the tasks)
 from tasks.base import TASKS, get_task
-from tasks.classification import data as classification_data
+from tasks.classification import transforms as classification_transforms
 from tasks.classification.model import ViTConfig
 from tasks.options import SECTIONS, setting
 from tasks.speech.model import ASRConfig
@@ -71,7 +71,7 @@ def test_every_moved_key_names_a_place_that_exists_and_left_its_old_one(name):
 def test_choices_are_those_the_code_accepts():
     hints = typing.get_type_hints
     policy = hints(get_task("classification").option_types["augment"])["policy"]
-    assert typing.get_args(policy) == classification_data.AUGMENTS
+    assert typing.get_args(policy) == classification_transforms.AUGMENTS
     assert typing.get_args(hints(TranslationTokenizer)["model_type"]) == tokenizer.MODEL_TYPES
     assert typing.get_args(hints(TranslationData)["empty_lines"]) == translation_data.EMPTY_LINES
 
