@@ -9,7 +9,9 @@ peak memory. The ViT also gets its bf16 step under the flash and under the math 
 if time is left, under ``torch.compile`` (in a child process that is killed at the deadline);
 the speech models their step with precomputed log-mel input, which prices the waveform front end.
 The JSON is rewritten after every model; one that fails records its error and the run goes on.
-A watchdog ends the process at --budget + 15 s whatever it is doing.
+A watchdog ends the process at --budget + 15 s whatever it is doing. One script in one file
+(over 400 lines, of small functions) on purpose: a lent GPU session runs it as a whole, and the
+measurement and its table read top to bottom.
 
     PYTHONPATH=. python benchmarks/gpu.py --out gpu.json                 # CUDA machine
     PYTHONPATH=. python benchmarks/gpu.py --smoke --out /tmp/gpu.json    # tiny models, CPU
