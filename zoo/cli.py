@@ -96,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script and ``python -m zoo``."""
     import zoo  # noqa: F401  (registers models)
-    from zoo import commands, commands_speech, commands_translate  # noqa: F401  (subcommands)
+    from zoo import (  # noqa: F401  (subcommands)
+        commands,
+        commands_interpret,
+        commands_speech,
+        commands_translate,
+    )
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
