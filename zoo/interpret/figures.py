@@ -43,7 +43,7 @@ def grid(rows: int, cols: int, cell: tuple[float, float] = (2.6, 2.4)) -> tuple[
 def save(fig: Any, path: Path) -> Path:
     """Write ``fig`` to ``path`` (PNG) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)  # the constrained layout already fits titles and bars
     pyplot().close(fig)
     return path
 
@@ -95,10 +95,9 @@ def colorbar(fig: Any, image: Any, axes: Any, label: str = "attention weight") -
     bar.set_label(label)
 
 
-def note(fig: Any, text: str) -> None:
-    """A line of small print at the bottom of the figure (what was cut or averaged)."""
-    if text:
-        fig.text(0.01, -0.01, text, fontsize=8, ha="left", va="top", style="italic")
+def suptitle(fig: Any, title: str, note: str = "") -> None:
+    """The figure's title, with ``note`` (what was cut or averaged) on a line of its own."""
+    fig.suptitle(f"{title}\n({note})" if note else title, fontsize=10)
 
 
 def as_cpu(t: Tensor) -> Tensor:

@@ -93,6 +93,6 @@ def ablate_heads(
             mask[h] = 0.0
             with masked_heads(model, {name: mask}):
                 values.append(float(evaluate(model)))
-        out[name] = torch.tensor(values)
+        out[name] = torch.tensor(values, dtype=torch.float64)
         logger.debug("%s: %s", name, ", ".join(f"{v:.4g}" for v in values))
     return baseline, out

@@ -149,9 +149,8 @@ def _self_figure(heard: Listening, layer: int, heads: Sequence[int], title: str,
         ax.set_xlabel("key time (s)")
         ax.set_ylabel("query time (s)")
     fg.colorbar(fig, image, axes.ravel().tolist())
-    fig.suptitle(title, fontsize=10)
     frames = heard.self_attention.shape[-1]
-    fg.note(fig, f"{frames} frames averaged in blocks of {factor}" if factor > 1 else "")
+    fg.suptitle(fig, title, f"{frames} frames averaged in blocks of {factor}" if factor > 1 else "")
     return fg.save(fig, path)
 
 

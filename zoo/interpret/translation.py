@@ -99,6 +99,5 @@ def _draw(panels: list[tuple[str, Tensor]], src: list[str], tgt: list[str], titl
         ax.set_xlabel("source subword")
         ax.set_ylabel("target subword (greedy)")
     fg.colorbar(fig, image, axes.ravel().tolist())
-    fig.suptitle(title, fontsize=10)
-    fg.note(fig, cut)
+    fg.suptitle(fig, title, cut)
     return fg.save(fig, path)
