@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -10,8 +12,9 @@ from tasks.translation.tokenizer import Tokenizer
 from tests.tasks.test_translation import make_recipe
 from tests.zoo.test_interpret_figures import bar_labels, capture_figures, is_png
 from zoo import create_model
+from zoo.interpret import translation
 from zoo.interpret.extract import AttentionExtract
-from zoo.interpret.translation import MAX_TOKENS, _cap, alignments, translation_figures
+from zoo.interpret.translation import alignments, translation_figures
 
 SENTENCES = ["one two three", "four five six seven", "eight nine ten", "a red house"] * 5
 
@@ -29,32 +32,37 @@ def setup(tmp_path_factory):
 
 def test_alignments_are_the_weights_seen_while_decoding_greedily(setup) -> None:
     task, model = setup
-    src, tgt, maps, text = alignments(task, model, "one two three")
-    assert src[-1] == "</s>" and tgt[-1] == "</s>" and len(maps) == 2
-    assert maps[1].shape == (4, len(tgt), len(src))
-    torch.testing.assert_close(maps[1].sum(-1), torch.ones(4, len(tgt)))
+    seen = alignments(task, model, "one two three")
+    assert seen.source[-1] == "</s>" and seen.outputs[-1] == "</s>" and seen.inputs[0] == "<s>"
+    cross = seen.stack("cross_attn")
+    t, s = len(seen.outputs), len(seen.source)
+    assert len(cross) == 2 and cross[1].shape == (4, t, s)
+    assert seen.maps["core.blocks.0.attn"].shape == (4, s, s)
+    assert seen.stack("attn")[0].shape == (4, t, t)
+    torch.testing.assert_close(cross[1].sum(-1), torch.ones(4, t))
     name = "decoder.blocks.1.cross_attn"
     with AttentionExtract(model, [name]) as found:  # the search, step by step, cached
         hyps = task.translate(model, ["one two three"], beam=1)
     steps = torch.cat(found.weights[name], dim=2)[0]  # (H, steps, S)
-    torch.testing.assert_close(steps, maps[1], atol=1e-5, rtol=0)
-    assert text == task.tokenizer.decode([hyps[0][0].tokens])[0]
+    torch.testing.assert_close(steps, cross[1], atol=1e-5, rtol=0)
+    assert seen.text == task.tokenizer.decode([hyps[0][0].tokens])[0]
 
 
 def test_translation_figures_label_subwords_on_both_axes(setup, tmp_path, monkeypatch) -> None:
     figures = capture_figures(monkeypatch)
     task, model = setup
     paths = translation_figures(task, model, ["one two three"], tmp_path, layer=1)
-    assert [p.name for p in paths] == ["sentence0_layers.png", "sentence0_layer1_heads.png"]
-    assert all(is_png(p) for p in paths)
-    src, tgt, _, _ = alignments(task, model, "one two three")
+    names = ["sentence0_layers.png", "sentence0_layer1_heads.png", "sentence0.html"]
+    assert [p.name for p in paths] == names
+    assert is_png(paths[0]) and is_png(paths[1])
+    seen = alignments(task, model, "one two three")
     layers, heads = figures
     panel = layers.axes[0]
     assert panel.get_title() == "layer 0, mean of heads"
     assert panel.get_xlabel() == "source subword"
     assert panel.get_ylabel() == "target subword (greedy)"
-    assert [t.get_text() for t in panel.get_xticklabels()] == src
-    assert [t.get_text() for t in panel.get_yticklabels()] == tgt
+    assert [t.get_text() for t in panel.get_xticklabels()] == seen.source
+    assert [t.get_text() for t in panel.get_yticklabels()] == seen.outputs
     assert [ax.get_title() for ax in heads.axes[:4]] == [f"layer 1, head {h}" for h in range(4)]
     assert bar_labels(layers) == ["attention weight"]
     assert layers._suptitle.get_text().startswith("one two three\n→ ")
@@ -62,9 +70,29 @@ def test_translation_figures_label_subwords_on_both_axes(setup, tmp_path, monkey
         translation_figures(task, model, ["one"], tmp_path, layer=2)
 
 
-def test_long_sentences_are_cut_with_a_note() -> None:
-    src, tgt = [f"s{i}" for i in range(100)], [f"t{i}" for i in range(90)]
-    maps = [torch.rand(4, 90, 100)]
-    src, tgt, maps, note = _cap(src, tgt, maps)
-    assert len(src) == len(tgt) == MAX_TOKENS and maps[0].shape == (4, MAX_TOKENS, MAX_TOKENS)
-    assert note == "showing the first 80 of 90 target and 80 of 100 source tokens"
+def test_the_head_view_embeds_every_attention_as_json(setup, tmp_path) -> None:
+    task, model = setup
+    path = translation_figures(task, model, ["one two three"], tmp_path)[-1]
+    page = path.read_text()
+    data = json.loads(page.split("const DATA = ")[1].split(";\n")[0].replace("<\\/", "</"))
+    assert [g["name"] for g in data] == ["encoder self-attention", "decoder self-attention",
+                                         "cross-attention"]
+    seen = alignments(task, model, "one two three")
+    cross = data[2]
+    assert cross["queries"] == seen.outputs and cross["keys"] == seen.source
+    assert len(cross["maps"]) == 2 and cross["heads"] == [[0, 1, 2, 3]] * 2
+    torch.testing.assert_close(torch.tensor(cross["maps"][1]), seen.stack("cross_attn")[1],
+                               atol=1e-4, rtol=0)
+    assert "<script" in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_long_sentences_are_cut_with_a_note(setup, monkeypatch) -> None:
+    task, model = setup
+    monkeypatch.setattr(translation, "MAX_TOKENS", 5)
+    seen = alignments(task, model, "one two three four")
+    assert len(seen.source) == len(seen.outputs) == 5
+    assert seen.maps["core.blocks.1.attn"].shape == (4, 5, 5)
+    assert seen.maps["decoder.blocks.0.cross_attn"].shape == (4, 5, 5)
+    source = len(task.tokenizer.encode(["one two three four"])[0]) + 1  # with EOS
+    assert seen.cut.startswith("showing the first 5 of ")
+    assert seen.cut.endswith(f"and 5 of {source} source tokens")
