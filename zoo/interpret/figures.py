@@ -125,15 +125,20 @@ def heads_figure(
         style = {"cmap": "RdBu", "vmin": -limit, "vmax": limit} if signed else {"vmin": 0.0}
         image = heatmap(ax, matrix, [str(h) for h in range(total)],
                         [short_name(n) for n in names], **style)
-        if matrix.numel() <= 400:
-            for (r, c), v in zip(torch.cartesian_prod(torch.arange(len(names)),
-                                                      torch.arange(total)).tolist(),
-                                 matrix.flatten().tolist()):
-                if v == v:  # not NaN
-                    ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6)
+        if matrix.numel() <= 400:  # small grids: the numbers too
+            _annotate(ax, matrix, white_below=-math.inf if signed else limit / 2)
         ax.set_xlabel("head")
         ax.set_ylabel("attention layer")
         ax.set_title(name, fontsize=9)
         colorbar(fig, image, ax, name)
     fig.suptitle(title, fontsize=10)
     return save(fig, path)
+
+
+def _annotate(ax: Any, matrix: Tensor, white_below: float) -> None:
+    """Write each cell's value in it (NaN cells stay empty); white on the map's dark end."""
+    for r, row in enumerate(matrix.tolist()):
+        for c, v in enumerate(row):
+            if v == v:  # not NaN
+                color = "white" if v < white_below else "black"
+                ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6, color=color)
