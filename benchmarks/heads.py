@@ -203,13 +203,13 @@ def plot(task: str, result: dict[str, Any], path: Path) -> None:
 
     plt, metric = pyplot(), result["metric"]
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    for method, style in (("importance", "-"), ("random", "--")):
+    for method, color in (("importance", "tab:blue"), ("random", "tab:orange")):
         rows = sorted((r for r in result["rows"] if r["method"] == method),
                       key=lambda r: r["fraction"])
         x = [100 * r["fraction"] for r in rows]
-        ax.plot(x, [r[metric] for r in rows], style, marker="o", label=method)
+        ax.plot(x, [r[metric] for r in rows], ":", color=color, marker="o", label=method)
         if f"{metric}_tuned" in rows[0]:
-            ax.plot(x, [r[f"{metric}_tuned"] for r in rows], style, marker="s",
+            ax.plot(x, [r[f"{metric}_tuned"] for r in rows], "-", color=color, marker="s",
                     label=f"{method} + fine-tune")
     ax.set_xlabel("heads pruned (%)")
     ax.set_ylabel(metric)
