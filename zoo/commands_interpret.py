@@ -6,14 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from zoo.checkpoint import find_model_dir, load_pretrained, read_model_config
 from zoo.cli import command
 from zoo.commands import find_run_recipe, load_for_prediction
 from zoo.interpret.extract import original_heads, short_name
 from zoo.interpret.rollout import HEAD_FUSIONS
+
+if TYPE_CHECKING:
+    from zoo.interpret.runs import OpenRun
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:1, ..."
 
@@ -134,6 +138,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from zoo.interpret.gates import prune_closed_heads
     from zoo.interpret.runs import open_run, save_changed_model
 
+    if args.gates and (args.fraction is not None or args.random or args.per_layer):
+        raise ValueError("--gates prunes the heads a gated model closed: it takes no "
+                         "--fraction, --random or --per-layer")
     if args.gates:
         model_dir = find_model_dir(Path(args.run))
         found = find_run_recipe(Path(args.run), model_dir)
@@ -146,9 +153,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         run = open_run(args.run, args.device)
         model, model_dir, run_dir = run.model, run.model_dir, run.run_dir
         pruned, note = _prune_by_scores(run, args)
-    out = save_changed_model(pruned, model_dir, args.out, {"pruned": {
-        **note, "from": str(model_dir), **_head_counts(model, pruned)}}, run_dir)
     counts = _head_counts(model, pruned)
+    note = {"pruned": {**note, "from": str(model_dir), **counts}}
+    out = save_changed_model(pruned, model_dir, args.out, note, run_dir)
     print(f"kept {counts['heads_kept']} of {counts['heads_before']} heads, "
           f"{counts['params_after']:,} of {counts['params_before']:,} parameters: {out}")
     for name, heads in original_heads(pruned).items():
@@ -156,7 +163,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prune_by_scores(run, args: argparse.Namespace):
+def _prune_by_scores(run: OpenRun, args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's model pruned by importance (or at random), and the note saying how."""
     from zoo.interpret.importance import head_importance
     from zoo.interpret.prune import kept_indices, plan_pruning, prune_heads, random_scorer
 
@@ -165,7 +173,7 @@ def _prune_by_scores(run, args: argparse.Namespace):
     else:
         batches = run.batches(run.loader(args.split, args.batch_size, args.max_batches))
 
-        def scorer(masks):
+        def scorer(masks: dict[str, Tensor]) -> dict[str, Tensor]:
             return head_importance(run.model, run.task.loss, batches, masks)
 
     masks = plan_pruning(run.model, args.fraction, scorer, args.per_layer, args.step)
@@ -176,7 +184,7 @@ def _prune_by_scores(run, args: argparse.Namespace):
     return pruned, note
 
 
-def _head_counts(before, after) -> dict[str, int]:
+def _head_counts(before: nn.Module, after: nn.Module) -> dict[str, int]:
     heads = lambda m: sum(len(h) for h in original_heads(m).values())  # noqa: E731
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     return {"heads_before": heads(before), "heads_kept": heads(after),

@@ -113,6 +113,8 @@ def test_random_per_layer_pruning_keeps_each_layers_share(vision, tmp_path, caps
     fails(["prune", str(run), "--fraction", "0.5", "--out", str(out)], capsys, "already exists")
     fails(["prune", str(run), "--out", str(tmp_path / "x")], capsys, "needs --fraction")
     fails(["prune", str(run), "--gates", "--out", str(tmp_path / "x")], capsys, "no head gates")
+    fails(["prune", str(run), "--gates", "--fraction", "0.3", "--out", str(tmp_path / "x")],
+          capsys, "takes no --fraction")
 
 
 def test_closed_gates_are_pruned_from_a_gated_run(tmp_path, capsys) -> None:
