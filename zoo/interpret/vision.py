@@ -73,12 +73,12 @@ def _patch_grid(model: nn.Module, picture: Tensor) -> tuple[int, int]:
     return picture.shape[0] // size, picture.shape[1] // size
 
 
-def _overlay(ax: Any, picture: Tensor, values: Tensor, vmax: float) -> Any:
+def _overlay(ax: Any, picture: Tensor, values: Tensor, vmax: float, vmin: float = 0.0) -> Any:
     """The image with ``values`` (Gh, Gw) laid over it; returns the overlay (for a bar)."""
     h, w = picture.shape[:2]
     extent = (0, w, h, 0)
     ax.imshow(picture.numpy(), cmap="gray" if picture.ndim == 2 else None, extent=extent)
-    return ax.imshow(values.numpy(), cmap="inferno", alpha=0.6, vmin=0.0, vmax=vmax,
+    return ax.imshow(values.numpy(), cmap="inferno", alpha=0.6, vmin=vmin, vmax=vmax,
                      extent=extent, interpolation="nearest")
 
 
@@ -126,14 +126,15 @@ def _rollout_figure(model: nn.Module, maps: list[Tensor], picture: Tensor, title
     axes[0, 0].imshow(picture.numpy(), cmap="gray" if picture.ndim == 2 else None,
                       extent=(0, w, h, 0))
     axes[0, 0].set_title("input", fontsize=9)
-    image = fg.heatmap(axes[0, 1], grid, cmap="inferno", vmin=0.0, aspect="equal")
+    # the residual path spreads rollout evenly: the colours span its range, not 0 to max
+    image = fg.heatmap(axes[0, 1], grid, cmap="inferno", aspect="equal")
     axes[0, 1].set_title("rollout over the patches", fontsize=9)
     axes[0, 1].set_xticks(range(gw))
     axes[0, 1].set_yticks(range(gh))
     axes[0, 1].set_xlabel("patch column")
     axes[0, 1].set_ylabel("patch row")
     fg.colorbar(fig, image, axes[0, 1], "share of the output")
-    overlay = _overlay(axes[0, 2], picture, grid, float(grid.max()))
+    overlay = _overlay(axes[0, 2], picture, grid, float(grid.max()), float(grid.min()))
     axes[0, 2].set_title("rollout on the image", fontsize=9)
     fg.colorbar(fig, overlay, axes[0, 2], "share of the output")
     for ax in (axes[0, 0], axes[0, 2]):
