@@ -64,7 +64,9 @@ def test_attention_draws_the_figures_of_a_vision_run(vision, tmp_path, capsys) -
 def test_attention_draws_a_translation_runs_alignments(tmp_path, capsys) -> None:
     run = _train(tmp_path, TRANSLATION)
     assert main(["attention", str(run), "one two", "--out", str(tmp_path / "figs")]) == 0
-    assert capsys.readouterr().out.split()[-1].endswith("sentence0_layer1_heads.png")
+    figs = tmp_path / "figs"
+    assert capsys.readouterr().out.split()[-2:] == [
+        str(figs / "sentence0_layer1_heads.png"), str(figs / "sentence0.html")]
     fails(["attention", str(run), "one", "--out", str(tmp_path), "--layer", "7"], capsys,
           "--layer 7 is out of range")
 
