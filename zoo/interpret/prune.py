@@ -140,7 +140,7 @@ def _shrink(state: dict[str, Tensor], name: str, module: nn.Module, heads: list[
                 state[key] = state[key][every].clone()
     proj = state[f"{name}.proj.weight"]
     if scale is not None:  # (D, H * Dh) columns of head j times scale[j]
-        proj = proj * scale.to(proj.dtype).repeat_interleave(dh)[None, :]
+        proj = proj * scale.to(proj).repeat_interleave(dh)[None, :]
     state[f"{name}.proj.weight"] = proj[:, rows].clone()
     if f"{name}.gate.log_alpha" in state:
         state[f"{name}.gate.log_alpha"] = state[f"{name}.gate.log_alpha"][index].clone()
