@@ -51,6 +51,7 @@ from zoo.checkpoint import (
 from zoo.checkpoint import keep_last as prune_checkpoints
 from zoo.config import ConfigError, Recipe, check_recipe
 from zoo.ema import ModelEMA, unwrap_model
+from zoo.interpret.gates import add_gate_penalty
 from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales
 from zoo.records import BEST, CHECKPOINTS, STATE_NAME, Meter, Records, plot_curves
 from zoo.registry import create_model
@@ -532,6 +533,8 @@ class Trainer:
             with dist.no_sync(self.train_model, sync):
                 with autocast(self.cfg.precision, self.device):
                     loss, logs = self.task.loss(self.train_model, batch)
+                    # learned head gates (core.head_gate_l0): + lambda * E[open gates]
+                    loss, logs = add_gate_penalty(self.model, loss, logs)
                 # DDP averages over ranks: scale each rank's mean loss to its share of the units
                 self.scaler.scale(loss * (n * self.world.size / total)).backward()
             for key, value in {**logs, "loss": loss.detach().float().item()}.items():

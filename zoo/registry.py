@@ -240,8 +240,18 @@ def create_model(name: str, pretrained: str | Path | None = None, **overrides: A
         key in overrides and overrides[key] != saved["config"].get(key)
         for key in ("num_classes", "vocab_size")
     )
-    load_weights(model, model_dir / "model.safetensors", fresh="head." if resized else None)
+    fresh = ("head.",) if resized else ()
+    if (saved["config"].get("core") or {}).get("head_gate_l0") is None:
+        fresh += _gate_prefixes(model)  # gates added to a model trained without: start open
+    load_weights(model, model_dir / "model.safetensors", fresh=fresh or None)
     return model
+
+
+def _gate_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The key prefixes of the model's learned head gates (``core.head_gate_l0``)."""
+    from encoders.gates import HardConcreteGate
+
+    return tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, HardConcreteGate))
 
 
 def list_models(
