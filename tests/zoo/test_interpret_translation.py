@@ -42,7 +42,7 @@ def test_alignments_are_the_weights_seen_while_decoding_greedily(setup) -> None:
     torch.testing.assert_close(cross[1].sum(-1), torch.ones(4, t))
     name = "decoder.blocks.1.cross_attn"
     with AttentionExtract(model, [name]) as found:  # the search, step by step, cached
-        hyps = task.translate(model, ["one two three"], beam=1)
+        hyps = task.translate(model, ["one two three"], beam_size=1)
     steps = torch.cat(found.weights[name], dim=2)[0]  # (H, steps, S)
     torch.testing.assert_close(steps, cross[1], atol=1e-5, rtol=0)
     assert seen.text == task.tokenizer.decode([hyps[0][0].tokens])[0]
