@@ -39,7 +39,7 @@ def command(name: str, help: str):
 
 
 # the values of the family configs' ``task`` and ``modality``
-TASKS = ("classification", "translation", "speech_recognition")
+TASKS = ("classification", "translation", "speech_recognition", "masked_lm", "masked_image")
 MODALITIES = ("vision", "text", "speech")
 
 
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script and ``python -m zoo``."""
     import zoo  # noqa: F401  (registers models)
+    import zoo.commands_masked  # noqa: F401  (fill-mask)
     from zoo import commands, commands_speech, commands_translate  # noqa: F401  (subcommands)
 
     args = build_parser().parse_args(argv)

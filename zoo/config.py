@@ -153,7 +153,9 @@ class EvalSection:
 class Recipe:
     """A full experiment: what to train, on what, and how."""
 
-    task: Literal["classification", "translation", "speech_recognition"]
+    task: Literal[
+        "classification", "translation", "speech_recognition", "masked_lm", "masked_image"
+    ]
     model: ModelSection
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
