@@ -229,15 +229,17 @@ class MaskedLMTask(Task):
         tokenizer = self._require_tokenizer()
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
+        for text in texts:
+            if MASK not in text:
+                raise ValueError(f"the text {text!r} has no {MASK}: put {MASK} where a word "
+                                 "is to be predicted")
         inner = getattr(model, "module", model)
+        was_training = inner.training
         inner.eval()
         device = next(inner.parameters()).device
         mask_id = tokenizer.sp.piece_to_id(MASK)
         results = []
         for text in texts:
-            if MASK not in text:
-                raise ValueError(f"the text {text!r} has no {MASK}: put {MASK} where a word "
-                                 "is to be predicted")
             # "is [MASK]" would encode as "▁is", "▁", "[MASK]"; training masked "▁riding" whole
             ids = tokenizer.encode([re.sub(r"\s+\[MASK\]", MASK, text)])[0]
             ids = ids[: inner.cfg.max_len - 1] + [EOS_ID]  # as in training
@@ -246,6 +248,7 @@ class MaskedLMTask(Task):
             probs, top = logits.softmax(-1).topk(min(top_k, logits.shape[-1]), dim=-1)
             results.append([[(show_piece(tokenizer, int(i)), float(p)) for p, i in zip(pr, tr)]
                             for pr, tr in zip(probs, top)])
+        inner.train(was_training)
         return results
 
     def predict(self, model: nn.Module, inputs: Sequence[str], top_k: int = 5,
