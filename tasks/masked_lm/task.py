@@ -40,7 +40,8 @@ MASK = "[MASK]"
 class MaskedLMOptions:
     """``data.options`` of the masked LM task."""
 
-    train_files: list[str] | None = None  # dataset "text": files under data.root (or absolute)
+    train_files: list[str] | None = None  # dataset "text": files under data.root (or absolute);
+    # one name alone is read as a list of one
     val_files: list[str] | None = None  # None: hold out data.val_fraction of the training lines
     # The files the sentencepiece vocabulary is trained on (default: train_files). A translation
     # fine-tune reuses this vocabulary, so train it on both of its languages (train.en, train.de).
@@ -65,6 +66,8 @@ class MaskedLMOptions:
                 close = difflib.get_close_matches(key, valid, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(valid)}"
                 raise ValueError(f"unknown masked_lm option 'data.options.{key}'{hint}")
+        files = ("train_files", "val_files", "vocab_files")
+        options = {k: [v] if k in files and isinstance(v, str) else v for k, v in options.items()}
         opts = cls(**options)
         check_probabilities(opts.mask_prob, opts.mask_token_prob, opts.random_token_prob)
         if opts.max_len < 2:

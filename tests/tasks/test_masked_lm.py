@@ -215,6 +215,7 @@ def test_mask_prob_outside_0_1_is_refused(value: float) -> None:
 def test_unknown_option_suggests_the_nearest() -> None:
     with pytest.raises(ValueError, match="did you mean 'whole_word'"):
         MaskedLMOptions.from_dict({"whole_words": True})
+    assert MaskedLMOptions.from_dict({"train_files": "a.txt"}).train_files == ["a.txt"]
 
 
 def test_text_files_train_with_whole_word_masking(tmp_path: Path) -> None:
