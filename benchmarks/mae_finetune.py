@@ -78,7 +78,8 @@ def finetune_recipe(args: argparse.Namespace, regime: str, pretrained: Path | No
     probe = bool(frozen)
     steps = args.probe_steps if probe else args.finetune_steps
     labelled = int(share * TRAIN_IMAGES * (1 - VAL_FRACTION))
-    layer_decay = 0.75 if pretrained is not None and not probe else None  # MAE's fine-tuning
+    # MAE fine-tunes its pre-trained encoder with layer-wise LR decay; a random init gets none
+    layer_decay = args.layer_decay if pretrained is not None and not probe else None
     return {
         "task": "classification",
         "model": {"name": TARGET, "overrides": {**VIT, "drop_path": 0.0 if probe else 0.1},
@@ -144,6 +145,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128, help="fine-tuning (pre-training: 2x)")
     p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning peak learning rate")
     p.add_argument("--probe-lr", type=float, default=3e-3, help="linear probe learning rate")
+    p.add_argument("--layer-decay", type=float, default=0.75,
+                   help="layer-wise LR decay when fine-tuning the MAE init (1 = none)")
     p.add_argument("--evals", type=int, default=2, help="validation evaluations per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
