@@ -40,7 +40,10 @@ def command(name: str, help: str):
 
 
 # the values of the family configs' ``task`` and ``modality``
-TASKS = ("classification", "translation", "speech_recognition", "language_modeling")
+TASKS = (
+    "classification", "translation", "speech_recognition", "language_modeling", "masked_lm",
+    "masked_image",
+)
 MODALITIES = ("vision", "text", "speech")
 
 
@@ -119,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     import zoo  # noqa: F401  (registers models)
+    import zoo.commands_masked  # noqa: F401  (fill-mask)
     from zoo import (  # noqa: F401  (subcommands)
         commands,
         commands_generate,

@@ -25,6 +25,7 @@ MODEL_CONFIGS = {
     "classification": ViTConfig,
     "translation": Seq2SeqConfig,
     "speech_recognition": ASRConfig,
+    "masked_image": MAEConfig,
 }
 
 
