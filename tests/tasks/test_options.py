@@ -13,6 +13,7 @@ import tasks  # noqa: F401  (registers the tasks)
 from tasks.base import TASKS, get_task
 from tasks.classification import data as classification_data
 from tasks.classification.model import ViTConfig
+from tasks.masked_image import MAEConfig
 from tasks.options import SECTIONS, setting
 from tasks.speech.model import ASRConfig
 from tasks.speech.options import SpeechAugment, SpeechData, SpeechDecoding
