@@ -39,6 +39,7 @@ __all__ = [
     "DataSection",
     "EvalSection",
     "ModelSection",
+    "MultitaskSection",
     "OptimSection",
     "Recipe",
     "ScheduleSection",
@@ -150,10 +151,28 @@ class EvalSection:
 
 
 @dataclass
+class MultitaskSection:
+    """Several tasks on one core (``task: multitask``; zoo/multitask, docs/multitask.md).
+
+    Each entry of ``tasks`` is a task section: ``name``, then the keys of a single-task recipe
+    (``task``, ``model``, ``data``, ``eval``, ``train.batch_size``/``label_smoothing``), then
+    ``loss_weight``, ``lr_mult``, ``steps`` and ``reference``; zoo/multitask/sections.py checks
+    them, naming the section.
+    """
+
+    core: str | dict[str, Any]  # a named core size ("mini") or core settings ({size: mini, ...})
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    # which task trains at each optimizer step: "weighted" by each section's steps (PolyViT),
+    # "proportional" to the batches in an epoch of each task, "temperature", "uniform"
+    sampling: Literal["weighted", "proportional", "temperature", "uniform"] = "weighted"
+    temperature: float = field(default=2.0, metadata=_bounds(gt=0))  # sampling: temperature
+
+
+@dataclass
 class Recipe:
     """A full experiment: what to train, on what, and how."""
 
-    task: Literal["classification", "translation", "speech_recognition"]
+    task: Literal["classification", "translation", "speech_recognition", "multitask"]
     model: ModelSection
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -161,6 +180,7 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     out_dir: str | None = None  # None: the CLI picks runs/<recipe name>
+    multitask: MultitaskSection | None = None  # task "multitask" only
 
 
 # ---------------------------------------------------------------------------------------------
