@@ -112,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     import zoo  # noqa: F401  (registers models)
-    from zoo import commands, commands_speech, commands_translate  # noqa: F401  (subcommands)
+    from zoo import (  # noqa: F401  (subcommands)
+        commands,
+        commands_multitask,
+        commands_speech,
+        commands_translate,
+    )
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 
 from zoo.cli import command
-from zoo.commands import load_for_prediction
+from zoo.commands import TASK_HELP, load_for_prediction
 
 TASK = "speech_recognition"
 
 
 @command("transcribe", "transcribe audio files with a trained speech model")
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or ())
+    task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or (),
+                                      section=args.task)
     texts = task.predict(model, args.audio, beam_size=args.beam_size)
     for path, text in zip(args.audio, texts):
         print(f"{path}: {text}")
@@ -26,6 +27,7 @@ def _add_transcribe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--ensemble", action="append", metavar="RUN",
                    help="average the model's frame log-probabilities with RUN's (repeatable)")
+    p.add_argument("--task", default=None, metavar="NAME", help=TASK_HELP)
 
 
 cmd_transcribe.arguments = _add_transcribe_args

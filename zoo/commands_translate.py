@@ -13,7 +13,7 @@ import sys
 import tasks  # noqa: F401  (registers the tasks)
 from tasks.translation.data import read_lines
 from zoo.cli import command
-from zoo.commands import load_for_prediction
+from zoo.commands import TASK_HELP, load_for_prediction
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
@@ -29,6 +29,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per sentence")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--task", default=None, metavar="NAME", help=TASK_HELP)
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -41,7 +42,7 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 @command("translate", "translate sentences with a trained translation model")
 def cmd_translate(args: argparse.Namespace) -> int:
-    task, model = load_for_prediction(args.run, "translation", args.device)
+    task, model = load_for_prediction(args.run, "translation", args.device, section=args.task)
     sentences = _inputs(args)
     todo = [i for i, s in enumerate(sentences) if s]  # an empty line stays an empty line
     found = task.translate(
