@@ -1,0 +1,301 @@
+"""One core for three tasks against three single-task models (PolyViT-style co-training).
+
+Trains the sections of configs/multitask/mini_fmnist_fsdd_multi30k.yaml (Fashion-MNIST with
+vit_mini_patch4_28, FSDD single digits with asr_transformer_ctc_mini, Multi30k en->de with
+mt_transformer_mini; "mini" core, dropout 0.1) as three single-task runs and as one multitask run
+of the three (weighted schedule: exactly --steps-per-task steps of each task), with the same
+core, steps per task, optimizer, schedule and seed. Each run's best
+checkpoint (singles: by their task's val metric; the multitask run: by its score, the tasks'
+val metrics relative to --references, or to 100 and 1 without) is evaluated on the test splits.
+With --tune-steps, a cheaper two-task pair (vision + speech) is also trained under every
+sampling schedule and compared on validation.
+
+Writes ``multitask.json`` and ``multitask.md`` into --out (rewritten as runs finish) and keeps
+the run directories in ``--out/runs``. Runs go in parallel processes (--parallel), so their
+wall times include sharing the machine.
+
+    PYTHONPATH=. python benchmarks/multitask.py --smoke --out /tmp/mt      # built-in data, CPU
+    PYTHONPATH=. python benchmarks/multitask.py --device cuda --data ../shared/data \\
+        --steps-per-task 3000 --tune-steps 1000 --parallel 8 --out runs/bench_multitask
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("vision", "speech", "translation")
+SCHEDULES = ("weighted", "proportional", "temperature", "uniform")
+METRIC = {"vision": ("top1", "max"), "speech": ("cer", "min"), "translation": ("bleu", "max")}
+POINTS = {"top1": 1.0, "cer": 100.0, "bleu": 1.0}  # metric -> points (CER is a fraction)
+
+
+RECIPE = ROOT / "configs/multitask/mini_fmnist_fsdd_multi30k.yaml"
+SMOKE_RECIPE = ROOT / "configs/demo/multitask.yaml"
+
+
+def sections(data: Path, smoke: bool) -> tuple[dict[str, dict[str, Any]], Any]:
+    """Each task's section of the recipe (task, model, data, train, eval) with its data root
+    moved into ``data``, and the recipe's core."""
+    recipe = yaml.safe_load((SMOKE_RECIPE if smoke else RECIPE).read_text())
+    out = {t["name"]: {k: v for k, v in t.items() if k not in ("name", "steps", "reference")}
+           for t in recipe["multitask"]["tasks"]}
+    for section in out.values():
+        if section["data"].get("root"):
+            section["data"]["root"] = str(data / Path(section["data"]["root"]).name)
+    if smoke:  # smaller built-in data
+        out["vision"]["data"]["options"] = {"num_train": 512, "num_val": 64, "num_test": 64}
+        out["speech"]["data"]["options"] = {"train_utterances": 128, "eval_utterances": 16}
+        out["translation"]["data"]["options"].update(num_samples=400, num_eval=16)
+        out["translation"]["data"]["vocab_size"] = 200
+    return out, recipe["multitask"]["core"]
+
+
+def _common(args: argparse.Namespace, steps: int, evals: int) -> dict[str, Any]:
+    return {
+        "optim": {"lr": args.lr, "weight_decay": 0.05, "betas": [0.9, 0.98]},
+        "schedule": {"name": "cosine", "warmup_steps": max(1, steps // 20)},
+        "train": {"max_steps": steps, "seed": args.seed, "precision": args.precision,
+                  "device": args.device, "eval_every": max(1, steps // evals),
+                  "checkpoint_every": max(1, steps // evals), "keep_last": 1, "log_every": 50},
+    }  # fmt: skip
+
+
+def single_recipe(section: dict[str, Any], core: Any, args: argparse.Namespace) -> dict:
+    """One task alone, with the multitask run's core: its model's own size, with the settings
+    the recipe's core adds to its size (dropout)."""
+    recipe = copy.deepcopy(section)
+    train = recipe.pop("train")
+    extra = {k: v for k, v in core.items() if k != "size"} if isinstance(core, dict) else {}
+    recipe["model"].setdefault("overrides", {}).update(extra)
+    common = _common(args, args.steps_per_task, args.evals)
+    common["train"].update(train)
+    return {**recipe, **common}
+
+
+def multi_recipe(parts: dict[str, dict], core: Any, steps: int, args: argparse.Namespace,
+                 schedule: str, references: dict[str, float] | None = None) -> dict:
+    """The tasks in ``parts`` on one core, ``steps`` each under ``schedule``."""
+    tasks = []
+    for name, section in parts.items():
+        entry = {"name": name, **copy.deepcopy(section), "steps": steps}
+        if references and name in references:
+            entry["reference"] = references[name]
+        tasks.append(entry)
+    return {"task": "multitask", "model": {"name": "multitask"},
+            "multitask": {"core": core, "sampling": schedule, "tasks": tasks},
+            **_common(args, steps * len(parts), args.evals)}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# One run, in its own process
+
+
+def run_job(recipe_path: Path, run_dir: Path) -> dict[str, Any]:
+    """Train a recipe, evaluate its best checkpoint on test; what the report needs."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from zoo.commands import evaluate_run
+    from zoo.config import load_recipe
+    from zoo.engine import train
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    recipe = load_recipe(recipe_path)
+    start = time.perf_counter()
+    last = train(recipe, run_dir)
+    seconds = time.perf_counter() - start
+    best = json.loads((run_dir / "best" / "config.json").read_text())
+    try:
+        _, test, _ = evaluate_run(run_dir, "test", device=recipe.train.device)
+    except ValueError as e:  # data without a test split (the built-in tones)
+        test = {"error": str(e)}
+    import zoo
+
+    model = zoo.load_pretrained(run_dir / "best")
+    return {"train_seconds": seconds, "last": last, "best_step": best["step"],
+            "val": best["metrics"], "test": test,
+            "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+
+
+def launch(name: str, recipe: dict, out: Path, deadline: float) -> dict[str, Any]:
+    """Run one job in a child process (killed at ``deadline``); its result or its error."""
+    folder = out / "runs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    run_dir, result_path = folder / name, folder / f"{name}.json"
+    cmd = [sys.executable, __file__, "--job", str(path), "--run", str(run_dir),
+           "--result", str(result_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get(
+        "OMP_NUM_THREADS", "2")}
+    start = time.perf_counter()
+    with open(folder / f"{name}.log", "w") as log:
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            return {"error": "stopped at the --budget deadline"}
+    if proc.returncode != 0 or not result_path.is_file():
+        tail = (folder / f"{name}.log").read_text().strip().splitlines()[-1:]
+        return {"error": f"exit {proc.returncode}: {tail[0] if tail else ''}"}
+    result = json.loads(result_path.read_text())
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def _metric(result: dict, split: str, task: str, multi: bool) -> float | None:
+    metric = METRIC[task][0]
+    values = result.get(split) or {}
+    return values.get(f"{task}/{metric}" if multi else metric)
+
+
+def _points(task: str, single: float | None, multi: float | None) -> float | None:
+    """multi - single in points, positive when the multitask run is better."""
+    if single is None or multi is None:
+        return None
+    metric, mode = METRIC[task]
+    sign = 1.0 if mode == "max" else -1.0
+    return sign * (multi - single) * POINTS[metric]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta, runs = results["meta"], results["runs"]
+    lines = [f"# Multitask vs single-task ({meta['steps_per_task']} steps per task, "
+             f"{meta['device']}, seed {meta['seed']})", ""]
+    if meta["smoke"]:
+        lines += ["Smoke run on the built-in data with the test models: the numbers only show "
+                  "that the script works; they are not results.", ""]
+    multi = runs.get("multitask", {})
+    lines += ["| task | metric | single val | multi val | single test | multi test | "
+              "test gap (points, + = multi better) |", "|---|---|---|---|---|---|---|"]
+    for task in TASKS:
+        single = runs.get(f"single_{task}", {})
+        cells = [_metric(single, "val", task, False), _metric(multi, "val", task, True),
+                 _metric(single, "test", task, False), _metric(multi, "test", task, True)]
+        gap = _points(task, cells[2], cells[3])
+        shown = [f"{c:.4g}" if c is not None else "-" for c in cells]
+        lines.append(f"| {task} | {METRIC[task][0]} | {' | '.join(shown)} | "
+                     f"{'-' if gap is None else f'{gap:+.2f}'} |")
+    singles = [runs.get(f"single_{t}", {}) for t in TASKS]
+    lines += ["", "| | parameters | train wall time (s) |", "|---|---|---|"]
+    if all("params" in s for s in singles):
+        lines.append(f"| three single models | {sum(s['params'] for s in singles):,} | "
+                     f"{sum(s['train_seconds'] for s in singles):.0f} (sum) |")
+    if "params" in multi:
+        lines.append(f"| one multitask model | {multi['params']:,} | "
+                     f"{multi['train_seconds']:.0f} |")
+    tune = {k: v for k, v in runs.items() if k.startswith("tune_")}
+    if tune:
+        lines += ["", f"Sampling schedules on the vision + speech pair ({meta['tune_steps']} "
+                  "steps per task), validation:", "",
+                  "| schedule | score | vision top1 | speech cer | steps vision/speech |",
+                  "|---|---|---|---|---|"]
+        for name, r in tune.items():
+            val = r.get("val") or {}
+            lines.append(f"| {name[5:]} | {val.get('score', float('nan')):.4f} | "
+                         f"{val.get('vision/top1', float('nan')):.2f} | "
+                         f"{val.get('speech/cer', float('nan')):.4f} | {r.get('steps', '-')} |")
+    errors = {k: v["error"] for k, v in runs.items() if "error" in v}
+    lines += ["", *[f"- {k}: {e}" for k, e in errors.items()]]
+    return "\n".join(lines) + "\n"
+
+
+def _task_steps(run_dir: Path) -> str:
+    events = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    counts: dict[str, int] = {}
+    for e in events:
+        for key, value in e.items():
+            if e.get("type") == "train" and key.endswith("/steps"):
+                counts[key[:-6]] = counts.get(key[:-6], 0) + value
+    return "/".join(str(counts.get(t, 0)) for t in ("vision", "speech"))
+
+
+def save(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "multitask.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "multitask.md").write_text(markdown(results))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, help="folder for multitask.json, multitask.md, runs/")
+    p.add_argument("--steps-per-task", type=int, default=None, help="default 3000 (smoke: 20)")
+    p.add_argument("--tune-steps", type=int, default=None,
+                   help="steps per task of the schedule comparison (0: none; smoke: 10)")
+    p.add_argument("--schedules", default=",".join(SCHEDULES), help="compared when tuning")
+    p.add_argument("--schedule", default="weighted", choices=SCHEDULES,
+                   help="the three-task run's schedule")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--precision", default=None, help="default: bf16 on cuda, else fp32")
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--references", default="",
+                   help="vision=93.1,speech=0.01,translation=35: single-task val metrics the "
+                        "multitask run's best checkpoint is chosen against (default: none)")
+    p.add_argument("--evals", type=int, default=4, help="evaluations per run")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once")
+    p.add_argument("--budget", type=float, default=1e9, help="seconds; later runs are killed")
+    p.add_argument("--smoke", action="store_true", help="built-in data, test models, tiny")
+    p.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # internal: one run
+    p.add_argument("--run", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.steps_per_task = args.steps_per_task or (20 if args.smoke else 3000)
+    args.tune_steps = args.tune_steps if args.tune_steps is not None else (10 if args.smoke else 0)
+    args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    if args.job is not None:
+        result = run_job(args.job, args.run)
+        args.result.write_text(json.dumps(result) + "\n")
+        return result
+    if args.out is None:
+        raise SystemExit("--out is required")
+    deadline = time.time() + args.budget
+    parts, core = sections(args.data, args.smoke)
+    jobs = {f"single_{t}": single_recipe(parts[t], core, args) for t in TASKS}
+    pair = {t: parts[t] for t in ("vision", "speech")}
+    for schedule in [s for s in args.schedules.split(",") if s] if args.tune_steps else []:
+        jobs[f"tune_{schedule}"] = multi_recipe(pair, core, args.tune_steps, args, schedule)
+    results = {"meta": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                           if k not in ("job", "run", "result")}}, "runs": {}}
+    refs = dict(item.split("=") for item in args.references.split(",") if item)
+    jobs["multitask"] = multi_recipe(parts, core, args.steps_per_task, args, args.schedule,
+                                     {k: float(v) for k, v in refs.items()})
+    order = ["multitask", *(n for n in jobs if n != "multitask")]  # the longest run first
+    with ThreadPoolExecutor(max(1, args.parallel)) as pool:
+        futures = {n: pool.submit(launch, n, jobs[n], args.out, deadline) for n in order}
+        for name in jobs:
+            results["runs"][name] = futures[name].result()
+            if name.startswith("tune_") and "error" not in results["runs"][name]:
+                results["runs"][name]["steps"] = _task_steps(args.out / "runs" / name)
+            save(results, args.out)
+    print(markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
