@@ -383,3 +383,24 @@ def test_the_cli_reports_a_bad_section_with_exit_status_2(tmp_path: Path, capsys
     assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "task section 'vision' is listed twice" in err
+
+
+@pytest.mark.slow  # torchrun with two processes
+def test_two_processes_train_as_one(tmp_path: Path) -> None:
+    """DDP: every rank trains the same task at each step (the schedule is a function of the
+    step), the other tasks' parts are unused, and the global batch gives one process's loss."""
+    recipe = tiny_multi(("vision", "speech"), (2, 2), eval_every=4, checkpoint_every=4)
+    path = write(tmp_path / "tiny.yaml", recipe)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "zoo", "train", str(path), "--out", str(tmp_path / "ddp")]
+    ddp = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+    train(recipe_from_dict(recipe), tmp_path / "one")
+    out = ddp.communicate(timeout=300)[0].decode()
+    assert ddp.returncode == 0, out
+    one = [e for e in read_metrics(tmp_path / "one") if e["type"] == "train"]
+    two = [e for e in read_metrics(tmp_path / "ddp") if e["type"] == "train"]
+    assert [e["task"] for e in one] == [e["task"] for e in two]
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
