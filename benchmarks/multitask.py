@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -45,10 +46,10 @@ RECIPE = ROOT / "configs/multitask/mini_fmnist_fsdd_multi30k.yaml"
 SMOKE_RECIPE = ROOT / "configs/demo/multitask.yaml"
 
 
-def sections(data: Path, smoke: bool) -> tuple[dict[str, dict[str, Any]], Any]:
+def sections(data: Path, builtin: bool, smoke: bool) -> tuple[dict[str, dict[str, Any]], Any]:
     """Each task's section of the recipe (task, model, data, train, eval) with its data root
-    moved into ``data``, and the recipe's core."""
-    recipe = yaml.safe_load((SMOKE_RECIPE if smoke else RECIPE).read_text())
+    moved into ``data``, and the recipe's core (the demo's for the built-in data)."""
+    recipe = yaml.safe_load((SMOKE_RECIPE if builtin else RECIPE).read_text())
     out = {t["name"]: {k: v for k, v in t.items() if k not in ("name", "steps", "reference")}
            for t in recipe["multitask"]["tasks"]}
     for section in out.values():
@@ -112,6 +113,7 @@ def run_job(recipe_path: Path, run_dir: Path) -> dict[str, Any]:
     from zoo.engine import train
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     recipe = load_recipe(recipe_path)
     start = time.perf_counter()
     last = train(recipe, run_dir)
@@ -178,42 +180,51 @@ def markdown(results: dict[str, Any]) -> str:
     meta, runs = results["meta"], results["runs"]
     lines = [f"# Multitask vs single-task ({meta['steps_per_task']} steps per task, "
              f"{meta['device']}, seed {meta['seed']})", ""]
+    if meta["builtin"]:
+        lines += ["Built-in data and the test models (the demo's sections).", ""]
     if meta["smoke"]:
         lines += ["Smoke run on the built-in data with the test models: the numbers only show "
                   "that the script works; they are not results.", ""]
     multi = runs.get("multitask", {})
-    lines += ["| task | metric | single val | multi val | single test | multi test | "
-              "test gap (points, + = multi better) |", "|---|---|---|---|---|---|---|"]
-    for task in TASKS:
+    lines += ["Gaps: multi - single in points (CER x 100), + where the multitask model is "
+              "better.", "", "| task | metric | single val | multi val | val gap | single test | "
+              "multi test | test gap |", "|---|---|---|---|---|---|---|---|"]
+    for task in meta["tasks"]:
         single = runs.get(f"single_{task}", {})
         cells = [_metric(single, "val", task, False), _metric(multi, "val", task, True),
                  _metric(single, "test", task, False), _metric(multi, "test", task, True)]
-        gap = _points(task, cells[2], cells[3])
+        gaps = [_points(task, cells[0], cells[1]), _points(task, cells[2], cells[3])]
         shown = [f"{c:.4g}" if c is not None else "-" for c in cells]
-        lines.append(f"| {task} | {METRIC[task][0]} | {' | '.join(shown)} | "
-                     f"{'-' if gap is None else f'{gap:+.2f}'} |")
-    singles = [runs.get(f"single_{t}", {}) for t in TASKS]
+        shown.insert(2, "-" if gaps[0] is None else f"{gaps[0]:+.2f}")
+        shown.append("-" if gaps[1] is None else f"{gaps[1]:+.2f}")
+        lines.append(f"| {task} | {METRIC[task][0]} | {' | '.join(shown)} |")
+    singles = [runs.get(f"single_{t}", {}) for t in meta["tasks"]]
     lines += ["", "| | parameters | train wall time (s) |", "|---|---|---|"]
     if all("params" in s for s in singles):
-        lines.append(f"| three single models | {sum(s['params'] for s in singles):,} | "
+        lines.append(f"| {len(singles)} single models | {sum(s['params'] for s in singles):,} | "
                      f"{sum(s['train_seconds'] for s in singles):.0f} (sum) |")
     if "params" in multi:
         lines.append(f"| one multitask model | {multi['params']:,} | "
                      f"{multi['train_seconds']:.0f} |")
-    tune = {k: v for k, v in runs.items() if k.startswith("tune_")}
-    if tune:
-        lines += ["", f"Sampling schedules on the vision + speech pair ({meta['tune_steps']} "
-                  "steps per task), validation:", "",
-                  "| schedule | score | vision top1 | speech cer | steps vision/speech |",
-                  "|---|---|---|---|---|"]
-        for name, r in tune.items():
-            val = r.get("val") or {}
-            lines.append(f"| {name[5:]} | {val.get('score', float('nan')):.4f} | "
-                         f"{val.get('vision/top1', float('nan')):.2f} | "
-                         f"{val.get('speech/cer', float('nan')):.4f} | {r.get('steps', '-')} |")
+    lines += _tune_table(runs, meta["tune_steps"])
     errors = {k: v["error"] for k, v in runs.items() if "error" in v}
     lines += ["", *[f"- {k}: {e}" for k, e in errors.items()]]
     return "\n".join(lines) + "\n"
+
+
+def _tune_table(runs: dict[str, Any], steps: int) -> list[str]:
+    tune = {k: v for k, v in runs.items() if k.startswith("tune_")}
+    if not tune:
+        return []
+    lines = ["", f"Sampling schedules on the vision + speech pair ({steps} steps per task), "
+             "validation:", "", "| schedule | score | vision top1 | speech cer | "
+             "steps vision/speech |", "|---|---|---|---|---|"]
+    for name, r in tune.items():
+        val = r.get("val") or {}
+        lines.append(f"| {name[5:]} | {val.get('score', float('nan')):.4f} | "
+                     f"{val.get('vision/top1', float('nan')):.2f} | "
+                     f"{val.get('speech/cer', float('nan')):.4f} | {r.get('steps', '-')} |")
+    return lines
 
 
 def _task_steps(run_dir: Path) -> str:
@@ -255,7 +266,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--evals", type=int, default=4, help="evaluations per run")
     p.add_argument("--parallel", type=int, default=1, help="runs at once")
     p.add_argument("--budget", type=float, default=1e9, help="seconds; later runs are killed")
-    p.add_argument("--smoke", action="store_true", help="built-in data, test models, tiny")
+    p.add_argument("--tasks", default=",".join(TASKS), help="a subset, e.g. vision,speech")
+    p.add_argument("--builtin", action="store_true",
+                   help="the demo's sections: built-in data, test models (a CPU-sized run)")
+    p.add_argument("--smoke", action="store_true", help="--builtin with less data, tiny steps")
     p.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # internal: one run
     p.add_argument("--run", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -263,6 +277,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.steps_per_task = args.steps_per_task or (20 if args.smoke else 3000)
     args.tune_steps = args.tune_steps if args.tune_steps is not None else (10 if args.smoke else 0)
     args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    args.builtin = args.builtin or args.smoke
+    unknown = sorted(set(args.tasks) - set(TASKS))
+    if unknown:
+        p.error(f"--tasks: unknown task {unknown[0]}; choose from {', '.join(TASKS)}")
     return args
 
 
@@ -275,8 +294,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out is None:
         raise SystemExit("--out is required")
     deadline = time.time() + args.budget
-    parts, core = sections(args.data, args.smoke)
-    jobs = {f"single_{t}": single_recipe(parts[t], core, args) for t in TASKS}
+    parts, core = sections(args.data, args.builtin, args.smoke)
+    parts = {t: parts[t] for t in args.tasks}
+    jobs = {f"single_{t}": single_recipe(parts[t], core, args) for t in args.tasks}
     pair = {t: parts[t] for t in ("vision", "speech")}
     for schedule in [s for s in args.schedules.split(",") if s] if args.tune_steps else []:
         jobs[f"tune_{schedule}"] = multi_recipe(pair, core, args.tune_steps, args, schedule)
