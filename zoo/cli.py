@@ -74,8 +74,15 @@ cmd_list.arguments = _add_list_args
 
 @command("info", "show a model's config and parameter count")
 def cmd_info(args: argparse.Namespace) -> int:
+    from zoo.model_card import forward_flops, recipe_results
+
     info = model_info(args.name)
     print(f"{info['name']}: {info['task']} / {info['modality']}, {info['num_params']:,} parameters")
+    flops, sample = forward_flops(args.name)
+    print(f"forward FLOPs per sample: {flops / 1e9:,.2f} G ({sample})")
+    for row in recipe_results(args.name):
+        print(f"measured: {row['recipe']}: {row['result']} ({row['measured']}; the recipe "
+              "overrides some settings)")
     print(json.dumps(info["config"], indent=2))
     return 0
 

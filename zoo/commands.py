@@ -331,6 +331,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     print()
     _print_table(rows, ["demo", "task", "model", "steps", "metric", "value", "best", "time"])
+    where = f"the runs are in {args.out}" if args.out else (
+        "the runs were written to a temporary directory and removed: pass --out DIR to keep them")
+    print(f"\n{where}")
+    if any(row["demo"] == "speech" for row in rows):
+        print("the speech demo learnt synthetic tones standing for digits, not speech: on real "
+              "recordings it transcribes nothing meaningful")
     return 0
 
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
+from zoo.checkpoint import find_model_dir
 from zoo.cli import command
-from zoo.commands import TASK_HELP, load_for_prediction
+from zoo.commands import TASK_HELP, find_run_recipe, load_for_prediction
+
+log = logging.getLogger(__name__)
 
 TASK = "speech_recognition"
 
@@ -14,10 +19,20 @@ TASK = "speech_recognition"
 def cmd_transcribe(args: argparse.Namespace) -> int:
     task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or (),
                                       section=args.task)
+    _warn_if_synthetic(Path(args.run), task.recipe.data.dataset)
     texts = task.predict(model, args.audio, beam_size=args.beam_size)
     for path, text in zip(args.audio, texts):
         print(f"{path}: {text}")
     return 0
+
+
+def _warn_if_synthetic(run: Path, dataset: str) -> None:
+    """Say so when the run's recipe trained on the built-in tones, not on speech (``dataset``:
+    the speech task's own, a section's in a multitask run)."""
+    found = find_run_recipe(run, find_model_dir(run))
+    if found is not None and dataset == "synthetic":
+        log.warning("%s learnt the built-in synthetic tones (one per digit), not speech: on real "
+                    "recordings it prints digits that mean nothing", run)
 
 
 def _add_transcribe_args(p: argparse.ArgumentParser) -> None:

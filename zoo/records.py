@@ -278,22 +278,30 @@ def _open_tensorboard(run_dir: Path) -> Any:
 # Curves
 
 
+# Panels of curves.png: metrics of one family share an axis (and a scale), others get their own.
+METRIC_FAMILIES = {
+    "top1": "accuracy (%)", "top5": "accuracy (%)", "accuracy": "accuracy (%)",
+    "bleu": "BLEU / chrF", "bleu_lc": "BLEU / chrF", "chrf": "BLEU / chrF",
+    "cer": "error rate (%)", "wer": "error rate (%)",
+    "ppl": "perplexity", "nll": "loss",
+}  # fmt: skip
+_STYLES = ["o-", "s--", "^:", "d-."]  # identical curves stay visible under each other
+
+
 def plot_curves(run_dir: str | Path, metric: str | None = None) -> Path | None:
-    """Plot training loss and evaluation metrics of a run to ``RUN/curves.png``.
+    """Plot a run's loss and evaluation metrics to ``RUN/curves.png``: a loss panel, then one
+    labelled panel per metric family, the run named in the title.
 
     Args:
         run_dir: the run directory, holding metrics.jsonl.
-        metric: the evaluation metric to plot; None plots every eval value except the loss.
+        metric: unused (every evaluation metric is plotted); kept for callers that pass one.
 
     Returns:
         The PNG's path, or None when matplotlib is missing or there is nothing to plot.
     """
     run_dir = Path(run_dir)
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, no window
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # the object API: no pyplot backend state
     except ImportError:
         logger.info("matplotlib is not installed; skipping %s", CURVES_NAME)
         return None
@@ -303,26 +311,33 @@ def plot_curves(run_dir: str | Path, metric: str | None = None) -> Path | None:
     if not train and not evals:
         logger.info("no metrics in %s to plot", run_dir)
         return None
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot([e["step"] for e in train], [e["loss"] for e in train], label="train")
-    if any(_is_number(e.get("loss")) for e in evals):
-        points = [(e["step"], e["loss"]) for e in evals if _is_number(e.get("loss"))]
-        ax_loss.plot(*zip(*points), "o-", label="eval")
-    ax_loss.set(xlabel="step", ylabel="loss", title="loss")
-    ax_loss.legend()
-    names = [metric] if metric else sorted({k for e in evals for k in e} - _NOT_METRICS)
-    for name in names:
-        points = [(e["step"], e[name]) for e in evals if _is_number(e.get(name))]
-        if points:
-            ax_metric.plot(*zip(*points), "o-", label=name)
-    ax_metric.set(xlabel="step", title="evaluation")
-    if ax_metric.has_data():
-        ax_metric.legend()
+    panels = _panels(train, evals)
+    fig = Figure(figsize=(4.5 * len(panels), 3.8))
+    for ax, (family, lines) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items()):
+        for style, (label, points) in zip(_STYLES * 4, lines.items()):
+            ax.plot(*zip(*points), style, label=label, markersize=3)
+        ax.set(xlabel="step", ylabel=family, title=family)
+        ax.legend()
+    fig.suptitle(f"run {run_dir.resolve().name}")
     fig.tight_layout()
     path = run_dir / CURVES_NAME
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
+
+
+def _panels(train: list[dict], evals: list[dict]) -> dict[str, dict[str, list]]:
+    """{family: {line label: [(step, value), ...]}}, the loss family first."""
+    panels: dict[str, dict[str, list]] = {"loss": {}}
+    if train:
+        panels["loss"]["train loss"] = [(e["step"], e["loss"]) for e in train]
+    names = sorted({k for e in evals for k in e} - (_NOT_METRICS - {"loss"}))
+    for name in names:
+        points = [(e["step"], e[name]) for e in evals if _is_number(e.get(name))]
+        if points:
+            family = "loss" if name == "loss" else METRIC_FAMILIES.get(name, name)
+            label = "eval loss" if name == "loss" else name
+            panels.setdefault(family, {})[label] = points
+    return {family: lines for family, lines in panels.items() if lines}
 
 
 _NOT_METRICS = {"type", "step", "epoch", "split", "loss"}

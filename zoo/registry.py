@@ -88,6 +88,11 @@ def create_model(name: str, pretrained: str | Path | None = None, **overrides: A
     """
     if pretrained is None:
         return build_model(name, get_config(name, **overrides))
+    if not isinstance(pretrained, (str, Path)):
+        raise TypeError(
+            f"pretrained={pretrained!r}: the zoo downloads no weights; pretrained takes a saved "
+            "model directory, a run directory or 'timm:FILE'"
+        )
     if str(pretrained).startswith("timm:"):  # a timm ViT checkpoint file (zoo/interop/timm.py)
         from zoo.interop.timm import create_from_timm_checkpoint
 

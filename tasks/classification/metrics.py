@@ -36,8 +36,11 @@ def per_class_accuracy(matrix: Tensor) -> Tensor:
     return matrix.diag().float() / matrix.sum(1).float()
 
 
-def plot_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: str | Path) -> bool:
-    """Write the row-normalised matrix as a PNG; False (and a warning) without matplotlib."""
+def plot_confusion_matrix(
+    matrix: Tensor, class_names: Sequence[str], path: str | Path, split: str = ""
+) -> bool:
+    """Write the row-normalised matrix as a PNG, titled with the split and the overall accuracy;
+    False (and a warning) without matplotlib."""
     try:
         from matplotlib.figure import Figure  # the object API: no pyplot backend state
     except ImportError:
@@ -50,7 +53,10 @@ def plot_confusion_matrix(matrix: Tensor, class_names: Sequence[str], path: str 
     ax = fig.add_subplot()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
+    accuracy = 100 * float(matrix.diag().sum()) / max(int(matrix.sum()), 1)
+    where = f"{split} split, " if split else ""
+    title = f"confusion matrix (row-normalised)\n{where}top-1 {accuracy:.2f}%"
+    ax.set(xlabel="predicted", ylabel="true", title=title)
     if k <= 30:  # beyond that the labels overlap
         ax.set_xticks(range(k), class_names, rotation=90)
         ax.set_yticks(range(k), class_names)

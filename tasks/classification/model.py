@@ -83,6 +83,8 @@ class ImageClassifier(nn.Module):
             stem_depth=cfg.stem_depth,
         )
         self.core = TransformerEncoder.from_config(cfg.core)
+        if cfg.fc_norm:  # kept for the core's keys, unused: frozen, so DDP sees no idle gradient
+            self.core.norm.requires_grad_(False)
         self.head = ClassifierHead(
             cfg.core.dim,
             cfg.num_classes,

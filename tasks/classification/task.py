@@ -304,7 +304,7 @@ class ClassificationTask(Task):
             for name, acc in accuracy.items()
         ]
         image = directory / f"confusion_{split}.png"
-        if plot_confusion_matrix(matrix, names, image):
+        if plot_confusion_matrix(matrix, names, image, split):
             lines.append(f"confusion matrix: {image}")
         return ["per-class top-1:", *lines]
 

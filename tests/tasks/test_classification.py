@@ -435,3 +435,16 @@ def test_real_fashion_mnist() -> None:
     task = make_task({"dataset": "fashion_mnist", "root": str(FASHION_MNIST), "max_samples": 100})
     assert task.prepare()["in_chans"] == 1
     assert {k: len(v) for k, v in task.splits.items()} == {"train": 100, "val": 6000, "test": 10000}
+
+
+def test_confusion_matrix_title_gives_the_split_and_the_accuracy(tmp_path: Path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from tasks.classification.metrics import plot_confusion_matrix
+
+    titles = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(
+        fig.axes[0].get_title()))
+    matrix = torch.tensor([[3, 1], [0, 4]])
+    assert plot_confusion_matrix(matrix, ["a", "b"], tmp_path / "c.png", "test")
+    assert titles == ["confusion matrix (row-normalised)\ntest split, top-1 87.50%"]

@@ -209,8 +209,10 @@ def test_demo_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     ]
     assert main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-2].split()[:6] == ["demo", "task", "model", "steps", "metric", "value"]
-    assert lines[-1].split()[:5] == ["vision", "classification", "test_vit", "2", "top1"]
+    assert lines[-4].split()[:6] == ["demo", "task", "model", "steps", "metric", "value"]
+    assert lines[-3].split()[:5] == ["vision", "classification", "test_vit", "2", "top1"]
+    assert lines[-1] == ("the runs were written to a temporary directory and removed: pass "
+                         "--out DIR to keep them")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,3 +353,19 @@ def test_python_m_zoo_exit_code(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: recipe file not found: {tmp_path}/x.yaml"]
+
+
+def test_transcribe_warns_that_the_demo_speech_model_knows_only_tones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    run = tmp_path / "speech"
+    overrides = ["train.max_steps=1", "schedule.warmup_steps=0",
+                 "data.options.train_utterances=8", "data.options.eval_utterances=4"]
+    assert main(["train", "configs/demo/speech.yaml", "--out", str(run), *overrides]) == 0
+    sf.write(str(tmp_path / "a.wav"), np.zeros(8000, dtype="float32"), 16000)
+    caplog.clear()
+    assert main(["transcribe", str(run), str(tmp_path / "a.wav"), "--device", "cpu"]) == 0
+    assert "learnt the built-in synthetic tones (one per digit), not speech" in caplog.text

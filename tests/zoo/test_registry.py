@@ -167,3 +167,8 @@ def test_cli_info_of_an_unknown_model_is_one_line_error(capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert err.startswith("error: unknown model 'test_vitt'") and "test_vit" in err
     assert "Traceback" not in err
+
+
+def test_pretrained_true_says_that_nothing_is_downloaded() -> None:
+    with pytest.raises(TypeError, match="pretrained=True: the zoo downloads no weights"):
+        zoo.create_model("test_vit", pretrained=True)
