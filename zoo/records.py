@@ -334,8 +334,9 @@ def _panels(train: list[dict], evals: list[dict]) -> dict[str, dict[str, list]]:
     for name in names:
         points = [(e["step"], e[name]) for e in evals if _is_number(e.get(name))]
         if points:
-            family = "loss" if name == "loss" else METRIC_FAMILIES.get(name, name)
-            label = "eval loss" if name == "loss" else name
+            base = name.rsplit("/", 1)[-1]  # a multitask run's "vision/top1" is a top1
+            family = "loss" if base == "loss" else METRIC_FAMILIES.get(base, name)
+            label = "eval loss" if name == "loss" else f"eval {name}" if base == "loss" else name
             panels.setdefault(family, {})[label] = points
     return {family: lines for family, lines in panels.items() if lines}
 
