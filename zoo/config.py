@@ -399,6 +399,9 @@ def recipe_from_dict(d: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
     recipe = _build(Recipe, d, "", source)
     if recipe.train.max_steps is None and recipe.train.epochs is None:
         raise ConfigError(f"{source} must set train.max_steps or train.epochs (or both)")
+    if (recipe.task == "multitask") != (recipe.multitask is not None):
+        raise ConfigError(f"{source}: a 'multitask' section goes with task: multitask, and "
+                          "task: multitask needs one (its core and task sections)")
     return recipe
 
 

@@ -368,6 +368,8 @@ def test_a_missing_data_root_names_the_section(tmp_path: Path) -> None:
          "a multitask run's data belongs in its task sections"),
         (lambda r: r["multitask"]["tasks"][1].pop("steps"),
          "multitask.sampling 'weighted': the weighted schedule needs steps"),
+        (lambda r: r.update(task="classification"),
+         "a 'multitask' section goes with task: multitask"),
     ],
 )
 def test_bad_sections_are_one_sentence(tmp_path: Path, change, expected) -> None:
