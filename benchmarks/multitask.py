@@ -74,12 +74,14 @@ def _common(args: argparse.Namespace, steps: int, evals: int) -> dict[str, Any]:
 
 
 def single_recipe(section: dict[str, Any], core: Any, args: argparse.Namespace) -> dict:
-    """One task alone, with the multitask run's core: its model's own size, with the settings
-    the recipe's core adds to its size (dropout)."""
+    """One task alone, with exactly the multitask run's core (``multitask.core``)."""
     recipe = copy.deepcopy(section)
     train = recipe.pop("train")
-    extra = {k: v for k, v in core.items() if k != "size"} if isinstance(core, dict) else {}
-    recipe["model"].setdefault("overrides", {}).update(extra)
+    if isinstance(core, dict) and "size" in core:  # a size with settings on top
+        shared = {"core": core["size"], **{k: v for k, v in core.items() if k != "size"}}
+    else:
+        shared = {"core": core}
+    recipe["model"].setdefault("overrides", {}).update(shared)
     common = _common(args, args.steps_per_task, args.evals)
     common["train"].update(train)
     return {**recipe, **common}
@@ -119,16 +121,32 @@ def run_job(recipe_path: Path, run_dir: Path) -> dict[str, Any]:
     last = train(recipe, run_dir)
     seconds = time.perf_counter() - start
     best = json.loads((run_dir / "best" / "config.json").read_text())
-    try:
-        _, test, _ = evaluate_run(run_dir, "test", device=recipe.train.device)
-    except ValueError as e:  # data without a test split (the built-in tones)
-        test = {"error": str(e)}
+    test = _test_metrics(evaluate_run, run_dir, recipe)
     import zoo
 
     model = zoo.load_pretrained(run_dir / "best")
     return {"train_seconds": seconds, "last": last, "best_step": best["step"],
             "val": best["metrics"], "test": test,
             "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
+
+
+def _test_metrics(evaluate_run: Any, run_dir: Path, recipe: Any) -> dict[str, Any]:
+    """The best checkpoint's test metrics; a multitask run's sections one by one when some
+    have no test split (the built-in tones have none)."""
+    device = recipe.train.device
+    try:
+        return evaluate_run(run_dir, "test", device=device)[1]
+    except ValueError as e:
+        if recipe.multitask is None:
+            return {"error": str(e)}
+    found: dict[str, Any] = {}
+    for section in recipe.multitask.tasks:
+        try:
+            found.update(evaluate_run(run_dir, "test", device=device, section=section["name"])[1])
+        except ValueError:
+            continue
+    found.pop("score", None)  # of the last section alone
+    return found
 
 
 def launch(name: str, recipe: dict, out: Path, deadline: float) -> dict[str, Any]:
@@ -206,35 +224,36 @@ def markdown(results: dict[str, Any]) -> str:
     if "params" in multi:
         lines.append(f"| one multitask model | {multi['params']:,} | "
                      f"{multi['train_seconds']:.0f} |")
-    lines += _tune_table(runs, meta["tune_steps"])
+    lines += _tune_table(runs, meta["tune_steps"], meta["tune_tasks"])
     errors = {k: v["error"] for k, v in runs.items() if "error" in v}
     lines += ["", *[f"- {k}: {e}" for k, e in errors.items()]]
     return "\n".join(lines) + "\n"
 
 
-def _tune_table(runs: dict[str, Any], steps: int) -> list[str]:
+def _tune_table(runs: dict[str, Any], steps: int, pair: list[str]) -> list[str]:
     tune = {k: v for k, v in runs.items() if k.startswith("tune_")}
     if not tune:
         return []
-    lines = ["", f"Sampling schedules on the vision + speech pair ({steps} steps per task), "
-             "validation:", "", "| schedule | score | vision top1 | speech cer | "
-             "steps vision/speech |", "|---|---|---|---|---|"]
+    keys = [f"{t}/{METRIC[t][0]}" for t in pair]
+    lines = ["", f"Sampling schedules on the {' + '.join(pair)} pair ({steps} steps per task "
+             "under weighted), validation:", "",
+             f"| schedule | score | {' | '.join(keys)} | steps {'/'.join(pair)} |",
+             "|---|---|" + "---|" * len(keys) + "---|"]
     for name, r in tune.items():
         val = r.get("val") or {}
-        lines.append(f"| {name[5:]} | {val.get('score', float('nan')):.4f} | "
-                     f"{val.get('vision/top1', float('nan')):.2f} | "
-                     f"{val.get('speech/cer', float('nan')):.4f} | {r.get('steps', '-')} |")
+        cells = [f"{val.get(k, float('nan')):.4g}" for k in ["score", *keys]]
+        lines.append(f"| {name[5:]} | {' | '.join(cells)} | {r.get('steps', '-')} |")
     return lines
 
 
-def _task_steps(run_dir: Path) -> str:
+def _task_steps(run_dir: Path, pair: list[str]) -> str:
     events = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     counts: dict[str, int] = {}
     for e in events:
         for key, value in e.items():
             if e.get("type") == "train" and key.endswith("/steps"):
                 counts[key[:-6]] = counts.get(key[:-6], 0) + value
-    return "/".join(str(counts.get(t, 0)) for t in ("vision", "speech"))
+    return "/".join(str(counts.get(t, 0)) for t in pair)
 
 
 def save(results: dict[str, Any], out: Path) -> None:
@@ -253,6 +272,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tune-steps", type=int, default=None,
                    help="steps per task of the schedule comparison (0: none; smoke: 10)")
     p.add_argument("--schedules", default=",".join(SCHEDULES), help="compared when tuning")
+    p.add_argument("--tune-tasks", default="vision,speech", help="the pair the schedules train")
     p.add_argument("--schedule", default="weighted", choices=SCHEDULES,
                    help="the three-task run's schedule")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
@@ -278,8 +298,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.tune_steps = args.tune_steps if args.tune_steps is not None else (10 if args.smoke else 0)
     args.precision = args.precision or ("bf16" if args.device.startswith("cuda") else "fp32")
     args.tasks = [t for t in args.tasks.split(",") if t]
+    args.tune_tasks = [t for t in args.tune_tasks.split(",") if t]
     args.builtin = args.builtin or args.smoke
-    unknown = sorted(set(args.tasks) - set(TASKS))
+    unknown = sorted(set(args.tasks + args.tune_tasks) - set(TASKS))
     if unknown:
         p.error(f"--tasks: unknown task {unknown[0]}; choose from {', '.join(TASKS)}")
     return args
@@ -297,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts, core = sections(args.data, args.builtin, args.smoke)
     parts = {t: parts[t] for t in args.tasks}
     jobs = {f"single_{t}": single_recipe(parts[t], core, args) for t in args.tasks}
-    pair = {t: parts[t] for t in ("vision", "speech")}
+    pair = {t: parts[t] for t in args.tune_tasks}
     for schedule in [s for s in args.schedules.split(",") if s] if args.tune_steps else []:
         jobs[f"tune_{schedule}"] = multi_recipe(pair, core, args.tune_steps, args, schedule)
     results = {"meta": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
@@ -311,7 +332,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in jobs:
             results["runs"][name] = futures[name].result()
             if name.startswith("tune_") and "error" not in results["runs"][name]:
-                results["runs"][name]["steps"] = _task_steps(args.out / "runs" / name)
+                results["runs"][name]["steps"] = _task_steps(args.out / "runs" / name,
+                                                             args.tune_tasks)
             save(results, args.out)
     print(markdown(results))
     return results
