@@ -30,7 +30,7 @@ QUANT = ["torchao>=0.18,<0.19"]
 # speech synthesis for pretraining corpora (tasks.speech.tts): eSpeak NG's library and voices
 TTS = ["espeakng-loader>=0.2.4,<0.3"]
 
-# a word list for the speech LM (data.options.lm_lexicon: wordfreq:<language>)
+# a word list for the speech LM (decode.lm_lexicon: wordfreq:<language>)
 LEXICON = ["wordfreq>=3.1,<4"]
 
 EXTRAS_REQUIRE = {

@@ -59,7 +59,7 @@ def sections(data: Path, builtin: bool, smoke: bool) -> tuple[dict[str, dict[str
         out["vision"]["data"]["options"] = {"num_train": 512, "num_val": 64, "num_test": 64}
         out["speech"]["data"]["options"] = {"train_utterances": 128, "eval_utterances": 16}
         out["translation"]["data"]["options"].update(num_samples=400, num_eval=16)
-        out["translation"]["data"]["vocab_size"] = 200
+        out["translation"]["tokenizer"]["vocab_size"] = 200
     return out, recipe["multitask"]["core"]
 
 

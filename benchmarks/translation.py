@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=64)
     parser.add_argument("--length", type=int, default=30, help="source and output tokens")
-    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--beam-size", "--beam", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     warnings.filterwarnings("ignore", message="enable_nested_tensor")  # nn.Transformer, pre-norm
@@ -136,12 +136,12 @@ def main() -> None:
 
     def beam(use_cache: bool) -> Callable[[], None]:
         return lambda: beam_search(
-            ours, src, beam_size=args.beam, max_len_a=0.0, max_len_b=t, use_cache=use_cache
+            ours, src, beam_size=args.beam_size, max_len_a=0.0, max_len_b=t, use_cache=use_cache
         )
 
     times = interleaved({"cached": beam(True), "rerun": beam(False)}, max(1, args.repeats // 2))
-    print(f"beam {args.beam}, {n} sentences, up to {t} tokens: cached {times['cached']:.2f} s, "
-          f"re-running the decoder {times['rerun']:.2f} s, "
+    print(f"beam {args.beam_size}, {n} sentences, up to {t} tokens: "
+          f"cached {times['cached']:.2f} s, re-running the decoder {times['rerun']:.2f} s, "
           f"speed-up {times['rerun'] / times['cached']:.1f}x")  # fmt: skip
     for steps in (10, 30, 60, 120):
         cached = interleaved({"c": lambda s=steps: greedy_cached(ours, src, s)}, 3)["c"]

@@ -203,10 +203,42 @@ class TransformerEncoder(_Stack):
         """The encoder stack of a core config."""
         return cls(cfg.dim, cfg.depth, cfg.num_heads, **_stack_args(cfg))
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        """x: (B, N, D), padding_mask: (B, N) True at padding -> (B, N, D)."""
-        for block in self.blocks:
-            x = block(x, padding_mask)
+    def new_cache(self) -> list[KVCache]:
+        """Empty per-layer key/value caches for incremental causal decoding."""
+        return [KVCache() for _ in self.blocks]
+
+    def forward(
+        self,
+        x: Tensor,
+        padding_mask: Tensor | None = None,
+        *,
+        causal: bool = False,
+        cache: list[KVCache] | None = None,
+    ) -> Tensor:
+        """Run the stack.
+
+        Args:
+            x: (B, N, D) tokens; with a cache, only the positions after the cached ones.
+            padding_mask: (B, N) True at padding (with a cache: over cached and new positions).
+            causal: each position sees itself and earlier positions only (decoder-only LMs).
+            cache: one ``KVCache`` per layer (``new_cache()``), extended in place; causal only.
+                Feeding a sequence in pieces gives the same outputs as one full pass.
+        Returns:
+            (B, N, D).
+        """
+        if not causal and cache is None:
+            for block in self.blocks:  # the bidirectional encoder every family shares
+                x = block(x, padding_mask)
+            return self.norm(x)
+        if not causal:
+            raise ValueError("a KV cache needs causal=True: later tokens would change earlier ones")
+        if isinstance(self.blocks[0], ConformerLayer):
+            raise ValueError("a Conformer core cannot run causally: its convolution sees ahead")
+        if cache is not None and len(cache) != len(self.blocks):
+            raise ValueError(f"expected {len(self.blocks)} layer caches, got {len(cache)}")
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache[i] if cache is not None else None
+            x = block(x, padding_mask, causal=True, cache=layer_cache)
         return self.norm(x)
 
     def forward_intermediates(

@@ -158,12 +158,31 @@ class EncoderLayer(_ResidualLayer):
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def _attend(self, h: Tensor, padding_mask: Tensor | None) -> Tensor:
-        return self.ls1(self.attn(h, padding_mask=padding_mask))
+    def _attend(
+        self,
+        h: Tensor,
+        padding_mask: Tensor | None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        return self.ls1(self.attn(h, padding_mask=padding_mask, causal=causal, cache=cache))
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        """x: (B, N, D), padding_mask: (B, N) True at padding -> (B, N, D)."""
-        x = self._residual(x, self.norm1, lambda h: self._attend(h, padding_mask))
+    def forward(
+        self,
+        x: Tensor,
+        padding_mask: Tensor | None = None,
+        *,
+        causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """x: (B, N, D), padding_mask: (B, N) True at padding -> (B, N, D).
+
+        ``causal``: each position attends to itself and earlier ones only (a decoder-only LM).
+        ``cache``: this layer's keys and values of earlier positions, extended in place; ``x``
+        then holds only the new positions (incremental decoding, causal only).
+        """
+        attend = lambda h: self._attend(h, padding_mask, causal, cache)
+        x = self._residual(x, self.norm1, attend)
         return self._residual(x, self.norm2, lambda h: self.ls2(self.mlp(h)))
 
 

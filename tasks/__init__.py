@@ -2,11 +2,14 @@
 metrics and decoding. Imports ``encoders`` only, never ``zoo``."""
 
 from tasks.classification import ImageClassifier, ViTConfig
+from tasks.language_modeling import GPT, GPTConfig
 from tasks.speech import ASRConfig, SpeechOutput, SpeechRecognizer
 from tasks.translation import Seq2SeqConfig, Seq2SeqTransformer
 
 __all__ = [
     "ASRConfig",
+    "GPT",
+    "GPTConfig",
     "ImageClassifier",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",

@@ -2,7 +2,9 @@
 
 A task owns its data (building datasets from a recipe's ``data`` section), batching, loss,
 metrics and prediction. The engine owns the loop. Tasks never import ``zoo``: the recipe
-sections arrive as plain objects with attributes.
+sections arrive as plain objects with attributes, the task's own sections (``data.options``,
+``augment``, ``loss``, ``decode``, ``tokenizer``) as the dataclasses it declares in
+``option_types`` (see ``tasks.options``), built and checked by the recipe checker.
 """
 
 from __future__ import annotations
@@ -24,21 +26,48 @@ class Task:
 
     Args:
         recipe: the experiment recipe (``zoo.config.Recipe`` or any object with the same
-            attributes): ``recipe.data`` (dataset, root, val_fraction, max_samples, options, ...),
-            ``recipe.train`` (seed, label_smoothing, ...), ``recipe.eval`` (beam_size, ...).
+            attributes): ``recipe.data`` (dataset, root, val_fraction, max_samples, options),
+            ``recipe.train`` (seed, label_smoothing, ...), and the sections of ``option_types``.
         run_dir: the run directory, where a task may save files it creates (a tokenizer).
     """
 
     name: ClassVar[str] = ""
     metric: ClassVar[str] = ""  # the metric that chooses the best checkpoint
     metric_mode: ClassVar[str] = "max"  # "max" or "min"
+    # every key ``evaluate`` returns, so that a recipe's eval.metric is checked before training;
+    # empty: not declared (no check)
+    metrics: ClassVar[tuple[str, ...]] = ()
     unit: ClassVar[str] = "samples"  # what throughput counts
+    dataset_names: ClassVar[tuple[str, ...]] = ()  # the values of data.dataset; () for any
+    # recipe section ("data.options", "augment", "loss", "decode", "tokenizer") -> its dataclass
+    option_types: ClassVar[dict[str, type]] = {}
+    # old dotted recipe key -> its new place, named in the error (or read there from a saved run)
+    moved_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
         self.recipe = recipe
         self.data = recipe.data
         self.seed = recipe.train.seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    def section(self, name: str) -> Any:
+        """The typed settings of recipe section ``name`` (a key of ``option_types``, e.g.
+        "decode"): the recipe's dataclass, or its defaults when the recipe has none.
+
+        Raises:
+            TypeError: the recipe holds something else there (build recipes with
+                ``zoo.config.recipe_from_dict``, which checks them).
+        """
+        cls = self.option_types[name]
+        value = self.recipe
+        for part in name.split("."):
+            value = getattr(value, part, None)
+        if value is None:
+            return cls()
+        if not isinstance(value, cls):
+            raise TypeError(f"recipe section '{name}' of a {self.name} recipe must be a "
+                            f"{cls.__name__}, got {type(value).__name__}")
+        return value
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, Any]:

@@ -36,3 +36,19 @@ def _no_plots(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """Drawing curves costs about a second per run; only tests marked ``draws_curves`` do."""
     if request.node.get_closest_marker("draws_curves") is None:
         monkeypatch.setattr("zoo.engine.plot_curves", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
+def deadline():
+    """Fail a test that hangs instead of waiting for ever: SIGALRM raises ``TimeoutError`` in
+    the test after 90 s (generous: the machine's 2 cores are shared)."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError("no progress within 90 s: the code under test hangs")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(90)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

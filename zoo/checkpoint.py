@@ -19,16 +19,18 @@ import errno
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -275,6 +277,12 @@ def save_pretrained(
     return directory
 
 
+def _not_a_directory(path: Path, what: str) -> str:
+    if path.exists():
+        return f"{what} {path} is a file, not a directory (give the run or model directory)"
+    return f"{what} {path} does not exist"
+
+
 def read_model_config(directory: PathLike) -> dict[str, Any]:
     """Read and check ``directory/config.json`` of a saved model.
 
@@ -285,7 +293,7 @@ def read_model_config(directory: PathLike) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not directory.is_dir():
-        raise CheckpointError(f"saved model directory {directory} does not exist")
+        raise CheckpointError(_not_a_directory(directory, "saved model directory"))
     if not path.is_file():
         raise CheckpointError(f"{path} not found: {directory} is not a saved transformer-zoo model")
     try:
@@ -317,7 +325,7 @@ def find_model_dir(path: PathLike) -> Path:
     """
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"model directory {path} does not exist")
+        raise CheckpointError(_not_a_directory(path, "model directory"))
     if (path / CONFIG_NAME).is_file():
         return path
     for name in _RUN_MODEL_DIRS:
@@ -342,6 +350,24 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
         ) from e
 
 
+def weight_shapes(path: PathLike) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a ``.safetensors`` file, from its header (no data read).
+
+    Raises:
+        CheckpointError: If the file is missing or not a safetensors file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own SafetensorError, or OSError
+        raise CheckpointError(
+            f"checkpoint file {path} is corrupt or not a safetensors file ({e})"
+        ) from e
+
+
 def _mismatches(expected: dict[str, Tensor], found: dict[str, Tensor]) -> list[str]:
     """Why ``found`` does not fit ``expected``, one reason per key, in ``expected``'s order."""
     tied = _tied_names(expected)
@@ -359,6 +385,23 @@ def _mismatches(expected: dict[str, Tensor], found: dict[str, Tensor]) -> list[s
     return problems
 
 
+def first_nonfinite(tensors: Mapping[str, Tensor]) -> str | None:
+    """The name of the first floating tensor of ``tensors`` holding NaN or inf, else None."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def finite_weights_file(path: PathLike) -> bool:
+    """Whether a ``.safetensors`` file reads and all its floating tensors are finite."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return all(first_nonfinite({k: f.get_tensor(k)}) is None for k in f.keys())
+    except Exception:  # missing or corrupt: not a checkpoint to go back to
+        return False
+
+
 def _describe(problems: list[str]) -> str:
     more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
     return problems[0] + more
@@ -372,8 +415,9 @@ def load_weights(model: nn.Module, path: PathLike, fresh: str | None = None) -> 
     initialisation when their shape differs from the file's (a new classifier for fine-tuning).
 
     Raises:
-        CheckpointError: If the file is missing or corrupt, or a key is missing, unexpected
-            or of another shape; the message names the file and the first such key.
+        CheckpointError: If the file is missing or corrupt, a key is missing, unexpected
+            or of another shape, or a weight is NaN or infinite; the message names the file
+            and the first such key.
     """
     path = Path(path)
     if path.is_dir():
@@ -394,6 +438,12 @@ def load_weights(model: nn.Module, path: PathLike, fresh: str | None = None) -> 
         raise CheckpointError(
             f"checkpoint file {path} does not fit {type(model).__name__}: {_describe(problems)}"
         )
+    bad = first_nonfinite(tensors)
+    if bad is not None:  # a diverged run's weights: every output would be NaN
+        raise CheckpointError(
+            f"checkpoint file {path} holds NaN or infinite weights (key {bad!r}), so it "
+            f"cannot be used; take an earlier checkpoint of the run"
+        )
     model.load_state_dict(tensors, strict=False)  # strictness checked above, ties included
     return model
 
@@ -406,9 +456,10 @@ def load_pretrained(directory: PathLike, **overrides: Any) -> nn.Module:
         **overrides: Config fields to change (e.g. ``num_classes``; shapes must still fit).
     """
     # Imported here: zoo.registry imports this module for create_model(pretrained=...).
-    from zoo.registry import create_model
+    from zoo.registry import check_saved_config, create_model
 
     config = read_model_config(directory)
+    check_saved_config(config, directory)  # names config.json; nothing allocated yet
     model = create_model(config["model"], **{**config["config"], **overrides})
     load_weights(model, Path(directory) / WEIGHTS_NAME)
     return model.eval()
@@ -418,11 +469,29 @@ def load_pretrained(directory: PathLike, **overrides: Any) -> nn.Module:
 # Trainer state and RNG
 
 
+def load_reason(err: BaseException) -> str:
+    """Why ``torch.load`` failed, in a few words. For a file holding objects that
+    ``weights_only=True`` refuses, PyTorch's message spans lines and advises loading with
+    ``weights_only=False``, which would run whatever code the file holds; only the object
+    refused is kept (``Unsupported global: GLOBAL builtins.print``)."""
+    text = str(err).strip()
+    if not _refused(err):
+        return text.splitlines()[0] if text else type(err).__name__
+    found = re.search(r"WeightsUnpickler error: (.*?)(?:\. Please|\n|$)", text)
+    detail = f": {found.group(1)}" if found else ""
+    return f"it holds objects other than tensors, numbers and strings{detail}"
+
+
+def _refused(err: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused an object (not a corrupt file)."""
+    return isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err)
+
+
 def _check_weights_only(tmp: Path, path: Path) -> None:
     try:
         torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0]
+        reason = load_reason(e)
         raise TypeError(
             f"trainer state for {path} holds objects that torch.load(weights_only=True) "
             f"refuses, so nothing was written ({reason})"
@@ -453,11 +522,10 @@ def load_trainer_state(path: PathLike) -> dict[str, Any]:
         raise CheckpointError(f"trainer state file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zip, unpickling and EOF errors all mean the same here
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"trainer state file {path} is corrupt or truncated ({reason})"
-        ) from e
+    except Exception as e:  # zip, unpickling and EOF errors
+        what = "was not loaded, since loading it could run code" if _refused(e) else (
+            "is corrupt or truncated")
+        raise CheckpointError(f"trainer state file {path} {what} ({load_reason(e)})") from e
     if not isinstance(state, dict):
         raise CheckpointError(
             f"trainer state file {path} holds a {type(state).__name__}, not a dict"

@@ -40,7 +40,7 @@ def command(name: str, help: str):
 
 
 # the values of the family configs' ``task`` and ``modality``
-TASKS = ("classification", "translation", "speech_recognition")
+TASKS = ("classification", "translation", "speech_recognition", "language_modeling")
 MODALITIES = ("vision", "text", "speech")
 
 
@@ -124,6 +124,7 @@ def _run(argv: list[str] | None) -> int:
     import zoo  # noqa: F401  (registers models)
     from zoo import (  # noqa: F401  (subcommands)
         commands,
+        commands_generate,
         commands_multitask,
         commands_speech,
         commands_translate,

@@ -40,7 +40,7 @@ from zoo.records import RECIPE_NAME, STATE_NAME, plot_curves
 from zoo.run_dir import atomic_dir, checkpoint_dirs, resume_recipe
 
 DEMO_RECIPES = Path(__file__).resolve().parent.parent / "configs" / "demo"
-DEMO_NAMES = ("vision", "translation", "speech")
+DEMO_NAMES = ("vision", "translation", "speech", "lm")
 DEMO_CHOICES = (*DEMO_NAMES, "multitask")  # the multitask demo runs when asked for
 TASK_HELP = "a multitask run: its task section to use (needed when it has several of the kind)"
 
@@ -55,6 +55,14 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def check_positive(**flags: int | None) -> None:
+    """Refuse a count flag below 1, naming it as typed: ``check_positive(batch_size=0)`` ->
+    "--batch-size must be at least 1, got 0" (None: not given)."""
+    for name, value in flags.items():
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
 
 def _cell(value: Any) -> str:
@@ -135,7 +143,7 @@ def find_run_recipe(
     stands alone."""
     for folder in (path, model_dir, model_dir.parent, model_dir.parent.parent):
         if (folder / RECIPE_NAME).is_file():
-            return folder, load_recipe(folder / RECIPE_NAME, overrides)
+            return folder, load_recipe(folder / RECIPE_NAME, overrides, upgrade=True)
     return None
 
 
@@ -215,7 +223,7 @@ def load_for_prediction(
         recipe = found[1]
     task = get_task(task_name)(recipe)
     task.load_extra(model_dir, config.get("task_meta") or {})
-    device = resolve_device(device)
+    device = resolve_device(device, setting="--device")
     model = with_ensemble(task, load_pretrained(model_dir).to(device), ensemble, device)
     return task, model
 
@@ -236,7 +244,7 @@ def evaluate_run(
         report: let the task write its report of the evaluation into the run directory (for
             classification ``confusion_{split}.png`` and ``per_class_{split}.json``).
         overrides: ``dotted.key=value`` changes to the run's recipe for this evaluation only
-            (e.g. ``eval.beam_size=1`` or ``data.options.len_penalty=0.6``); the run's
+            (e.g. ``decode.beam_size=1`` or ``decode.len_penalty=0.6``); the run's
             ``config.yaml`` is not rewritten.
         ensemble: further runs (or model directories) whose models are averaged with this
             one's (speech recognition: frame by frame); its report is written to ``path``'s
@@ -245,6 +253,8 @@ def evaluate_run(
     Returns:
         The model directory evaluated, its metrics on ``split`` and the report's lines.
     """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     path = Path(path)
     model_dir = find_model_dir(path)
     run_dir, recipe = _run_recipe(path, model_dir, overrides)
@@ -257,7 +267,7 @@ def evaluate_run(
     splits = task.datasets()
     if split not in splits:
         raise ValueError(f"split '{split}' does not exist here; the data has {sorted(splits)}")
-    device = resolve_device(device)
+    device = resolve_device(device, setting="--device")
     model = with_ensemble(task, load_pretrained(model_dir).to(device), ensemble, device)
     batch_size = batch_size or recipe.eval.batch_size or recipe.train.batch_size
     loader = task.loader(splits[split], batch_size)
@@ -271,6 +281,7 @@ def evaluate_run(
 
 @command("eval", "evaluate a trained run on its validation or test split")
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_positive(batch_size=args.batch_size)
     others = args.ensemble or []
     model_dir, metrics, report = evaluate_run(
         args.run, args.split, args.batch_size, args.device, report=True,
@@ -298,7 +309,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="change the run's recipe for this evaluation, e.g. eval.beam_size=1",
+        help="change the run's recipe for this evaluation, e.g. decode.beam_size=1",
     )
     _overrides_anywhere(p)
 
@@ -370,7 +381,8 @@ cmd_demo.arguments = _demo_args
 def cmd_plot(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not run.is_dir():
-        raise FileNotFoundError(f"run directory {run} does not exist")
+        what = "is a file, not a directory" if run.exists() else "does not exist"
+        raise FileNotFoundError(f"run directory {run} {what}")
     path = plot_curves(run)
     if path is None:
         print(f"nothing plotted for {run} (no metrics.jsonl events, or matplotlib is missing)")
@@ -415,6 +427,7 @@ def average_run(run: str | Path, last: int, out: str | Path | None = None) -> Pa
 
 @command("average", "average the last N checkpoints of a run into a model directory")
 def cmd_average(args: argparse.Namespace) -> int:
+    check_positive(last=args.last)
     out = average_run(args.run, args.last, args.out)
     print(f"averaged the last {args.last} checkpoints of {args.run} into {out}")
     return 0
@@ -435,6 +448,7 @@ cmd_average.arguments = _average_args
 
 @command("classify", "print the top-5 classes of images with a trained image classifier")
 def cmd_classify(args: argparse.Namespace) -> int:
+    check_positive(topk=args.topk)
     task, model = load_for_prediction(args.run, "classification", args.device, section=args.task)
     for line in task.predict(model, args.images, topk=args.topk):
         print(line)

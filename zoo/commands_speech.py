@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from zoo.checkpoint import find_model_dir
 from zoo.cli import command
-from zoo.commands import TASK_HELP, find_run_recipe, load_for_prediction
+from zoo.commands import TASK_HELP, check_positive, find_run_recipe, load_for_prediction
 
 log = logging.getLogger(__name__)
 
@@ -17,13 +18,19 @@ TASK = "speech_recognition"
 
 @command("transcribe", "transcribe audio files with a trained speech model")
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    check_positive(beam_size=args.beam_size)
     task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or (),
                                       section=args.task)
     _warn_if_synthetic(Path(args.run), task.recipe.data.dataset)
-    texts = task.predict(model, args.audio, beam_size=args.beam_size)
-    for path, text in zip(args.audio, texts):
+    # a file longer than the model reads is named and left out; the others are transcribed
+    refused = {p: why for p in args.audio if (why := task.too_long(model, p)) is not None}
+    for why in refused.values():
+        print(f"error: {why}", file=sys.stderr)
+    paths = [p for p in args.audio if p not in refused]
+    texts = task.predict(model, paths, beam_size=args.beam_size) if paths else []
+    for path, text in zip(paths, texts):
         print(f"{path}: {text}")
-    return 0
+    return 2 if refused else 0
 
 
 def _warn_if_synthetic(run: Path, dataset: str) -> None:
@@ -38,7 +45,8 @@ def _warn_if_synthetic(run: Path, dataset: str) -> None:
 def _add_transcribe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory or saved model directory")
     p.add_argument("audio", nargs="+", help="audio files (any sample rate, mono or stereo)")
-    p.add_argument("--beam-size", type=int, default=None, help="default: the recipe's beam_size")
+    p.add_argument("--beam-size", "--beam", type=int, default=None,
+                   help="default: the recipe's decode.beam_size; 1 = greedy")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--ensemble", action="append", metavar="RUN",
                    help="average the model's frame log-probabilities with RUN's (repeatable)")

@@ -43,10 +43,13 @@ class World:
         return self.size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, setting: str = "train.device") -> torch.device:
     """The device ``train.device`` names: ``auto`` picks cuda, then mps, then cpu.
 
     Under torchrun each process takes the CUDA device of its local rank.
+
+    Args:
+        setting: what named the device, for messages (``--device`` for the commands).
 
     Raises:
         ValueError: the device is not available here (e.g. ``cuda`` on a CPU-only machine).
@@ -61,14 +64,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"train.device '{name}' is not a device (auto, cpu, cuda...)") from None
+        raise ValueError(f"{setting} '{name}' is not a device (auto, cpu, cuda...)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("train.device is 'cuda' but no CUDA device is available; use cpu")
+            raise ValueError(f"{setting} is '{name}' but no CUDA device is available; use cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("train.device is 'mps' but MPS is not available; use cpu")
+        raise ValueError(f"{setting} is '{name}' but MPS is not available; use cpu")
     return device
 
 

@@ -15,6 +15,7 @@ RNGs: the train DataLoader has its own generator and evaluation restores the RNG
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import math
 import os
@@ -34,9 +35,12 @@ from torch.utils.data import DataLoader
 from tasks.base import get_task, iterate
 from zoo import distributed as dist
 from zoo.checkpoint import (
+    WEIGHTS_NAME,
     CheckpointError,
     DiskFullError,
     capture_rng_state,
+    finite_weights_file,
+    first_nonfinite,
     load_trainer_state,
     load_weights,
     read_model_config,
@@ -45,13 +49,14 @@ from zoo.checkpoint import (
     save_trainer_state,
 )
 from zoo.checkpoint import keep_last as prune_checkpoints
-from zoo.config import ConfigError, Recipe
+from zoo.config import ConfigError, Recipe, check_recipe
 from zoo.ema import ModelEMA, unwrap_model
 from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales
 from zoo.records import BEST, CHECKPOINTS, STATE_NAME, Meter, Records, plot_curves
 from zoo.registry import create_model
 from zoo.run_dir import RunDir, atomic_dir, checkpoint_dirs
 from zoo.signals import Stopped, StopRequest, stop_on_signals
+from zoo.transfer import append_events, freeze, frozen_batchnorms, init_from
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +130,32 @@ def combine_scales(
     return lambda name: a(name) * b(name)
 
 
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # not bool, float or tensor
+
+
+def read_position(state: dict[str, Any]) -> Position:
+    """The `Position` saved in a trainer state, checked: counts are ints >= 0, the best
+    metric a finite number (a tampered or damaged file must not send the loop astray).
+
+    Raises:
+        KeyError: a field is missing.
+        ValueError: a field holds an impossible value (named).
+    """
+    pos = Position(**{k: state[k] for k in vars(Position())})
+    for name in ("step", "epoch", "batch"):
+        if not _count(getattr(pos, name)):
+            raise ValueError(f"'{name}' is {getattr(pos, name)!r}, not a count >= 0")
+    if pos.best_step is not None and not (_count(pos.best_step) and pos.best_step <= pos.step):
+        raise ValueError(f"'best_step' is {pos.best_step!r}, not a step in [0, {pos.step}]")
+    best = pos.best_metric
+    if best is not None and (
+        isinstance(best, bool) or not isinstance(best, int | float) or not math.isfinite(best)
+    ):
+        raise ValueError(f"'best_metric' is {best!r}, not a finite number")
+    return pos
+
+
 def is_better(value: float, best: float | None, mode: str) -> bool:
     if best is None:
         return True
@@ -153,6 +184,8 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, run_dir: str | os.PathLike, resume: bool = False) -> None:
         self.recipe, self.cfg, self.run_dir = recipe, recipe.train, Path(run_dir)
+        check_recipe(recipe)  # everything the recipe alone can tell, before any file is written
+        self.metric, self.mode = self._metric()
         self.world = dist.setup(self.cfg.device)
         self.device = self.world.device
         check_precision(self.cfg.precision, self.device)
@@ -173,8 +206,8 @@ class Trainer:
         # file that this run's lineage did not write; a resumed run's come from its checkpoint.
         self.task = get_task(self.recipe.task)(self.recipe, run_dir=self.run.stage)
         self.model = self._build_model()
+        transfer_events = self._transfer(new_run=resume_from is None)
         self.splits = self._datasets()
-        self.metric, self.mode = self._metric()
         self.total_steps = self._total_steps()
         self._build_optimization()
         self.pos = Position()
@@ -191,6 +224,8 @@ class Trainer:
         per_epoch = len(self._epoch_batches(self.pos.epoch)) if self.run.changes else 1
         self.run.commit(self.recipe, self.pos.step, self.pos.epoch + self.pos.batch / per_epoch)
         self.task.run_dir = self.run_dir
+        if self.world.is_main:  # what init_from loaded and what is frozen, at step 0
+            append_events(self.run_dir, transfer_events)
 
     # -- setup ----------------------------------------------------------------------------------
     def _build_model(self) -> nn.Module:
@@ -213,6 +248,31 @@ class Trainer:
         logger.info("model %s: %.2fM parameters, on %s", name, n / 1e6, self.device)
         return model.to(self.device)
 
+    def _transfer(self, new_run: bool) -> list[dict[str, Any]]:
+        """``model.init_from`` (a new run only: a resumed one takes every weight from its
+        checkpoint), then ``train.freeze``: before the optimizer is built and before DDP wraps
+        the model, which buckets (and all-reduces) only parameters that require a gradient.
+
+        Returns:
+            The summary events for metrics.jsonl (none on resume: they are there already).
+        """
+        events = []
+        source = self.recipe.model.init_from
+        if source is not None and new_run:
+            try:
+                events.append(init_from(self.model, source.path, source.parts))
+            except CheckpointError as e:
+                raise CheckpointError(f"model.init_from: {e}") from None
+            except ValueError as e:
+                raise ConfigError(f"model.init_from: {e}") from None
+        if self.cfg.freeze is not None:
+            try:
+                events.append(freeze(self.model, self.cfg.freeze))
+            except ValueError as e:
+                raise ConfigError(f"train.{e}") from None
+        self.held_in_eval = frozen_batchnorms(self.model)
+        return events if new_run else []
+
     def _datasets(self) -> dict[str, Any]:
         splits = self.task.datasets()
         if self.recipe.eval.split not in splits:
@@ -226,8 +286,18 @@ class Trainer:
         return splits
 
     def _metric(self) -> tuple[str, str]:
-        metric = self.recipe.eval.metric or self.task.metric
-        mode = self.task.metric_mode if metric == self.task.metric else self.recipe.eval.mode
+        """The metric that chooses ``best/`` and its mode; an eval.metric the task does not
+        compute is refused here, not after the first evaluation."""
+        task = get_task(self.recipe.task)
+        metric = self.recipe.eval.metric or task.metric
+        if task.metrics and metric not in task.metrics:
+            close = difflib.get_close_matches(metric, task.metrics, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"eval.metric '{metric}' is not among the {task.name} task's metrics "
+                f"({', '.join(task.metrics)}){hint}"
+            )
+        mode = task.metric_mode if metric == task.metric else self.recipe.eval.mode
         return metric, mode
 
     def _total_steps(self) -> int:
@@ -288,6 +358,7 @@ class Trainer:
         """Write ``checkpoints/step_N`` (weights, config, trainer state), keep the last K."""
         if self._saved_step == self.pos.step:
             return
+        self._check_weights()
         rngs = dist.all_gather(capture_rng_state(), self.world)
         if self.world.is_main:
             target = self.run_dir / CHECKPOINTS / f"step_{self.pos.step:08d}"
@@ -302,6 +373,8 @@ class Trainer:
         dist.barrier(self.world)
 
     def _save_best(self, model: nn.Module, metrics: dict[str, float]) -> None:
+        self._check_weights({"weights": model})
+
         def write(tmp: Path) -> None:
             extra = {**self._extra(tmp), "step": self.pos.step, "metrics": metrics}
             save_pretrained(model, tmp, extra=extra)
@@ -322,8 +395,13 @@ class Trainer:
         state = load_trainer_state(path)
         try:
             self._load_state(state)
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise CheckpointError(f"trainer state file {path} does not fit this run ({e})") from e
+        except KeyError as e:
+            raise CheckpointError(f"trainer state file {path} lacks the entry {e}") from e
+        except (ValueError, RuntimeError, TypeError, IndexError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"trainer state file {path} does not fit this run ({reason})"
+            ) from e
         self._saved_step = self.pos.step
         logger.info("resumed from %s (step %d, epoch %d)", ckpt, self.pos.step, self.pos.epoch)
 
@@ -333,7 +411,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        self.pos = Position(**{k: state[k] for k in vars(Position())})
+        self.pos = read_position(state)
         self.last_metrics = dict(state["last_metrics"])
         if state["data"] != {"batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum}:
             logger.warning(
@@ -341,6 +419,8 @@ class Trainer:
                 "the resumed run will not see the same batches"
             )
         rngs = state["rng"]
+        if not isinstance(rngs, list) or not rngs:
+            raise ValueError("'rng' holds no random number generator state")
         restore_rng_state(rngs[self.world.rank % len(rngs)])
 
     # -- the loop -------------------------------------------------------------------------------
@@ -408,6 +488,14 @@ class Trainer:
 
     def _train_epoch(self) -> None:
         batches = self._epoch_batches(self.pos.epoch)
+        if not batches:  # with nothing to train on, the loop would never end
+            raise TrainingError(
+                f"epoch {self.pos.epoch} of the train split gives no batch for "
+                f"{self.world.size} processes; use more data or fewer processes"
+            )
+        if self.pos.batch >= len(batches):
+            self._skip_to_next_epoch(len(batches))
+            batches = self._epoch_batches(self.pos.epoch)
         self.epoch_size = len(batches)
         loader = DataLoader(
             self.splits["train"],
@@ -423,10 +511,26 @@ class Trainer:
             if self._done():
                 return
 
+    def _skip_to_next_epoch(self, epoch_size: int) -> None:
+        """A resumed position past the end of its epoch (a larger ``train.batch_size`` makes
+        epochs shorter): the epoch is over, so training goes on with the next one."""
+        logger.warning(
+            "the checkpoint's position (%d batches of epoch %d done) is past the end of this "
+            "epoch's %d batches (train.batch_size, grad_accum or the data changed): starting "
+            "epoch %d",
+            self.pos.batch,
+            self.pos.epoch,
+            epoch_size,
+            self.pos.epoch + 1,
+        )
+        self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+
     def _train_step(self, group: list[Batch]) -> None:
         """One optimizer step over a group of micro-batches (this rank's shares)."""
         start = time.perf_counter()
         self.model.train()
+        for module in self.held_in_eval:  # frozen BatchNorms keep their running statistics
+            module.eval()
         counts = [float(self.task.count(b)) for b in group]
         # Weight each micro-batch's mean loss by its share of the global step's units, so the
         # gradient is that of the mean over the whole global batch (ranks are then averaged).
@@ -447,7 +551,7 @@ class Trainer:
         grad_norm = self._optimizer_step()
         self.pos.step += 1
         self.pos.batch += len(group)
-        if self.pos.batch == self.epoch_size:  # the epoch is over, counted before any saving
+        if self.pos.batch >= self.epoch_size:  # the epoch is over, counted before any saving
             self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
         seconds = time.perf_counter() - start
         self.meter.add(sums, total, lr, grad_norm, seconds, task=self.task.batch_task(group[0]))
@@ -460,12 +564,32 @@ class Trainer:
         sums.update(zip(keys, values.tolist()))
         loss = sums["loss"] / total
         if not math.isfinite(loss):
-            last = checkpoint_dirs(self.run_dir)
-            kept = f"the last good checkpoint is {last[-1]}" if last else "there is no checkpoint"
             raise TrainingError(
                 f"loss is {loss} at step {self.pos.step + 1} (epoch {self.pos.epoch}); stopped, "
-                f"{kept}. Lower optim.lr, set train.clip_grad or use train.precision fp32"
+                f"{self._last_good()}. Lower optim.lr, set train.clip_grad or use "
+                f"train.precision fp32"
             )
+
+    def _last_good(self) -> str:
+        """Which checkpoint a diverged run can go back to: the newest with finite weights."""
+        for ckpt in reversed(checkpoint_dirs(self.run_dir)):
+            if finite_weights_file(ckpt / WEIGHTS_NAME):
+                return f"the last good checkpoint is {ckpt}"
+        return "there is no good checkpoint"
+
+    def _check_weights(self, models: dict[str, nn.Module | None] | None = None) -> None:
+        """Stop before weights holding NaN or inf are evaluated or saved (a step can poison
+        them while its loss was still finite). Every rank checks the same weights."""
+        if models is None:
+            models = {"weights": self.model, "EMA weights": self.ema.module if self.ema else None}
+        for what, model in models.items():
+            bad = None if model is None else first_nonfinite(unwrap_model(model).state_dict())
+            if bad is not None:
+                raise TrainingError(
+                    f"the {what} hold NaN or inf (key '{bad}') after step {self.pos.step}; "
+                    f"stopped without saving them, {self._last_good()}. Lower optim.lr, set "
+                    f"train.clip_grad or use train.precision fp32"
+                )
 
     def _optimizer_step(self) -> float:
         if self.scaler.is_enabled():
@@ -491,9 +615,13 @@ class Trainer:
             self._stop()
         if self.pos.step % self.cfg.log_every == 0 or done:
             self._log_train()
-        if self.pos.step % self.cfg.eval_every == 0 or done:
+        evaluating = self.pos.step % self.cfg.eval_every == 0 or done
+        saving = self.pos.step % self.cfg.checkpoint_every == 0 or done
+        if evaluating or saving:
+            self._check_weights()  # on every rank, before rank 0 alone evaluates
+        if evaluating:
             self.evaluate()
-        if self.pos.step % self.cfg.checkpoint_every == 0 or done:
+        if saving:
             self.save_checkpoint()
 
     def _stop_requested(self) -> bool:

@@ -1,5 +1,5 @@
 """Model cards for `zoo info`: FLOPs per sample, counted by ``torch.utils.flop_counter``, and the
-measured results of the recipes that train the model (``configs/results.yaml``)."""
+measured results of the recipes that train the model (``docs/results.yaml``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from zoo.registry import create_model
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # a source checkout's recipes
+ROOT = Path(__file__).resolve().parent.parent  # a source checkout: configs/ and docs/
 SPEECH_SECONDS = 10  # a speech sample is 10 s of audio
 TEXT_TOKENS = 32  # a text sample is 32 source (and 32 target) tokens
 
@@ -48,14 +48,14 @@ def forward_flops(name: str) -> tuple[int, str]:
     return counter.get_total_flops(), what
 
 
-def recipe_results(name: str, configs: Path = CONFIGS) -> list[dict[str, str]]:
-    """The measured results (``configs/results.yaml``) of every recipe whose model is ``name``."""
-    table = configs / "results.yaml"
+def recipe_results(name: str, root: Path = ROOT) -> list[dict[str, str]]:
+    """The measured results (``docs/results.yaml``) of every recipe whose model is ``name``."""
+    table = root / "docs" / "results.yaml"
     if not table.is_file():
         return []
     rows = []
     for recipe, result in (yaml.safe_load(table.read_text(encoding="utf-8")) or {}).items():
-        path = configs.parent / recipe
+        path = root / recipe
         if path.is_file() and _recipe_model(path) == name:
             rows.append({"recipe": recipe, **result})
     return rows

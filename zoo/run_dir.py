@@ -53,7 +53,7 @@ RUN_FILES = (RECIPE_NAME, METRICS_NAME, CHECKPOINTS, BEST, CURVES_NAME, TENSORBO
 # The temporaries of atomic_dir for the directories a training run writes.
 _TEMPORARY = re.compile(r"\.zoo-(tmp|old)-(best|step_\d+)-[0-9a-f]{8}")
 # Recipe keys a resumed run cannot change: its checkpoints hold this model and vocabulary.
-FIXED_AT_RESUME = ("task", "model", "data.vocab_size", "multitask.core", "multitask.tasks")
+FIXED_AT_RESUME = ("task", "model", "tokenizer.vocab_size", "multitask.core", "multitask.tasks")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,10 +140,10 @@ def resume_recipe(run_dir: Path, recipe_path: str | Path, overrides: list[str]) 
         ConfigError: the recipe file trains another task or model than the run.
     """
     recorded = run_dir / RECIPE_NAME
-    given = load_recipe(recipe_path, overrides)
+    given = load_recipe(recipe_path, overrides, upgrade=True)
     if not recorded.is_file():  # a run from before config.yaml existed: nothing else to go by
         return given
-    own = load_recipe(recorded, overrides)
+    own = load_recipe(recorded, overrides, upgrade=True)
     if (given.task, given.model.name) != (own.task, own.model.name):
         raise ConfigError(
             f"{recipe_path} trains {given.model.name} for {given.task}, but {run_dir} holds a "
@@ -263,7 +263,7 @@ class RunDir:
         recorded = self.path / RECIPE_NAME
         if not self.resume or not recorded.is_file():
             return {}
-        changes = recipe_changes(load_recipe(recorded), recipe)
+        changes = recipe_changes(load_recipe(recorded, upgrade=True), recipe)
         fixed = [k for k in changes if _fixed(k)]
         if fixed and self._from_checkpoint:
             old, new = changes[fixed[0]]

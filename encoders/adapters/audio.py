@@ -10,6 +10,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from encoders.adapters.checks import check_float, check_lengths, check_not_empty
 from encoders.attention import lengths_to_padding_mask
 from encoders.positional import SinusoidalPositionalEmbedding
 
@@ -229,13 +230,28 @@ class AudioAdapter(nn.Module):
             lengths = self.frontend.num_frames(lengths)
         return Conv2dSubsampling.output_lengths(lengths)
 
-    def _check(self, x: Tensor, lengths: Tensor) -> None:
-        if self.frontend is None and (x.ndim != 3 or x.shape[-1] != self.n_mels):
-            raise ValueError(
-                f"expected features of shape (B, T, {self.n_mels}), got {tuple(x.shape)}"
-            )
-        if self.frontend is not None and x.ndim != 2:
+    def check_input(self, x: Tensor) -> None:
+        """Refuse input of the wrong rank, with an empty axis or not floating point (a
+        ``ValueError``), before anything reads ``x.shape``."""
+        if self.frontend is None:
+            if x.ndim != 3 or x.shape[-1] != self.n_mels:
+                raise ValueError(
+                    f"expected features of shape (B, T, {self.n_mels}), got {tuple(x.shape)}"
+                )
+            check_not_empty(x, "features", f"(B, T, {self.n_mels})")
+            weight = self.subsample.conv[0].weight
+            check_float(x, "features", weight, "compute them as floats (log-mel)")
+            return
+        if x.ndim != 2:
             raise ValueError(f"expected a waveform batch of shape (B, S), got {tuple(x.shape)}")
+        check_not_empty(x, "waveforms", "(B, S)")
+        if not x.is_floating_point():  # the log-mel casts any float dtype to float32
+            raise ValueError(
+                f"expected floating-point waveforms in [-1, 1], got dtype "
+                f"{x.dtype}; scale integer PCM first (int16: x / 32768)"
+            )
+
+    def _check(self, x: Tensor, lengths: Tensor) -> None:
         # Checked before the STFT, which fails with an opaque error on clips shorter than n_fft.
         if int(self.output_lengths(lengths).min()) < 1:
             need, unit = 7, "feature frames"  # 7 frames -> 3 -> 1 through the two convolutions
@@ -260,8 +276,11 @@ class AudioAdapter(nn.Module):
         Returns:
             frames (B, T', D) and padding mask (B, T') True at padding (None if no padding).
         """
+        self.check_input(x)
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        unit = "samples" if self.frontend is not None else "frames"
+        check_lengths(lengths, x.shape[0], x.shape[1], unit)
         self._check(x, lengths)
         feats, frame_lengths = self._features(x, lengths)
         out_lengths = Conv2dSubsampling.output_lengths(frame_lengths)

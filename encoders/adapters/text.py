@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from encoders.adapters.checks import check_lengths, check_not_empty
 from encoders.attention import lengths_to_padding_mask
 from encoders.positional import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 
@@ -23,6 +24,9 @@ class TextAdapter(nn.Module):
         pad_id: id of the padding token; its positions form the padding mask.
         pos: "sinusoidal", "learned" or "none" (e.g. when the core uses rotary positions).
         dropout: dropout on the summed embeddings.
+        embed_scale: multiply by sqrt(D); False adds the embeddings as they are, drawn with
+            std 0.02 (GPT-2). Tied to an output layer, scaled embeddings make a fresh model
+            predict its input token with confidence, which a language model must unlearn first.
     """
 
     def __init__(
@@ -33,14 +37,16 @@ class TextAdapter(nn.Module):
         pad_id: int = 0,
         pos: str = "sinusoidal",
         dropout: float = 0.0,
+        embed_scale: bool = True,
     ) -> None:
         super().__init__()
         if pos not in POSITIONS:
             raise ValueError(f"unknown position type '{pos}'; expected one of {POSITIONS}")
         self.vocab_size, self.dim, self.pad_id = vocab_size, dim, pad_id
+        self.scale = math.sqrt(dim) if embed_scale else 1.0
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
-        # std D^-1/2 so that embeddings have unit variance after the sqrt(D) scale
-        nn.init.normal_(self.embed.weight, std=dim**-0.5)
+        # scaled: std D^-1/2, so that embeddings have unit variance after the sqrt(D) scale
+        nn.init.normal_(self.embed.weight, std=dim**-0.5 if embed_scale else 0.02)
         with torch.no_grad():
             self.embed.weight[pad_id].zero_()
         if pos == "sinusoidal":
@@ -51,9 +57,12 @@ class TextAdapter(nn.Module):
             self.pos_embed = None
         self.drop = nn.Dropout(dropout)
 
-    def _check(self, ids: Tensor) -> None:
+    def check_input(self, ids: Tensor) -> None:
+        """Refuse token ids that are not a non-empty integer (B, N) batch within the
+        vocabulary (a ``ValueError`` naming the problem)."""
         if ids.ndim != 2:
             raise ValueError(f"expected token ids of shape (B, N), got shape {tuple(ids.shape)}")
+        check_not_empty(ids, "token ids", "(B, N)")
         if ids.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"expected integer token ids, got dtype {ids.dtype}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
@@ -74,8 +83,10 @@ class TextAdapter(nn.Module):
         Returns:
             tokens (B, N, D) and padding mask (B, N) (True at padding), or None if no padding.
         """
-        self._check(ids)
-        x = self.embed(ids) * math.sqrt(self.dim)
+        self.check_input(ids)
+        if lengths is not None:
+            check_lengths(lengths, ids.shape[0], ids.shape[1], "tokens")
+        x = self.embed(ids) * self.scale
         if self.pos_embed is not None:
             x = self.pos_embed(x, start_pos)
         if lengths is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from encoders.adapters.checks import check_float, check_not_empty
 from encoders.positional import interpolate_pos_embed
 
 
@@ -97,9 +98,14 @@ class VisionAdapter(nn.Module):
             nn.init.normal_(self.cls_token, std=1e-6)
         self.pos_drop = nn.Dropout(dropout)
 
-    def _check(self, x: Tensor) -> None:
+    def check_input(self, x: Tensor) -> None:
+        """Refuse images that are not float (B, C, H, W) with the model's channels and sides
+        that are multiples of the patch size (a ``ValueError`` naming the problem)."""
         if x.ndim != 4:
             raise ValueError(f"expected images of shape (B, C, H, W), got shape {tuple(x.shape)}")
+        check_not_empty(x, "images", "(B, C, H, W)")
+        hint = "convert them with images.float() / 255, then normalise"
+        check_float(x, "images", self.patch_embed.proj.weight, hint)
         if x.shape[1] != self.in_chans:
             raise ValueError(f"expected {self.in_chans} image channels, got {x.shape[1]}")
         h, w = x.shape[-2:]
@@ -116,6 +122,6 @@ class VisionAdapter(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, None]:
         """Images (B, C, H, W) -> tokens (B, P + Gh*Gw, D) and no padding mask."""
-        self._check(x)
+        self.check_input(x)
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         return self._pos_embed(self.patch_embed(x), grid), None

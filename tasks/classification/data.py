@@ -9,7 +9,9 @@ Nothing is ever downloaded.
 from __future__ import annotations
 
 import gzip
+import logging
 import math
+import os
 import pickle
 import struct
 from dataclasses import dataclass
@@ -21,8 +23,12 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
+
+from tasks.files import check_file
+
+log = logging.getLogger(__name__)
 
 AUGMENTS = ("none", "flip", "randaugment", "trivialaugment")
 BATCH_AUGMENTS = ("none", "flip")  # what BatchTransform can do a batch at a time
@@ -54,11 +60,9 @@ def load_image(path: str | Path, channels: int = 3) -> Tensor:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a readable image.
+        ValueError: the file is not a readable image (or a directory, a device).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} does not exist")
+    path = check_file(path, "image")
     try:
         with Image.open(path) as im:
             return v2.functional.pil_to_tensor(im.convert("L" if channels == 1 else "RGB"))
@@ -95,6 +99,11 @@ def read_idx(path: Path) -> Tensor:
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":  # magic: 0, 0, type 0x08 (ubyte), ndim
         raise ValueError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(
+            f"IDX file {path} is truncated: it ends inside its header ({len(data)} bytes, the "
+            f"header of {ndim} dimensions needs {4 + 4 * ndim})"
+        )
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])  # big-endian sizes
     payload = data[4 + 4 * ndim :]
     if len(payload) != math.prod(dims):
@@ -203,20 +212,48 @@ def load_cifar(root: Path, num_classes: int) -> tuple[dict[str, Split], list[str
 # ImageFolder
 
 
+def _warn_links(links: list[Path]) -> None:
+    if links:
+        more = f" and {len(links) - 5} more" if len(links) > 5 else ""
+        log.warning(
+            "skipped %d directory link(s) in an image folder, not followed (a link such as "
+            "'loop -> ..' would repeat images under another class): %s%s",
+            len(links), ", ".join(map(str, links[:5])), more,
+        )  # fmt: skip
+
+
+def _class_images(folder: Path, links: list[Path]) -> list[Path]:
+    """The image files under a class folder in torchvision's order (walk sorted by folder,
+    files sorted). Directory links are not followed (torchvision's ``make_dataset`` follows
+    them, so a link to a parent repeats the tree without end): they are added to ``links``."""
+    found = []
+    for root, dirs, files in sorted(os.walk(folder)):  # followlinks=False
+        links += [Path(root, d) for d in sorted(dirs) if os.path.islink(os.path.join(root, d))]
+        found += [Path(root, f) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
+    return found
+
+
 def _folder(directory: Path, class_to_idx: dict[str, int] | None) -> tuple[Split, list[str]]:
-    classes = sorted(d.name for d in directory.iterdir() if d.is_dir() and d.name[0] != ".")
+    entries = [d for d in directory.iterdir() if d.name[0] != "." and d.is_dir()]
+    links = sorted(d for d in entries if d.is_symlink())
+    classes = sorted(d.name for d in entries if not d.is_symlink())
     if not classes:
+        _warn_links(links)
         raise ValueError(f"image folder {directory} holds no class folders")
     if class_to_idx is None:
         class_to_idx = {c: i for i, c in enumerate(classes)}
     unknown = [c for c in classes if c not in class_to_idx]
     if unknown:
         raise ValueError(f"class folder {directory / unknown[0]} is not among the training classes")
-    samples = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
-    if not samples:
+    paths, labels = [], []
+    for name in classes:
+        images = _class_images(directory / name, links)
+        paths += images
+        labels += [class_to_idx[name]] * len(images)
+    _warn_links(links)
+    if not paths:
         raise ValueError(f"image folder {directory} holds no images ({', '.join(IMG_EXTENSIONS)})")
-    paths = [Path(p) for p, _ in samples]
-    return Split(paths, torch.tensor([c for _, c in samples], dtype=torch.long)), classes
+    return Split(paths, torch.tensor(labels, dtype=torch.long)), classes
 
 
 def load_imagefolder(root: Path) -> tuple[dict[str, Split], list[str]]:

@@ -1,25 +1,14 @@
 """The image classification task: datasets from a recipe, batching, loss, top-1/top-5, predict.
 
-Recipe ``data`` settings it reads: ``dataset`` (synthetic, fashion_mnist, mnist, cifar10,
-cifar100, imagefolder), ``root``, ``val_fraction``, ``max_samples``, ``image_size`` and
-``options``::
-
-    augment: none | flip | randaugment | trivialaugment   (training only; default none)
-    mixup: 0.8, cutmix: 1.0          Beta alphas of batch mixing (soft targets); 0 = off
-    mean: [...], std: [...]          normalisation (default 0.5 per channel)
-    crop_pct: 0.875                  evaluation: resize to img_size / crop_pct, centre-crop
-    random_resized_crop: true        training crops of random scale (default on for imagefolder)
-    crop_padding: 2                  training crops of the image padded by 2 pixels
-    class_names: [...]               names shown by predict
-    max_eval_samples: 2000           cap the validation and test splits
-    synthetic only: num_train (6000), num_val (1000), num_test (1000), image_size (32),
-                    channels (3), num_classes (10), seed (0)
-    imagefolder only: in_chans (3)
+Recipe settings it reads: ``data`` (``dataset``: synthetic, fashion_mnist, mnist, cifar10,
+cifar100, imagefolder; ``root``, ``val_fraction``, ``max_samples``), ``data.options`` and
+``augment`` (the dataclasses of ``tasks.classification.options``), ``train.label_smoothing``,
+and the model's ``img_size``, ``in_chans``, ``mean`` and ``std`` from ``model.overrides``
+(default: the data's native size and channels, 0.5 per channel).
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import math
@@ -52,23 +41,17 @@ from tasks.classification.metrics import (
     plot_confusion_matrix,
     topk_correct,
 )
+from tasks.classification.options import (
+    DATASETS,
+    MOVED,
+    ClassificationAugment,
+    ClassificationData,
+)
 from tasks.classification.synthetic import SYNTHETIC_CLASSES, make_synthetic
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("synthetic", "fashion_mnist", "mnist", "cifar10", "cifar100", "imagefolder")
 NATIVE_SIZE = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 224}
-COMMON_OPTIONS = (
-    "augment", "mixup", "cutmix", "mean", "std", "crop_pct", "random_resized_crop",
-    "crop_padding", "class_names", "max_eval_samples",
-)  # fmt: skip
-DATASET_OPTIONS = {
-    "synthetic": (
-        "num_train", "num_val", "num_test", "image_size", "channels", "num_classes", "seed",
-    ),
-    "imagefolder": ("in_chans",),
-}  # fmt: skip
-
 
 def _random_subset(split: Split, n: int | None, seed: int) -> Split:
     """At most ``n`` samples, drawn without replacement by ``seed`` (all when n is None)."""
@@ -95,11 +78,16 @@ class ClassificationTask(Task):
     name = "classification"
     metric = "top1"
     metric_mode = "max"
+    metrics = ("top1", "top5", "loss")
     unit = "samples"
+    dataset_names = DATASETS
+    option_types = {"data.options": ClassificationData, "augment": ClassificationAugment}
+    moved_keys = MOVED
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
         super().__init__(recipe, run_dir)
-        self.options = dict(self.data.options or {})
+        self.opts: ClassificationData = self.section("data.options")
+        self.augment: ClassificationAugment = self.section("augment")
         self.label_smoothing = float(recipe.train.label_smoothing)
         self.meta: dict[str, Any] = {}  # class_names, img_size, in_chans, mean, std, crop_pct
         self.splits: dict[str, Split] = {}
@@ -107,21 +95,6 @@ class ClassificationTask(Task):
         self.last_confusion: Tensor | None = None  # (K, K) of the last evaluate, for reports
 
     # -- data ---------------------------------------------------------------------------------
-    def _check_options(self) -> None:
-        dataset = self.data.dataset
-        if dataset not in DATASETS:
-            close = difflib.get_close_matches(str(dataset), DATASETS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of {DATASETS}"
-            raise ValueError(f"unknown classification dataset '{dataset}'{hint}")
-        valid = [*COMMON_OPTIONS, *DATASET_OPTIONS.get(dataset, ())]
-        for key in self.options:
-            if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(valid)}"
-                raise ValueError(
-                    f"data.options.{key} is not an option of dataset '{dataset}'{hint}"
-                )
-
     def _root(self) -> Path:
         if self.data.root is None:
             raise ValueError(f"dataset '{self.data.dataset}' needs data.root (its folder)")
@@ -136,15 +109,14 @@ class ClassificationTask(Task):
 
     def _load(self) -> tuple[dict[str, Split], list[str]]:
         """The dataset's own splits (train, maybe val/test) and class names."""
-        dataset, opt = self.data.dataset, self.options
+        dataset, opt = self.data.dataset, self.opts
+        if dataset not in DATASETS:  # the recipe checker names the nearest; this is a backstop
+            raise ValueError(f"unknown classification dataset '{dataset}'; expected {DATASETS}")
         if dataset == "synthetic":
-            size, chans = opt.get("image_size", 32), opt.get("channels", 3)
-            k, seed = opt.get("num_classes", 10), opt.get("seed", 0)
-            counts = {"train": 6000, "val": 1000, "test": 1000}
+            size, chans, k, seed = opt.native_size, opt.channels, opt.num_classes, opt.data_seed
+            counts = {"train": opt.num_train, "val": opt.num_val, "test": opt.num_test}
             splits = {
-                split: Split(
-                    *make_synthetic(opt.get(f"num_{split}", n), size, chans, 3 * seed + i, k)
-                )
+                split: Split(*make_synthetic(n, size, chans, 3 * seed + i, k))
                 for i, (split, n) in enumerate(counts.items())
             }
             return splits, list(SYNTHETIC_CLASSES[:k])
@@ -168,19 +140,18 @@ class ClassificationTask(Task):
         splits["train"] = _random_subset(splits["train"], self.data.max_samples, self.seed)
         for name in ("val", "test"):
             if name in splits:
-                splits[name] = _random_subset(splits[name], self.options.get("max_eval_samples"), 0)
+                splits[name] = _random_subset(splits[name], self.opts.max_eval_samples, 0)
         return {name: splits[name] for name in ("train", "val", "test") if name in splits}
 
     def prepare(self) -> dict[str, Any]:
         """Load (or generate) the data; return the model settings it implies: ``num_classes``,
         ``in_chans``, ``img_size``, and the normalisation ``mean``/``std`` kept with the model."""
-        self._check_options()
         splits, names = self._load()
         self.splits = self._split(splits)
-        names = [str(n) for n in self.options.get("class_names", names)]
+        names = [str(n) for n in (self.opts.class_names or names)]
         k = self._num_classes(names)
         self.meta = {"class_names": names, **self._image_settings()}
-        self._mixing = build_mixing(self.options.get("mixup", 0), self.options.get("cutmix", 0), k)
+        self._mixing = build_mixing(self.augment.mixup, self.augment.cutmix, k)
         log.info("%s: %s", self._where(), {n: len(s) for n, s in self.splits.items()})
         m = self.meta
         return dict(
@@ -198,21 +169,21 @@ class ClassificationTask(Task):
         return k
 
     def _image_settings(self) -> dict[str, Any]:
-        """img_size, in_chans, mean, std, crop_pct: model overrides, else data settings, else
-        the dataset's native size and channels."""
-        overrides, opt, dataset = self.recipe.model.overrides, self.options, self.data.dataset
+        """img_size, in_chans, mean, std: the model overrides, else the dataset's native size
+        and channels and 0.5 per channel; crop_pct from ``data.options``."""
+        overrides, opt, dataset = self.recipe.model.overrides, self.opts, self.data.dataset
         first = self.splits["train"].images
-        native_chans = first.shape[1] if isinstance(first, Tensor) else opt.get("in_chans", 3)
+        native_chans = first.shape[1] if isinstance(first, Tensor) else opt.channels
         chans = overrides.get("in_chans", native_chans)
-        native_size = opt.get("image_size", 32) if dataset == "synthetic" else NATIVE_SIZE[dataset]
-        size = overrides.get("img_size", self.data.image_size or native_size)
-        mean = list(overrides.get("mean", opt.get("mean", (0.5,) * chans)))
-        std = list(overrides.get("std", opt.get("std", (0.5,) * chans)))
+        native_size = opt.native_size if dataset == "synthetic" else NATIVE_SIZE[dataset]
+        size = overrides.get("img_size", native_size)
+        mean = list(overrides.get("mean", (0.5,) * chans))
+        std = list(overrides.get("std", (0.5,) * chans))
         if len(mean) != chans or len(std) != chans:
             raise ValueError(
                 f"mean and std need {chans} values (one per channel), got {mean}, {std}"
             )
-        crop_pct = opt.get("crop_pct", 0.875 if dataset == "imagefolder" else 1.0)
+        crop_pct = opt.crop_pct or (0.875 if dataset == "imagefolder" else 1.0)
         return dict(img_size=size, in_chans=chans, mean=mean, std=std, crop_pct=crop_pct)
 
     def datasets(self) -> dict[str, Dataset]:
@@ -220,10 +191,10 @@ class ClassificationTask(Task):
         if not self.splits:
             self.prepare()
         m = self.meta
-        augment = self.options.get("augment", "none")
-        rrc = self.options.get("random_resized_crop", self.data.dataset == "imagefolder")
+        augment, padding = self.augment.policy, self.augment.crop_padding
+        rrc = self.augment.random_resized_crop
+        rrc = self.data.dataset == "imagefolder" if rrc is None else rrc
         out = {}
-        padding = int(self.options.get("crop_padding", 0))
         for name, split in self.splits.items():
             train = name == "train"
             settings = (m["img_size"], m["mean"], m["std"], train, augment, m["crop_pct"])

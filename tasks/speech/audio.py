@@ -4,6 +4,8 @@ TorchCodec. Every failure is one ``AudioError`` sentence that names the file."""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -14,6 +16,9 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from encoders.attention import lengths_to_padding_mask
+from tasks.files import check_file
+
+log = logging.getLogger(__name__)
 
 
 class AudioError(ValueError):
@@ -26,9 +31,7 @@ def probe_audio(path: str | Path) -> tuple[int, int]:
     Raises:
         AudioError: the file is missing, not a readable audio file, or holds no samples.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file {path} does not exist")
+    path = _check(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -58,11 +61,11 @@ def read_audio(path: str | Path, sample_rate: int) -> Tensor:
     Raises:
         AudioError: missing, unreadable or corrupt file, zero samples, or non-finite samples.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"audio file {path} does not exist")
+    path = _check(path)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
+        with sf.SoundFile(str(path)) as f:
+            data, rate = f.read(dtype="float32", always_2d=True), f.samplerate  # (S, C)
+            _warn_if_truncated(path, f.extra_info, len(data), rate)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise AudioError(f"audio file {path} cannot be read ({_reason(e)})") from None
     if data.shape[0] == 0 or data.shape[1] == 0:
@@ -126,6 +129,37 @@ def add_noise(
     scale = (power / 10 ** (snr / 10)).sqrt() * on  # noise standard deviation
     noise = torch.randn(x.shape).to(x.device) * scale[:, None] * real
     return (x + noise).to(audio.dtype)
+
+
+# libsndfile's header log, when the audio chunk a header promises runs past the file's end:
+# "data : 32000 (should be 15978)" (WAV; "SSND" in AIFF)
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_warned: set[str] = set()  # each truncated file is named once per process
+
+
+def _warn_if_truncated(path: Path, header_log: str, frames: int, rate: int) -> None:
+    """Warn, naming the file, when its header promises more audio than the file holds:
+    libsndfile then reads the part that exists without a word."""
+    found = _SHORT_CHUNK.search(header_log or "")
+    if found is None or str(path) in _warned:
+        return
+    promised, present = int(found.group(1)), int(found.group(2))
+    if promised <= present or present <= 0:
+        return
+    _warned.add(str(path))
+    claimed = frames * promised // present
+    log.warning(
+        "audio file %s is truncated: its header promises %.2f s (%d samples), the file holds "
+        "%.2f s (%d); using the part that exists", path, claimed / rate, claimed, frames / rate,
+        frames,
+    )
+
+
+def _check(path: str | Path) -> Path:
+    try:
+        return check_file(path, "audio file")
+    except (OSError, ValueError) as e:  # missing, a directory, a device: one AudioError
+        raise AudioError(str(e)) from None
 
 
 def _reason(err: BaseException) -> str:

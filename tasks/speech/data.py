@@ -3,8 +3,9 @@ a built-in tone-digit set. Every dataset yields ``{"audio": (S,) float32 at the 
 "text": normalised transcript, "id": str}`` and exposes ``lengths`` (samples per utterance,
 known without decoding) for duration bucketing.
 
-Splits are deterministic functions of a data seed (``data.options.seed``, default 0, separate
-from the training seed so that runs with different training seeds share one test set).
+Splits are deterministic functions of a data seed (``data.options.data_seed``, default 0,
+separate from the training seed so that runs with different training seeds share one test set).
+The settings are those of ``tasks.speech.options.SpeechData``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tasks.files import check_file
 from tasks.speech.audio import AudioError, probe_audio, read_audio, resampled_length
+from tasks.speech.options import DATASETS, SpeechData
 from tasks.speech.tones import ToneDigits
 from tasks.speech.vocab import normalize_text
 
@@ -126,9 +129,7 @@ def read_manifest(path: str | Path) -> list[dict[str, str]]:
         FileNotFoundError: no manifest at ``path``.
         ValueError: a missing column, a short row or an empty transcript (names the line).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist")
+    path = check_file(path, "manifest")
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = {"path", "text"} - set(reader.fieldnames or [])
@@ -285,36 +286,6 @@ def connected_digits(
 # ---------------------------------------------------------------------------------------------
 # Putting splits together
 
-OPTIONS = {
-    "seed": "data seed of splits and generated utterances (default 0)",
-    "skip_bad_audio": "skip (and count) unreadable or empty files instead of failing",
-    "cache_audio": "keep decoded audio in memory (default true)",
-    "test_speakers": "speakers held out as the test split",
-    "test_fraction": "manifest: fraction of prompts held out as the test split",
-    "manifest": "manifest file, relative to data.root (default transcripts.tsv)",
-    "manifests": "manifest per split: {train: ..., val: ..., test: ...}",
-    "extra_train": "manifest files (paths as given) whose utterances join the train split only, "
-                   "e.g. synthetic speech mixed into a small corpus (default none)",
-    "extra_train_count": "how many extra utterances, a seeded draw (default all)",
-    "train_utterances": "generated training utterances (fsdd_connected, synthetic)",
-    "eval_utterances": "generated val/test utterances (fsdd_connected, synthetic)",
-    "digits": "[min, max] digits per generated utterance (synthetic [1, 5], connected [2, 7])",
-    "speed_perturb": "training speed factors drawn per utterance, e.g. [0.9, 1.0, 1.1]",
-    "noise_snr": "[low, high] dB: training utterances get white noise at an SNR drawn from it",
-    "noise_prob": "fraction of training utterances that get noise (default 1.0)",
-    "vocab": "a fixed character vocabulary instead of the training transcripts' characters",
-    "ctc_weight": "weight of CTC in the joint CTC/attention loss and rescoring (default 0.3)",
-    "lm_weight": "weight of a character n-gram LM in beam search (shallow fusion; default 0, off)",
-    "lm_bonus": "score added per output character when the LM is on (default 0)",
-    "lm_order": "n of the character n-gram LM (default 6)",
-    "lm_texts": "UTF-8 text files, a sentence per line, that the LM learns from besides the "
-                "training transcripts",
-    "lm_lexicon": "a word list mixed into the LM: a file of 'word [count]' lines, or "
-                  "'wordfreq:<language>' (the wordfreq package's list; default none)",
-    "lm_lexicon_size": "keep the lexicon's most frequent words (default 100000)",
-    "lm_lexicon_mix": "the lexicon's share of the LM's character predictions (default 0.7)",
-}
-DATASETS = ("synthetic", "fsdd", "fsdd_connected", "manifest", "kathleen_arctic")
 DIGITS = "0123456789"
 
 
@@ -325,29 +296,29 @@ def dataset_alphabet(dataset: str) -> str | None:
 
 
 def build_splits(data: Any, sample_rate: int) -> dict[str, Dataset]:
-    """The splits of a recipe's ``data`` section: ``train``, ``val`` and, where the data has one,
-    ``test``. ``data.max_samples`` caps every split.
+    """The splits of a recipe's ``data`` section (its ``options`` a `SpeechData`, None for the
+    defaults): ``train``, ``val`` and, where the data has one, ``test``. ``data.max_samples``
+    caps every split.
 
     Raises:
         ValueError: an unknown dataset, a missing root, an empty split, bad audio or manifests.
     """
-    opts = data.options
-    seed, skip, cache = opts.get("seed", 0), opts.get("skip_bad_audio", False), opts.get(
-        "cache_audio", True)
+    opts: SpeechData = SpeechData() if data.options is None else data.options
+    seed, skip, cache = opts.data_seed, opts.skip_bad_audio, opts.cache_audio
     if data.dataset == "synthetic":
-        n_train, n_eval = opts.get("train_utterances", 2000), opts.get("eval_utterances", 200)
+        n_train, n_eval = opts.train_utterances, opts.eval_utterances or 200
         splits: dict[str, Any] = {
             k: ToneDigits(_cap_count(n, data.max_samples), seed + i, sample_rate,
-                          tuple(opts.get("digits", (1, 5))))
+                          tuple(opts.digits or (1, 5)))
             for i, (k, n) in enumerate([("train", n_train), ("val", n_eval)])
         }
     else:
         if data.root is None:
             raise ValueError(f"dataset '{data.dataset}' needs data.root (the folder of the data)")
         if data.dataset in ("fsdd", "fsdd_connected"):
-            utts = _fsdd_splits(data, sample_rate, seed, skip)
+            utts = _fsdd_splits(data, opts, sample_rate, skip)
         elif data.dataset in ("manifest", "kathleen_arctic"):
-            utts = _manifest_splits(data, sample_rate, seed, skip)
+            utts = _manifest_splits(data, opts, sample_rate, skip)
         else:
             raise ValueError(f"unknown speech dataset '{data.dataset}'; expected one of {DATASETS}")
         splits = {k: AudioDataset(cap(v, data.max_samples), sample_rate, cache)
@@ -359,52 +330,45 @@ def build_splits(data: Any, sample_rate: int) -> dict[str, Dataset]:
     return splits
 
 
-def _test_speakers(opts: dict[str, Any]) -> list[str]:
-    speakers = opts.get("test_speakers") or []
-    return [speakers] if isinstance(speakers, str) else [str(s) for s in speakers]
-
-
 def _cap_count(n: int, max_samples: int | None) -> int:
     return n if max_samples is None else min(n, max_samples)
 
 
-def _fsdd_splits(data: Any, sample_rate: int, seed: int, skip: bool) -> dict[str, list]:
+def _fsdd_splits(data: Any, opts: SpeechData, sample_rate: int, skip: bool) -> dict[str, list]:
+    seed = opts.data_seed
     clips = fsdd_clips(data.root, sample_rate, skip)
-    pools = fsdd_pools(clips, _test_speakers(data.options), data.val_fraction, seed)
+    pools = fsdd_pools(clips, list(opts.test_speakers), data.val_fraction, seed)
     if data.dataset == "fsdd":
         return {k: single_digits(v) for k, v in pools.items()}
-    n_train = data.options.get("train_utterances", 2000)
-    n_eval = data.options.get("eval_utterances", 300)
+    n_train, n_eval = opts.train_utterances, opts.eval_utterances or 300
     return {
         k: connected_digits(v, n_train if k == "train" else n_eval, seed + i, sample_rate,
-                            tuple(data.options.get("digits", (2, 7))))
+                            tuple(opts.digits or (2, 7)))
         for i, (k, v) in enumerate(pools.items())
     }
 
 
-def _manifest_splits(data: Any, sample_rate: int, seed: int, skip: bool) -> dict[str, list]:
-    opts, root = data.options, Path(data.root)
+def _manifest_splits(
+    data: Any, opts: SpeechData, sample_rate: int, skip: bool
+) -> dict[str, list]:
+    seed, root = opts.data_seed, Path(data.root)
     read = lambda name: manifest_utterances(read_manifest(root / name), sample_rate, skip)
-    if "manifests" in opts:  # explicit split files; val is held out of train when not given
-        files = dict(opts["manifests"])
-        if "train" not in files or set(files) - {"train", "val", "test"}:
-            raise ValueError("data.options.manifests needs a 'train' file and allows only "
-                             f"'train', 'val', 'test'; got {sorted(files)}")
-        split = {k: read(v) for k, v in files.items()}
+    if opts.manifests is not None:  # split files; val is held out of train when not given
+        split = {k: read(v) for k, v in opts.manifests.items()}
         if "val" not in split:
             split["train"], split["val"] = split_held_out(split["train"], data.val_fraction, seed)
     else:
-        utts = read("" if root.is_file() else opts.get("manifest", "transcripts.tsv"))
+        utts = read("" if root.is_file() else opts.manifest)
         test: list[Utterance] = []
-        if _test_speakers(opts):
-            utts, test = speaker_split(utts, _test_speakers(opts))
-        elif opts.get("test_fraction"):
-            utts, test = split_held_out(utts, opts["test_fraction"], seed)
+        if opts.test_speakers:
+            utts, test = speaker_split(utts, list(opts.test_speakers))
+        elif opts.test_fraction:
+            utts, test = split_held_out(utts, opts.test_fraction, seed)
         train, val = split_held_out(utts, data.val_fraction, seed + 1)
         split = {"train": train, "val": val, "test": test}
-    if opts.get("extra_train"):
+    if opts.extra_train:
         split["train"] = split["train"] + extra_train(
-            opts["extra_train"], opts.get("extra_train_count"), split, sample_rate, seed, skip)
+            opts.extra_train, opts.extra_train_count, split, sample_rate, seed, skip)
     return split
 
 

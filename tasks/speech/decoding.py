@@ -111,7 +111,7 @@ def _prefix_search(
 
 
 def ctc_prefix_beam_search(
-    log_probs: Tensor, lengths: Tensor, beam: int = 10, blank: int = 0, prune: float = 10.0,
+    log_probs: Tensor, lengths: Tensor, beam_size: int = 10, blank: int = 0, prune: float = 10.0,
     lm: LMFusion | None = None,
 ) -> list[list[Hypothesis]]:
     """N-best lists by CTC prefix beam search, each rescored with the exact CTC likelihood.
@@ -122,7 +122,7 @@ def ctc_prefix_beam_search(
     Args:
         log_probs: (B, T, V) log-probabilities.
         lengths: (B,) valid frames.
-        beam: prefixes kept per frame (and n-best size).
+        beam_size: prefixes kept per frame (and n-best size).
         prune: labels scoring more than this many nats below a frame's best are not tried.
         lm: shallow fusion with a character language model: its score joins the ranking in
             the search and the final one (``LMFusion.total``, end of sentence included).
@@ -134,7 +134,7 @@ def ctc_prefix_beam_search(
     greedy = ctc_greedy(log_probs, lengths, blank)
     owners, cands = [], []
     for b, n in enumerate(lengths.tolist()):
-        found = _prefix_search(log_probs[b, :n].tolist(), beam, blank, prune, lm)
+        found = _prefix_search(log_probs[b, :n].tolist(), beam_size, blank, prune, lm)
         for prefix in dict.fromkeys([*found, tuple(greedy[b])]):
             owners.append(b)
             cands.append(list(prefix))
@@ -144,7 +144,7 @@ def ctc_prefix_beam_search(
     nbest: list[list[Hypothesis]] = [[] for _ in range(log_probs.shape[0])]
     for b, hyp, s in zip(owners, cands, scores):
         nbest[b].append((hyp, s))
-    return [sorted(h, key=lambda x: -x[1])[:beam] for h in nbest]
+    return [sorted(h, key=lambda x: -x[1])[:beam_size] for h in nbest]
 
 
 def attention_log_likelihood(
@@ -178,13 +178,13 @@ def attention_log_likelihood(
 @torch.no_grad()
 def decode_batch(
     model: nn.Module, memory: Tensor, memory_mask: Tensor | None, logits: Tensor,
-    lengths: Tensor, beam: int = 1, ctc_weight: float = 0.3, lm: LMFusion | None = None,
+    lengths: Tensor, beam_size: int = 1, ctc_weight: float = 0.3, lm: LMFusion | None = None,
 ) -> list[list[int]]:
     """Transcripts (token ids) of a batch from the encoder output.
 
-    beam 1: CTC greedy. beam > 1: CTC prefix beam search; with an attention decoder the n-best
+    beam_size 1: CTC greedy. Larger: CTC prefix beam search; with an attention decoder the n-best
     is rescored by ``ctc_weight * log P_ctc + (1 - ctc_weight) * log P_att``. A language model
-    (``lm``, beam > 1 only) adds its fusion score to the search and to the final score.
+    (``lm``, beam_size > 1 only) adds its fusion score to the search and to the final score.
 
     Args:
         model: the ``SpeechRecognizer`` that produced the tensors.
@@ -195,9 +195,9 @@ def decode_batch(
     # the CTC head shares the decoder's vocabulary, but EOS is never a CTC label
     log_probs = logits.float().index_fill(-1, torch.tensor([eos], device=logits.device), NEG_INF)
     log_probs = log_probs.log_softmax(-1)
-    if beam <= 1:
+    if beam_size <= 1:
         return ctc_greedy(log_probs, lengths, blank)
-    nbest = ctc_prefix_beam_search(log_probs, lengths, beam, blank, lm=lm)
+    nbest = ctc_prefix_beam_search(log_probs, lengths, beam_size, blank, lm=lm)
     if getattr(model, "decoder", None) is None:
         return [h[0][0] for h in nbest]
     owners = [b for b, hs in enumerate(nbest) for _ in hs]

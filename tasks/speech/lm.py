@@ -4,7 +4,7 @@
 with one discount per order from the count-of-counts, lower orders built from continuation
 counts) over a fixed alphabet plus an end-of-sentence symbol. It is estimated in memory from
 normalised sentences: the recipe's training transcripts and, optionally, more text
-(``data.options.lm_texts``).
+(``decode.lm_texts``).
 
 ``WordLexicon`` is a word list with frequencies (a unigram word model) spelled out character by
 character: after the part of a word written so far, the next letter's probability is the share of

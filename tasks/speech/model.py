@@ -121,6 +121,7 @@ class SpeechRecognizer(nn.Module):
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
         """``forward_features``, the frame lengths (B,), and block ``inter_layer``'s
         normalised output (1 = the first block; 0: None)."""
+        self.adapter.check_input(audio)  # a wrong rank or dtype, before its shape is read
         if lengths is None:
             lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
         tokens, mask = self.adapter(audio, lengths)

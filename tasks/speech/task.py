@@ -3,7 +3,6 @@ loss, CTC decoding and WER/CER (jiwer)."""
 
 from __future__ import annotations
 
-import difflib
 import logging
 import random
 from collections.abc import Sequence
@@ -16,9 +15,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from encoders.positional import (
+    LearnedPositionalEmbedding,
+    RotaryEmbedding,
+    SinusoidalPositionalEmbedding,
+)
 from tasks.base import Batch, Task, iterate, register_task
-from tasks.speech.audio import add_noise, read_audio, speed_perturb
-from tasks.speech.data import OPTIONS, build_splits, dataset_alphabet
+from tasks.speech.audio import (
+    add_noise,
+    probe_audio,
+    read_audio,
+    resampled_length,
+    speed_perturb,
+)
+from tasks.speech.data import build_splits, dataset_alphabet
 from tasks.speech.decoding import decode_batch
 from tasks.speech.lm import (
     CharNgramLM,
@@ -28,11 +38,51 @@ from tasks.speech.lm import (
     wordfreq_counts,
 )
 from tasks.speech.model import ASRConfig, CTCEnsemble, SpeechOutput
+from tasks.speech.options import (
+    DATASETS,
+    MOVED,
+    SpeechAugment,
+    SpeechData,
+    SpeechDecoding,
+    SpeechLoss,
+    SpeechTokenizer,
+)
 from tasks.speech.vocab import CharVocab, read_sentences
 
 log = logging.getLogger(__name__)
 
 BUCKET_BATCHES = 50  # a shuffled window of this many batches is sorted by duration, then cut
+
+
+def _positions(module: nn.Module) -> int | None:
+    """How many positions a position module covers (None: not one)."""
+    if isinstance(module, SinusoidalPositionalEmbedding):
+        return module.table.shape[0]
+    if isinstance(module, LearnedPositionalEmbedding):
+        return module.weight.shape[0]
+    if isinstance(module, RotaryEmbedding):
+        return module.cos.shape[0]
+    return None
+
+
+def max_samples(model: nn.Module) -> int | None:
+    """The longest waveform (samples) whose frames fit the positions of ``model``'s encoder
+    (adapter and core; every member of an ensemble), or None when nothing bounds them."""
+    counts = [
+        n for name, m in model.named_modules()
+        if "decoder" not in name and "tgt_adapter" not in name and (n := _positions(m))
+    ]  # fmt: skip
+    if not counts:
+        return None
+    frames = min(counts)
+    lo, hi = 0, 1 << 40  # output_lengths is monotonic: the largest input that still fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if int(model.adapter.output_lengths(torch.tensor([mid]))[0]) <= frames:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -47,69 +97,41 @@ class SpeechRecognitionTask(Task):
     """Character-level speech recognition with CTC and an optional attention decoder.
 
     Data settings (``recipe.data``): ``dataset`` is one of "synthetic", "fsdd",
-    "fsdd_connected", "manifest", "kathleen_arctic"; ``data.options`` keys are listed in
-    ``tasks.speech.data.OPTIONS``. Audio is resampled to the model's sample rate (16 kHz unless
-    ``model.overrides.sample_rate`` or ``data.sample_rate`` says otherwise).
+    "fsdd_connected", "manifest", "kathleen_arctic"; ``data.options``, ``augment``, ``loss``,
+    ``decode`` and ``tokenizer`` are the dataclasses of ``tasks.speech.options``. Audio is
+    resampled to the model's sample rate (16 kHz unless ``model.overrides.sample_rate`` says
+    otherwise).
 
     The loss is ESPnet's: CTC summed over each utterance and averaged over the batch (so it
     grows with transcript length); with a decoder, ``w * ctc + (1 - w) * att`` with the
-    label-smoothed attention cross-entropy normalised the same way, ``w = options.ctc_weight``.
+    label-smoothed attention cross-entropy normalised the same way, ``w = loss.ctc_weight``.
     """
 
     name = "speech_recognition"
     metric = "cer"
     metric_mode = "min"
+    metrics = ("cer", "wer", "accuracy", "loss")
     unit = "samples"  # utterances
+    dataset_names = DATASETS
+    option_types = {
+        "data.options": SpeechData,
+        "augment": SpeechAugment,
+        "loss": SpeechLoss,
+        "decode": SpeechDecoding,
+        "tokenizer": SpeechTokenizer,
+    }
+    moved_keys = MOVED
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
         super().__init__(recipe, run_dir)
-        opts = self.data.options
-        unknown = sorted(set(opts) - set(OPTIONS))
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], list(OPTIONS), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(OPTIONS)}"
-            raise ValueError(f"unknown speech data option 'data.options.{unknown[0]}'{hint}")
-        self.ctc_weight = float(opts.get("ctc_weight", 0.3))
-        if not 0.0 <= self.ctc_weight <= 1.0:
-            raise ValueError(f"data.options.ctc_weight must be in [0, 1], got {self.ctc_weight}")
-        self.speed_factors = [float(f) for f in opts.get("speed_perturb") or []]
-        if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
-            raise ValueError(f"data.options.speed_perturb factors must lie in [0.5, 2], got "
-                             f"{self.speed_factors}")
-        self.noise_snr = opts.get("noise_snr")
-        if self.noise_snr is not None and (
-            not isinstance(self.noise_snr, (list, tuple)) or len(self.noise_snr) != 2
-            or float(self.noise_snr[0]) > float(self.noise_snr[1])
-        ):
-            raise ValueError(f"data.options.noise_snr must be [low, high] in dB, got "
-                             f"{self.noise_snr}")
-        self.noise_prob = float(opts.get("noise_prob", 1.0))
-        if not 0.0 <= self.noise_prob <= 1.0:
-            raise ValueError(f"data.options.noise_prob must be in [0, 1], got {self.noise_prob}")
-        self.lm_weight = float(opts.get("lm_weight", 0.0))
-        self.lm_bonus = float(opts.get("lm_bonus", 0.0))
-        self.lm_order = int(opts.get("lm_order", 6))
-        self.lm_texts = opts.get("lm_texts") or []
-        if self.lm_weight < 0 or self.lm_order < 1:
-            raise ValueError(f"data.options.lm_weight must be >= 0 and lm_order >= 1, got "
-                             f"{self.lm_weight} and {self.lm_order}")
-        if not isinstance(self.lm_texts, (list, tuple)) or not all(
-            isinstance(p, str) for p in self.lm_texts
-        ):
-            raise ValueError(f"data.options.lm_texts must be a list of text file paths, got "
-                             f"{self.lm_texts!r}")
-        self.lm_lexicon = opts.get("lm_lexicon")
-        self.lm_lexicon_size = int(opts.get("lm_lexicon_size", 100_000))
-        self.lm_lexicon_mix = float(opts.get("lm_lexicon_mix", 0.7))
-        if self.lm_lexicon is not None and not isinstance(self.lm_lexicon, str):
-            raise ValueError(f"data.options.lm_lexicon must be a file path or "
-                             f"'wordfreq:<language>', got {self.lm_lexicon!r}")
-        if self.lm_lexicon_size < 1 or not 0.0 <= self.lm_lexicon_mix < 1.0:
-            raise ValueError(f"data.options.lm_lexicon_size must be >= 1 and lm_lexicon_mix in "
-                             f"[0, 1), got {self.lm_lexicon_size} and {self.lm_lexicon_mix}")
+        self.opts: SpeechData = self.section("data.options")
+        self.augment: SpeechAugment = self.section("augment")
+        self.decode: SpeechDecoding = self.section("decode")
+        self.characters = self.section("tokenizer").characters
+        self.ctc_weight = self.section("loss").ctc_weight
         self._fusion: LMFusion | None = None
         model_sr = recipe.model.overrides.get("sample_rate") if hasattr(recipe, "model") else None
-        self.sample_rate = int(model_sr or self.data.sample_rate or ASRConfig.sample_rate)
+        self.sample_rate = int(model_sr or ASRConfig.sample_rate)
         self.vocab: CharVocab | None = None
         self.splits: dict[str, Dataset] | None = None
         self._checked = False
@@ -118,15 +140,15 @@ class SpeechRecognitionTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, Any]:
-        """Build the splits, the character vocabulary (``options.vocab``, else the digits for
-        the digit datasets, else the training transcripts' characters), check every
-        transcript against it, and build the character LM when ``data.options.lm_weight`` > 0.
+        """Build the splits, the character vocabulary (``tokenizer.characters``, else the
+        digits for the digit datasets, else the training transcripts' characters), check every
+        transcript against it, and build the character LM when ``decode.lm_weight`` > 0.
 
         Returns:
-            ``{"vocab_size": ...}``, plus ``sample_rate`` when ``data.sample_rate`` sets it.
+            ``{"vocab_size": ...}``.
         """
         self.splits = build_splits(self.data, self.sample_rate)
-        fixed = self.data.options.get("vocab", dataset_alphabet(self.data.dataset))
+        fixed = dataset_alphabet(self.data.dataset) if self.characters is None else self.characters
         if self.vocab is not None:
             pass  # a saved model's vocabulary (load_extra) is kept
         elif fixed is not None:
@@ -137,10 +159,7 @@ class SpeechRecognitionTask(Task):
             for text, utt in zip(ds.texts, ds.ids):
                 self.vocab.encode(text, utt)  # raises naming the character and utterance
         self._lm()  # with an LM, a bad text file fails here, before any training
-        overrides: dict[str, Any] = {"vocab_size": len(self.vocab)}
-        if self.data.sample_rate is not None:
-            overrides["sample_rate"] = self.sample_rate
-        return overrides
+        return {"vocab_size": len(self.vocab)}
 
     def datasets(self) -> dict[str, Dataset]:
         if self.splits is None:
@@ -203,32 +222,33 @@ class SpeechRecognitionTask(Task):
         return self.vocab
 
     def _lm(self) -> LMFusion | None:
-        """The character LM for shallow fusion (``data.options.lm_*``), built on first use from
+        """The character LM for shallow fusion (``decode.lm_*``), built on first use from
         the training transcripts and the ``lm_texts`` files, with the ``lm_lexicon`` word list
         mixed in when there is one; None when ``lm_weight`` is 0."""
-        if self.lm_weight == 0:
+        opts = self.decode
+        if opts.lm_weight == 0:
             return None
         if self._fusion is None:
             alphabet = "".join(self._vocab().chars)
             if self.splits is None:  # a saved model being used: the recipe's data gives them
                 self.splits = build_splits(self.data, self.sample_rate)
-            extra, dropped = read_sentences(self.lm_texts, alphabet, "LM text file")
+            extra, dropped = read_sentences(list(opts.lm_texts), alphabet, "LM text file")
             texts = [*self.splits["train"].texts, *extra]
-            lm = CharNgramLM(texts, alphabet, self.lm_order)
+            lm = CharNgramLM(texts, alphabet, opts.lm_order)
             log.info("character %d-gram LM from %d sentences (%d lines of lm_texts left out for "
-                     "characters outside the vocabulary)", self.lm_order, len(texts), dropped)
+                     "characters outside the vocabulary)", opts.lm_order, len(texts), dropped)
             lexicon = None
-            if self.lm_lexicon is not None:
-                source = self.lm_lexicon
+            if opts.lm_lexicon is not None:
+                source = opts.lm_lexicon
                 if source.startswith("wordfreq:"):
                     counts = wordfreq_counts(source.split(":", 1)[1])
                 else:
                     counts = read_word_counts(source)
-                lexicon = WordLexicon(counts, alphabet, self.lm_lexicon_size)
+                lexicon = WordLexicon(counts, alphabet, opts.lm_lexicon_size)
                 log.info("word lexicon %s: %d words, %.2f of the LM", source, len(lexicon),
-                         self.lm_lexicon_mix)
-            self._fusion = LMFusion(lm, self._vocab(), self.lm_weight, self.lm_bonus, lexicon,
-                                    self.lm_lexicon_mix)
+                         opts.lm_lexicon_mix)
+            self._fusion = LMFusion(lm, self._vocab(), opts.lm_weight, opts.lm_bonus, lexicon,
+                                    opts.lm_lexicon_mix)
         return self._fusion
 
     def _check_model(self, model: nn.Module) -> None:
@@ -283,13 +303,14 @@ class SpeechRecognitionTask(Task):
         if not self._checked:
             self._check_model(unwrap(model))
             self._checked = True
-        if self.speed_factors and model.training:
+        aug = self.augment
+        if aug.speed_perturb and model.training:
             audio, lengths = speed_perturb(batch["audio"], batch["audio_lengths"],
-                                           self.speed_factors)
+                                           aug.speed_perturb)
             batch = {**batch, "audio": audio, "audio_lengths": lengths}
-        if self.noise_snr is not None and model.training:
-            noisy = add_noise(batch["audio"], batch["audio_lengths"], self.noise_snr,
-                              self.noise_prob)
+        if aug.noise_snr is not None and model.training:
+            noisy = add_noise(batch["audio"], batch["audio_lengths"], aug.noise_snr,
+                              aug.noise_prob)
             batch = {**batch, "audio": noisy}
         inter_weight = unwrap(model).cfg.inter_ctc_weight  # used when inter_ctc_layer > 0
         return self._losses(self._forward(model, batch), batch, inter_weight)
@@ -298,8 +319,8 @@ class SpeechRecognitionTask(Task):
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         """CER, WER (jiwer), exact-match accuracy and the loss over a loader.
 
-        The beam is ``recipe.eval.beam_size`` (1: greedy); a beam search adds the character
-        LM's score when ``data.options.lm_weight`` > 0. For digit strings (no spaces) CER is
+        The beam is ``decode.beam_size`` (1: greedy); a beam search adds the character
+        LM's score when ``decode.lm_weight`` > 0. For digit strings (no spaces) CER is
         the digit error rate and WER the string error rate.
         """
         model = unwrap(model)
@@ -321,7 +342,7 @@ class SpeechRecognitionTask(Task):
                 n = len(batch["text"])
                 loss_sum, count = loss_sum + loss.item() * n, count + n
                 ids = decode_batch(model, memory, mask, out.logits, out.lengths,
-                                   self._beam_size(), self.ctc_weight, self._lm())
+                                   self.decode.beam_size, self._rescore_weight(), self._lm())
                 hyps += [self._vocab().decode(h) for h in ids]
                 refs += batch["text"]
                 ids_seen += batch["id"]
@@ -349,10 +370,10 @@ class SpeechRecognitionTask(Task):
         wrong = sum(ref != hyp for _, ref, hyp in self.last_transcripts)
         return [f"transcripts ({wrong} of {len(self.last_transcripts)} wrong): {path}"]
 
-    def _beam_size(self, override: int | None = None) -> int:
-        if override is not None:
-            return override
-        return getattr(getattr(self.recipe, "eval", None), "beam_size", 1)
+    def _rescore_weight(self) -> float:
+        """CTC's weight against the attention decoder's when rescoring the n-best."""
+        weight = self.decode.ctc_weight
+        return self.ctc_weight if weight is None else weight
 
     @torch.no_grad()
     def predict(
@@ -362,7 +383,8 @@ class SpeechRecognitionTask(Task):
         """Transcribe audio files of any sample rate and channel count, in input order.
 
         Raises:
-            ValueError: an unreadable or empty file, or one too short for the model (named).
+            ValueError: an unreadable or empty file, or one too short or too long for the
+                model (named; see ``too_long``).
         """
         model = unwrap(model).eval()
         device = next(model.parameters()).device
@@ -371,6 +393,9 @@ class SpeechRecognitionTask(Task):
         for path, w in zip(inputs, waves):
             if int(model.adapter.output_lengths(torch.tensor([len(w)]))[0]) < 1:
                 raise ValueError(f"audio file {path} is too short to transcribe ({len(w)} samples)")
+            if (too_long := self._too_long(model, path, len(w))) is not None:
+                raise ValueError(too_long)
+        beam_size = self.decode.beam_size if beam_size is None else beam_size
         out_texts: list[str] = [""] * len(waves)
         order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
         for start in range(0, len(order), batch_size):
@@ -380,10 +405,29 @@ class SpeechRecognitionTask(Task):
             memory, mask = model.forward_features(audio, lengths)
             out_lengths = model.output_lengths(lengths)
             ids = decode_batch(model, memory, mask, model.forward_head(memory), out_lengths,
-                               self._beam_size(beam_size), self.ctc_weight, self._lm())
+                               beam_size, self._rescore_weight(), self._lm())
             for i, h in zip(idx, ids):
                 out_texts[i] = self._vocab().decode(h)
         return out_texts
+
+    def too_long(self, model: nn.Module, path: str | Path) -> str | None:
+        """The sentence that says an audio file is longer than ``model`` can read (its
+        positions), in seconds, from the file's header alone; None when it fits.
+
+        Raises:
+            AudioError: the file is missing or unreadable.
+        """
+        model = unwrap(model)
+        frames, rate = probe_audio(path)
+        return self._too_long(model, path, resampled_length(frames, rate, model.cfg.sample_rate))
+
+    def _too_long(self, model: nn.Module, path: str | Path, samples: int) -> str | None:
+        most = max_samples(model)
+        if most is None or samples <= most:
+            return None
+        sr = model.cfg.sample_rate
+        return (f"audio file {path} lasts {samples / sr:.1f} s, longer than the {most / sr:.1f} s "
+                f"this model can read at once (its positions); cut it into shorter parts")
 
     def ensemble(
         self, model: nn.Module, others: list[tuple[Path, nn.Module, dict[str, Any]]]

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.files import check_file
+
 BLANK, EOS = "<blank>", "<eos>"
 NORMALIZATION = "nfkc-lower-nopunct"  # stored with the vocabulary; names the rule above
 
@@ -40,9 +42,11 @@ def read_text_file(path: str | Path, what: str = "text file") -> str:
         ValueError: the file cannot be read or is not UTF-8 (named).
     """
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return check_file(path, what).read_text(encoding="utf-8")  # not a directory, a device
     except UnicodeDecodeError as e:
         raise ValueError(f"{what} {path} is not UTF-8 (byte {e.start})") from None
+    except FileNotFoundError:
+        raise ValueError(f"cannot read {what} {path}: it does not exist") from None
     except OSError as e:
         raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from None
 
@@ -115,7 +119,7 @@ class CharVocab:
             where = f" of utterance {utterance}" if utterance else ""
             raise ValueError(
                 f"character {e.args[0]!r} in the transcript{where} ({text!r}) is not in the "
-                f"vocabulary {''.join(self.chars)!r} (data.options.vocab can set the characters)"
+                f"vocabulary {''.join(self.chars)!r} (tokenizer.characters can set them)"
             ) from None
 
     def decode(self, ids: Iterable[int]) -> str:

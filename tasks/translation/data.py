@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tasks.files import check_file
 from tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 logger = logging.getLogger(__name__)
@@ -31,10 +32,18 @@ def read_lines(path: str | Path) -> list[str]:
         FileNotFoundError: the file does not exist.
         ValueError: a line is not UTF-8; the message names the file and the line number.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"text file {path} not found")
-    raw = path.read_bytes().split(b"\n")
+    path = check_file(path, "text file")
+    return decode_lines(path.read_bytes(), str(path))
+
+
+def decode_lines(data: bytes, where: str) -> list[str]:
+    """The lines of UTF-8 ``data`` (a file's bytes, standard input), split on ``\\n`` and
+    stripped, as `read_lines` reads them.
+
+    Raises:
+        ValueError: a line is not UTF-8: ``"{where}, line 3: not valid UTF-8 (...)"``.
+    """
+    raw = data.split(b"\n")
     if raw and raw[-1] == b"":  # the trailing newline ends the last line, it starts none
         raw.pop()
     lines = []
@@ -43,7 +52,7 @@ def read_lines(path: str | Path) -> list[str]:
             lines.append(line.decode("utf-8").strip())
         except UnicodeDecodeError as e:
             raise ValueError(
-                f"{path}, line {number}: not valid UTF-8 (byte {line[e.start]:#04x} at column "
+                f"{where}, line {number}: not valid UTF-8 (byte {line[e.start]:#04x} at column "
                 f"{e.start + 1})"
             ) from None
     return lines
@@ -203,7 +212,8 @@ def token_batches(
     if sizes and max(sizes) > max_tokens:
         raise ValueError(
             f"a sentence pair of {max(sizes)} tokens does not fit a batch of {max_tokens} "
-            f"tokens; raise the batch size (tokens per batch) or lower data.options.max_len"
+            f"tokens; raise the batch size (tokens per batch) or lower "
+            "data.options.max_sentence_tokens"
         )
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(sizes), generator=gen) if shuffle else torch.arange(len(sizes))

@@ -105,5 +105,8 @@ class Seq2SeqTransformer(nn.Module):
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced logits (B, T, V) for target inputs (B, T) given sources (B, S)."""
+        if src.ndim and tgt_in.ndim and src.shape[0] != tgt_in.shape[0]:
+            raise ValueError(f"src {tuple(src.shape)} and tgt_in {tuple(tgt_in.shape)} disagree "
+                             "on the batch size (their first axis)")
         memory, mask = self.forward_features(src)
         return self.forward_head(memory, mask, tgt_in)

@@ -3,7 +3,6 @@ batches -> label-smoothed cross-entropy; evaluation by beam search and sacreBLEU
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import random
@@ -19,67 +18,47 @@ from tasks.base import Batch, Task, iterate, register_task
 from tasks.translation import data as D
 from tasks.translation.decoding import Hypothesis, search, unwrap
 from tasks.translation.metrics import corpus_scores, signatures
+from tasks.translation.options import (
+    DATASETS,
+    MOVED,
+    TranslationData,
+    TranslationDecoding,
+    TranslationTokenizer,
+)
 from tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 logger = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "spm.model"
-# data.options of this task and their defaults.
-OPTIONS: dict[str, Any] = {
-    "batch_by": "tokens",  # "tokens": batch_size is the most (padded) tokens per batch
-    "max_len": 100,  # tokens per side incl. eos/bos; longer training pairs are dropped
-    "empty_lines": "skip",  # or "error"
-    "train_split": "train",
-    "val_split": "val",  # None: hold out data.val_fraction of the training pairs
-    "test_split": None,  # e.g. "test_2016_flickr"
-    # sentencepiece "bpe" or "unigram"; unigram segments the small, repetitive built-in corpus
-    # poorly (e.g. "I ch"), and BPE does as well on Multi30k.
-    "model_type": "bpe",
-    "character_coverage": 1.0,
-    "num_samples": 4000,  # synthetic: training pairs
-    "num_eval": 300,  # synthetic: validation and test pairs each
-    "len_penalty": 1.0,  # decoding: score = log-prob / length**len_penalty
-    "max_len_a": 1.2,  # decoding: at most a * source length + b target tokens
-    "max_len_b": 10,
-}
-_CHOICES = {"batch_by": ("tokens", "sentences"), "empty_lines": D.EMPTY_LINES}
-
-
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``data.options`` merged over the defaults; an unknown key or choice raises ValueError."""
-    for key, value in options.items():
-        if key not in OPTIONS:
-            close = difflib.get_close_matches(key, list(OPTIONS), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(OPTIONS)}"
-            raise ValueError(f"unknown translation option 'data.options.{key}'{hint}")
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise ValueError(f"data.options.{key} must be one of {_CHOICES[key]}, got {value!r}")
-    merged = {**OPTIONS, **options}
-    if merged["max_len"] is not None and merged["max_len"] < 2:
-        raise ValueError(f"data.options.max_len must be at least 2 tokens, got {merged['max_len']}")
-    return merged
-
-
 @register_task
 class TranslationTask(Task):
     """Machine translation with a shared source/target sentencepiece vocabulary.
 
     ``recipe.data``: dataset "synthetic" (built-in numbers corpus) or "parallel" (files
-    ``{root}/{split}.{src_lang}`` and ``.{tgt_lang}``), vocab_size (default 8000), max_samples
-    (first N training pairs), options (see ``OPTIONS``). ``recipe.train.label_smoothing``,
-    ``recipe.eval.beam_size`` (1 = greedy).
+    ``{root}/{split}.{src_lang}`` and ``.{tgt_lang}``), max_samples (first N training pairs),
+    options (`TranslationData`); ``recipe.tokenizer`` (`TranslationTokenizer`),
+    ``recipe.decode`` (`TranslationDecoding`), ``recipe.train.label_smoothing``.
     """
 
     name: ClassVar[str] = "translation"
     metric: ClassVar[str] = "bleu"
     metric_mode: ClassVar[str] = "max"
+    metrics: ClassVar[tuple[str, ...]] = ("bleu", "bleu_lc", "chrf", "loss", "ppl")
     unit: ClassVar[str] = "tokens"
+    dataset_names = DATASETS
+    option_types = {
+        "data.options": TranslationData,
+        "tokenizer": TranslationTokenizer,
+        "decode": TranslationDecoding,
+    }
+    moved_keys = MOVED
 
     def __init__(self, recipe: Any, run_dir: str | Path | None = None) -> None:
         super().__init__(recipe, run_dir)
-        self.options = check_options(dict(self.data.options or {}))
+        self.opts: TranslationData = self.section("data.options")
+        self.tokenizer_options: TranslationTokenizer = self.section("tokenizer")
+        self.decode: TranslationDecoding = self.section("decode")
         self.label_smoothing = float(recipe.train.label_smoothing)
-        self.beam_size = int(recipe.eval.beam_size)
         self.tokenizer: Tokenizer | None = None
         self._text: dict[str, D.Pairs] | None = None
         self._logged_signature = False
@@ -87,9 +66,9 @@ class TranslationTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
     def _read_text(self) -> dict[str, D.Pairs]:
-        opts = self.options
+        opts = self.opts
         if self.data.dataset == "synthetic":
-            text = D.synthetic_corpus(self.seed, opts["num_samples"], opts["num_eval"])
+            text = D.synthetic_corpus(self.seed, opts.num_samples, opts.num_eval)
         elif self.data.dataset == "parallel":
             text = self._read_files()
         else:
@@ -102,9 +81,10 @@ class TranslationTask(Task):
         return text
 
     def _read_files(self) -> dict[str, D.Pairs]:
-        data, opts = self.data, self.options
-        if not data.root or not data.src_lang or not data.tgt_lang:
-            raise ValueError("dataset 'parallel' needs data.root, data.src_lang and data.tgt_lang")
+        data, opts = self.data, self.opts
+        if not data.root or not opts.src_lang or not opts.tgt_lang:
+            raise ValueError("dataset 'parallel' needs data.root, data.options.src_lang and "
+                             "data.options.tgt_lang")
         root = Path(data.root)
         if not root.is_dir():
             raise FileNotFoundError(
@@ -112,20 +92,20 @@ class TranslationTask(Task):
             )
 
         def read(split: str) -> D.Pairs:
-            src, tgt = (root / f"{split}.{data.src_lang}", root / f"{split}.{data.tgt_lang}")
-            return D.read_parallel(src, tgt, opts["empty_lines"])
+            src, tgt = (root / f"{split}.{opts.src_lang}", root / f"{split}.{opts.tgt_lang}")
+            return D.read_parallel(src, tgt, opts.empty_lines)
 
-        text = {"train": read(opts["train_split"])}
-        if opts["val_split"]:
-            text["val"] = read(opts["val_split"])
+        text = {"train": read(opts.train_split)}
+        if opts.val_split:
+            text["val"] = read(opts.val_split)
         else:  # hold out a seeded random part of the training pairs
             order = list(range(len(text["train"][0])))
             random.Random(self.seed).shuffle(order)
             cut = max(1, int(len(order) * data.val_fraction))
             pick = lambda idx: tuple([side[i] for i in sorted(idx)] for side in text["train"])
             text["val"], text["train"] = pick(order[:cut]), pick(order[cut:])
-        if opts["test_split"]:
-            text["test"] = read(opts["test_split"])
+        if opts.test_split:
+            text["test"] = read(opts.test_split)
         return text
 
     def prepare(self) -> dict[str, Any]:
@@ -137,9 +117,9 @@ class TranslationTask(Task):
             logger.info("using the vocabulary in %s", path)
         else:
             src, tgt = self._text["train"]
+            options = self.tokenizer_options
             self.tokenizer = Tokenizer.train(
-                [*src, *tgt], self.data.vocab_size or 8000, self.options["model_type"],
-                self.options["character_coverage"],
+                [*src, *tgt], options.vocab_size, options.model_type, options.character_coverage
             )
             if path is not None:
                 self.tokenizer.save(path)
@@ -147,7 +127,7 @@ class TranslationTask(Task):
                 "eos_id": EOS_ID}
 
     def datasets(self) -> dict[str, Dataset]:
-        """Tokenized splits. Training pairs longer than ``max_len`` tokens are dropped;
+        """Tokenized splits. Training pairs longer than ``max_sentence_tokens`` are dropped;
         evaluation pairs are kept whole in text (the BLEU reference) and truncated in ids."""
         if self._text is None or self.tokenizer is None:
             self.prepare()
@@ -155,7 +135,7 @@ class TranslationTask(Task):
 
     def _tokenize(self, split: str, src: list[str], tgt: list[str]) -> D.ParallelDataset:
         src_ids, tgt_ids = self.tokenizer.encode(src), self.tokenizer.encode(tgt)
-        limit = self.options["max_len"]
+        limit = self.opts.max_sentence_tokens
         if limit is not None:
             too_long = [max(len(s), len(t)) + 1 > limit for s, t in zip(src_ids, tgt_ids)]
             if any(too_long) and split == "train":
@@ -179,7 +159,7 @@ class TranslationTask(Task):
     ) -> list[list[int]]:
         """With ``batch_by: tokens`` (default) ``batch_size`` is the most padded tokens per
         batch (rows x longest side); batches hold sentences of similar length."""
-        if self.options["batch_by"] == "sentences":
+        if self.opts.batch_by == "sentences":
             return super().batches(dataset, batch_size, shuffle, epoch_seed)
         return D.token_batches(dataset.sizes, batch_size, shuffle, epoch_seed)
 
@@ -211,12 +191,13 @@ class TranslationTask(Task):
         return loss, {"loss": loss.item(), "nll": nll_value, "ppl": math.exp(min(nll_value, 50))}
 
     def _search_options(self) -> dict[str, float]:
-        return {k: self.options[k] for k in ("len_penalty", "max_len_a", "max_len_b")}
+        d = self.decode
+        return {"len_penalty": d.len_penalty, "max_len_a": d.max_len_a, "max_len_b": d.max_len_b}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         """Teacher-forced loss/ppl, then BLEU and chrF of the decoded loader (beam
-        ``recipe.eval.beam_size``) against the raw references."""
+        ``recipe.decode.beam_size``) against the raw references."""
         tokenizer = self._require_tokenizer()
         was_training = model.training
         model.eval()
@@ -228,7 +209,7 @@ class TranslationTask(Task):
             loss, nll, n = self._token_losses(logits, batch["tgt_out"])
             loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
             tokens += n.item()
-            found = search(model, batch["src"], batch["src_lengths"], self.beam_size,
+            found = search(model, batch["src"], batch["src_lengths"], self.decode.beam_size,
                            **self._search_options())
             texts = tokenizer.decode([h[0].tokens if h else [] for h in found])
             for i, text, ref in zip(batch["index"].tolist(), texts, batch["ref"]):
@@ -260,18 +241,28 @@ class TranslationTask(Task):
         return signatures()["bleu"]
 
     def translate(
-        self, model: nn.Module, sentences: Sequence[str], beam: int | None = None, nbest: int = 1,
-        batch_size: int = 64,
+        self, model: nn.Module, sentences: Sequence[str], beam_size: int | None = None,
+        nbest: int = 1, batch_size: int = 64,
     ) -> list[list[Hypothesis]]:
         """N-best hypotheses (tokens and scores) for raw source sentences, in input order.
 
         Args:
-            beam: beam size; None uses ``recipe.eval.beam_size``; 1 is greedy search.
+            beam_size: None uses ``recipe.decode.beam_size``; 1 is greedy search.
             nbest: hypotheses per sentence (at most the beam size).
             batch_size: sentences decoded together (sorted by length).
+        Returns:
+            the hypotheses of each sentence; none for an empty or blank sentence (a model
+            asked to translate nothing makes a sentence up).
+        Raises:
+            ValueError: a beam, nbest or batch_size below 1, or nbest above the beam.
         """
         tokenizer = self._require_tokenizer()
-        beam = self.beam_size if beam is None else beam
+        beam = self.decode.beam_size if beam_size is None else beam_size
+        for name, value in (("beam_size", beam), ("nbest", nbest), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if nbest > beam:
+            raise ValueError(f"nbest {nbest} needs a beam of at least {nbest}, got {beam}")
         inner = unwrap(model)
         was_training = inner.training
         inner.eval()
@@ -280,7 +271,8 @@ class TranslationTask(Task):
         ids = tokenizer.encode(sentences)
         if any(len(s) > limit for s in ids):
             logger.warning("truncated sentences longer than %d tokens", limit)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        blank = [not s.strip() for s in sentences]
+        order = sorted((i for i in range(len(ids)) if not blank[i]), key=lambda i: len(ids[i]))
         results: list[list[Hypothesis]] = [[] for _ in ids]
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -294,12 +286,12 @@ class TranslationTask(Task):
         return results
 
     def predict(
-        self, model: nn.Module, inputs: Sequence[str], beam: int | None = None, nbest: int = 1,
-        **options: Any,
+        self, model: nn.Module, inputs: Sequence[str], beam_size: int | None = None,
+        nbest: int = 1, **options: Any,
     ) -> list[str] | list[list[str]]:
         """Detokenized translations of ``inputs`` (sentences): one string each, or with
         ``nbest`` > 1 a best-first list of strings each. ``options`` go to ``translate``."""
-        found = self.translate(model, inputs, beam, nbest, **options)
+        found = self.translate(model, inputs, beam_size, nbest, **options)
         tokenizer = self._require_tokenizer()
         texts = [tokenizer.decode([h.tokens for h in hyps]) for hyps in found]
         return [t[0] if t else "" for t in texts] if nbest == 1 else texts
@@ -315,7 +307,7 @@ class TranslationTask(Task):
         """Copy the sentencepiece model beside the saved model."""
         self._require_tokenizer().save(Path(directory) / TOKENIZER_FILE)
         return {"tokenizer": TOKENIZER_FILE, "vocab_size": len(self.tokenizer),
-                "src_lang": self.data.src_lang, "tgt_lang": self.data.tgt_lang}
+                "src_lang": self.opts.src_lang, "tgt_lang": self.opts.tgt_lang}
 
     def load_extra(self, directory: Path, meta: dict[str, Any]) -> None:
         """Load the sentencepiece model that ``save_extra`` wrote."""

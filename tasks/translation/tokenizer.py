@@ -14,6 +14,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from tasks.files import check_file
+
 logger = logging.getLogger(__name__)
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -25,11 +27,20 @@ class Tokenizer:
 
     Args:
         model_proto: the serialized sentencepiece model (the bytes of a ``.model`` file).
+        source: what the bytes are, for the message when they do not parse.
+
+    Raises:
+        ValueError: the bytes are not a sentencepiece model, or its special ids differ.
     """
 
-    def __init__(self, model_proto: bytes) -> None:
+    def __init__(self, model_proto: bytes, source: str = "the sentencepiece model") -> None:
         self.model_proto = model_proto
-        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        except RuntimeError:  # sentencepiece's reason is a C++ source location
+            raise ValueError(
+                f"{source} is corrupt: it does not parse as a sentencepiece model"
+            ) from None
         ids = (self.sp.pad_id(), self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id())
         if ids != (PAD_ID, BOS_ID, EOS_ID, UNK_ID):
             raise ValueError(
@@ -73,10 +84,8 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         """Read a ``.model`` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"sentencepiece model {path} not found")
-        return cls(path.read_bytes())
+        path = check_file(path, "sentencepiece model")
+        return cls(path.read_bytes(), source=f"sentencepiece model {path}")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the ``.model`` file atomically (temp file beside it, then rename)."""
@@ -95,8 +104,23 @@ class Tokenizer:
         return self.sp.get_piece_size()
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Sentences -> token ids, without bos/eos."""
-        return self.sp.encode(list(texts))
+        """Sentences -> token ids, without bos/eos.
+
+        Raises:
+            ValueError: a text is not a str, or holds lone surrogates (bytes that were not
+                UTF-8, decoded with ``surrogateescape``); sentencepiece's own message for
+                both is "List elements must be str or bytes".
+        """
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"text {i} to encode is a {type(text).__name__}, not a str")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"text {i} to encode is not valid UTF-8 (it holds lone "
+                                 "surrogates from undecodable bytes)") from None
+        return self.sp.encode(texts)
 
     def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Token ids -> detokenized sentences; pad, bos and eos are dropped."""

@@ -322,3 +322,105 @@ def test_audio_adapter_rejects_unknown_features_and_positions() -> None:
         AudioAdapter(16, features="mfcc")
     with pytest.raises(ValueError, match="unknown position type 'learned'.*sinusoidal.*none"):
         AudioAdapter(16, pos="learned")
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrong dtypes, empty batches and lengths: one ValueError sentence at the entry point
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (
+            torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+            "floating-point images, got dtype "
+            r"torch.uint8; convert them with",
+        ),
+        (torch.zeros(2, 3, 32, 32, dtype=torch.int64), "got dtype torch.int64"),
+        (torch.zeros(2, 3, 32, 32, dtype=torch.bool), "got dtype torch.bool"),
+        (
+            torch.zeros(2, 3, 32, 32, dtype=torch.float16),
+            "images are torch.float16 but the model's weights are torch.float32",
+        ),
+        (torch.zeros(0, 3, 32, 32), r"with no empty axis, got shape \(0, 3, 32, 32\)"),
+        (torch.zeros(2, 3, 0, 32), r"with no empty axis, got shape \(2, 3, 0, 32\)"),
+    ],
+    ids=["uint8", "int64", "bool", "half", "empty_batch", "empty_side"],
+)
+def test_vision_adapter_rejects_bad_dtypes_and_empty_batches(images, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _vision()(images)
+
+
+def test_half_images_are_fine_in_a_half_model_and_under_autocast() -> None:
+    assert _vision().half()(torch.zeros(1, 3, 32, 32, dtype=torch.float16))[0].dtype == torch.half
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _vision()(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize(
+    "ids, lengths, message",
+    [
+        (torch.zeros(0, 4, dtype=torch.long), None, r"token ids of shape \(B, N\) with no empty"),
+        (torch.zeros(2, 0, dtype=torch.long), None, r"got shape \(2, 0\)"),
+        (
+            torch.ones(2, 3, dtype=torch.long),
+            torch.tensor([3, 4]),
+            r"lengths must lie in \[0, 3\] \(the padded input holds 3 tokens\), got values in "
+            r"\[3, 4\]",
+        ),
+        (
+            torch.ones(2, 3, dtype=torch.long),
+            torch.tensor([3.0, 2.0]),
+            "expected integer lengths, got dtype torch.float32",
+        ),
+        (
+            torch.ones(2, 3, dtype=torch.long),
+            torch.tensor([3]),
+            r"expected lengths of shape \(2,\), one per batch row, got \(1,\)",
+        ),
+    ],
+    ids=["empty_batch", "empty_sequence", "lengths_too_long", "float_lengths", "lengths_shape"],
+)
+def test_text_adapter_rejects_empty_batches_and_bad_lengths(ids, lengths, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TextAdapter(20, 8)(ids, lengths)
+
+
+@pytest.mark.parametrize(
+    "features, audio, lengths, message",
+    [
+        (
+            "waveform",
+            torch.randn(4000),
+            None,
+            r"expected a waveform batch of shape \(B, S\), got \(4000,\)",
+        ),
+        (
+            "waveform",
+            torch.zeros(2, 4000, dtype=torch.int16),
+            None,
+            "floating-point waveforms in \\[-1, 1\\], got dtype torch.int16; scale integer PCM",
+        ),
+        ("waveform", torch.randn(0, 4000), None, r"no empty axis, got shape \(0, 4000\)"),
+        (
+            "waveform",
+            torch.randn(2, 4000),
+            torch.tensor([4000, 5000]),
+            r"lengths must lie in \[0, 4000\] \(the padded input holds 4000 samples\)",
+        ),
+        ("waveform", torch.randn(2, 4000), torch.tensor([-1, 4000]), r"got values in \[-1, "),
+        (
+            "fbank",
+            torch.randn(2, 50, 20).half(),
+            None,
+            "features are torch.float16 but the model's weights are torch.float32",
+        ),
+    ],
+    ids=["1d", "int16", "empty", "lengths_too_long", "negative_length", "half_fbank"],
+)
+def test_audio_adapter_rejects_bad_dtypes_ranks_and_lengths(
+    features: str, audio, lengths, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _audio(features)(audio, lengths)

@@ -1,5 +1,6 @@
-"""The shared core: encoder padding invariance, intermediates, options; decoder causality,
-KV-cached incremental decoding, the cross-attention cache and cache reordering."""
+"""The shared core: encoder padding invariance, intermediates, options; causality and KV-cached
+incremental decoding of the causal encoder and of the decoder, the cross-attention cache and
+cache reordering."""
 
 from __future__ import annotations
 
@@ -115,6 +116,43 @@ def test_decoder_kv_cache_equals_a_full_pass(options: dict) -> None:
         outs.append(dec(tgt[:, start:stop], memory if start == 0 else None, mask, cache=cache))
         assert cache.offset == stop
     torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+def test_causal_encoder_outputs_ignore_later_tokens(rotary: bool) -> None:
+    enc = _encoder(rotary=rotary)
+    x = torch.randn(2, 6, DIM)
+    changed = x.clone()
+    changed[:, 3:] = torch.randn(2, 3, DIM)
+    a, b = enc(x, causal=True), enc(changed, causal=True)
+    torch.testing.assert_close(a[:, :3], b[:, :3], atol=1e-6, rtol=0)
+    assert not torch.allclose(a[:, 3:], b[:, 3:])
+    assert not torch.allclose(enc(x)[:, :3], a[:, :3])  # the default stays bidirectional
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"rotary": True}, {"norm_first": False}],
+    ids=["pre_norm", "rotary", "post_norm"],
+)
+def test_causal_encoder_kv_cache_equals_a_full_pass(options: dict) -> None:
+    enc = _encoder(**options)
+    x = torch.randn(2, 6, DIM)
+    full = enc(x, causal=True)
+    cache = enc.new_cache()
+    outs = [enc(x[:, a:b], causal=True, cache=cache) for a, b in ((0, 3), (3, 4), (4, 5), (5, 6))]
+    assert [len(c) for c in cache] == [6, 6]
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=0)
+
+
+def test_causal_encoder_refuses_a_cache_without_causality_and_a_conformer() -> None:
+    enc = _encoder()
+    with pytest.raises(ValueError, match="causal=True"):
+        enc(torch.randn(1, 3, DIM), cache=enc.new_cache())
+    with pytest.raises(ValueError, match="2 layer caches, got 1"):
+        enc(torch.randn(1, 3, DIM), causal=True, cache=enc.new_cache()[:1])
+    with pytest.raises(ValueError, match="Conformer"):
+        _encoder(conformer=True, conv_kernel=3)(torch.randn(1, 3, DIM), causal=True)
 
 
 def test_cross_attention_keys_are_computed_once_per_source() -> None:

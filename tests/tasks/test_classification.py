@@ -35,13 +35,16 @@ SMALL = {"num_train": 200, "num_val": 50, "num_test": 50}
 FASHION_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "fashion-mnist"
 
 
-def make_task(data: dict | None = None, model: dict | None = None, **train):
+def make_task(
+    data: dict | None = None, model: dict | None = None, augment: dict | None = None, **train
+):
     data = {"options": dict(SMALL)} if data is None else data
     recipe = recipe_from_dict(
         {
             "task": "classification",
             "model": {"name": "test_vit", **(model or {})},
             "data": data,
+            "augment": augment,
             "train": {"max_steps": 10, **train},
         }
     )
@@ -75,7 +78,7 @@ def test_synthetic_is_deterministic_and_balanced() -> None:
 
 
 def test_prepare_synthetic_returns_model_settings() -> None:
-    task = make_task({"max_samples": 120, "options": {**SMALL, "channels": 1, "image_size": 16}})
+    task = make_task({"max_samples": 120, "options": {**SMALL, "channels": 1, "native_size": 16}})
     assert task.prepare() == {
         "num_classes": 10, "in_chans": 1, "img_size": 16, "mean": (0.5,), "std": (0.5,),
     }  # fmt: skip
@@ -83,13 +86,13 @@ def test_prepare_synthetic_returns_model_settings() -> None:
     assert sizes == {"train": 120, "val": 50, "test": 50}
 
 
-def test_data_image_size_resizes_and_model_overrides_win() -> None:
-    task = make_task(
-        {"image_size": 48, "options": SMALL}, {"overrides": {"img_size": 64, "in_chans": 1}}
-    )
+def test_the_model_input_settings_resize_and_normalise_the_data() -> None:
+    overrides = {"img_size": 64, "in_chans": 1, "mean": [0.25], "std": [0.5]}
+    task = make_task({"options": SMALL}, {"overrides": overrides})
     model, splits = build(task)
     image, label, _ = splits["val"][0]
     assert image.shape == (1, 64, 64) and model.cfg.img_size == 64 and 0 <= label < 10
+    assert (task.meta["mean"], model.cfg.mean) == ([0.25], (0.25,))
 
 
 def test_collate_loss_and_label_smoothing() -> None:
@@ -106,7 +109,7 @@ def test_collate_loss_and_label_smoothing() -> None:
 
 
 def test_mixup_cutmix_give_soft_targets_on_train_only() -> None:
-    task = make_task({"options": {**SMALL, "mixup": 0.8, "cutmix": 1.0, "augment": "randaugment"}})
+    task = make_task(augment={"mixup": 0.8, "cutmix": 1.0, "policy": "randaugment"})
     model, splits = build(task)
     batch = first_batch(task, splits["train"])
     assert batch["labels"].shape == (16, 10)
@@ -273,6 +276,20 @@ def test_idx_errors_name_the_file(tmp_path: Path) -> None:
         make_task({"dataset": "mnist", "root": str(tmp_path)}).prepare()
 
 
+@pytest.mark.parametrize("keep", [4, 9, 15])
+def test_an_idx_file_cut_inside_its_header_is_one_sentence(tmp_path: Path, keep: int) -> None:
+    write_mnist(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())[:keep])
+    with pytest.raises(
+        ValueError,
+        match=f"IDX file {path} is truncated: it ends inside its "
+        f"header \\({keep} bytes, the header of 3 dimensions "
+        r"needs 16\)",
+    ):
+        read_idx(path)
+
+
 def write_cifar(folder: Path, num_classes: int = 10, n: int = 30) -> None:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -334,7 +351,8 @@ def write_images(folder: Path, classes: tuple[str, ...] = ("cat", "dog"), n: int
 def test_imagefolder_with_train_val_test(tmp_path: Path) -> None:
     for split in ("train", "val", "test"):
         write_images(tmp_path / split)
-    task = make_task({"dataset": "imagefolder", "root": str(tmp_path), "image_size": 32})
+    folder = {"dataset": "imagefolder", "root": str(tmp_path)}
+    task = make_task(folder, {"overrides": {"img_size": 32}})
     _, splits = build(task)
     assert task.prepare()["num_classes"] == 2 and task.meta["class_names"] == ["cat", "dog"]
     assert {k: len(v) for k, v in splits.items()} == {"train": 8, "val": 8, "test": 8}
@@ -343,11 +361,32 @@ def test_imagefolder_with_train_val_test(tmp_path: Path) -> None:
 
 def test_imagefolder_single_root_is_carved(tmp_path: Path) -> None:
     write_images(tmp_path, ("a", "b", "c"), n=10)
-    task = make_task(
-        {"dataset": "imagefolder", "root": str(tmp_path), "image_size": 16, "val_fraction": 0.2}
-    )
+    task = make_task({"dataset": "imagefolder", "root": str(tmp_path), "val_fraction": 0.2})
     task.prepare()
     assert {k: len(v) for k, v in task.splits.items()} == {"train": 24, "val": 6}
+
+
+def test_imagefolder_does_not_follow_directory_links(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, deadline: None
+) -> None:
+    """Followed, a link loop (``train/cat/loop -> ..``) repeats every class's images under
+    'cat' until the path is too deep for the system (with a second link, for minutes), and
+    a linked class folder copies one class under another name."""
+    write_images(tmp_path / "train")
+    (tmp_path / "train" / "cat" / "loop").symlink_to("..", target_is_directory=True)
+    (tmp_path / "train" / "kitty").symlink_to("cat", target_is_directory=True)
+    task = make_task({"dataset": "imagefolder", "root": str(tmp_path), "val_fraction": 0.25})
+    with caplog.at_level("WARNING", logger="tasks.classification.data"):
+        task.prepare()
+    assert task.meta["class_names"] == ["cat", "dog"]
+    images = [*task.splits["train"].images, *task.splits["val"].images]
+    labels = [*task.splits["train"].labels.tolist(), *task.splits["val"].labels.tolist()]
+    assert sorted((p.parent.name, p.name, c) for p, c in zip(images, labels)) == [
+        (name, f"{i}.png", c) for c, name in enumerate(("cat", "dog")) for i in range(4)
+    ]
+    assert "skipped 2 directory link(s)" in caplog.text
+    assert str(tmp_path / "train" / "cat" / "loop") in caplog.text
+    assert str(tmp_path / "train" / "kitty") in caplog.text
 
 
 def test_imagefolder_errors(tmp_path: Path) -> None:
@@ -373,9 +412,9 @@ def test_imagefolder_errors(tmp_path: Path) -> None:
 
 def test_bad_recipes_get_one_clear_sentence(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="did you mean 'fashion_mnist'"):
-        make_task({"dataset": "fashion-mnist"}).prepare()
-    with pytest.raises(ValueError, match="data.options.mixpu .*did you mean 'mixup'"):
-        make_task({"options": {"mixpu": 0.2}}).prepare()
+        make_task({"dataset": "fashion-mnist"})
+    with pytest.raises(ValueError, match="augment.mixpu' .*did you mean 'augment.mixup'"):
+        make_task(augment={"mixpu": 0.2})
     with pytest.raises(ValueError, match="needs data.root"):
         make_task({"dataset": "cifar10"}).prepare()
     write_mnist(tmp_path)
@@ -423,7 +462,7 @@ def test_evaluation_report_writes_confusion_matrix(tmp_path: Path) -> None:
 
 
 def test_task_pickles_small_for_loader_workers() -> None:
-    task = make_task({"options": {**SMALL, "mixup": 0.5}})
+    task = make_task(augment={"mixup": 0.5})
     _, splits = build(task)
     assert len(pickle.dumps(task.collate)) < 10_000  # the splits stay behind
     restored = pickle.loads(pickle.dumps(splits["val"]))

@@ -252,3 +252,10 @@ def test_image_classifier_rejects_input_of_the_wrong_rank_and_channels() -> None
         _vit()(torch.randn(3, 16, 16))
     with pytest.raises(ValueError, match="expected 3 image channels, got 1"):
         _vit()(torch.randn(1, 1, 16, 16))
+
+
+def test_directly_built_models_check_their_inputs_too() -> None:
+    with pytest.raises(ValueError, match="src \\(2, 7\\) and tgt_in \\(3, 5\\) disagree"):
+        _mt()(torch.randint(3, 30, (2, 7)), torch.randint(3, 30, (3, 5)))
+    with pytest.raises(ValueError):
+        _asr()(torch.randn(3000))  # 1-D audio: a sentence, not an IndexError

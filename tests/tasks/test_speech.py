@@ -34,11 +34,13 @@ from zoo.config import recipe_from_dict
 SR = 16000
 
 
-def make_task(dataset: str = "synthetic", root: Path | str | None = None, **options):
+def make_task(dataset: str = "synthetic", root: Path | str | None = None,
+              sections: dict | None = None, **options):
+    """The task of a recipe with these ``data.options`` and other ``sections`` (augment...)."""
     data = {"dataset": dataset, "root": str(root) if root else None, "options": options}
     recipe = recipe_from_dict({
         "task": "speech_recognition", "model": {"name": "test_asr_transformer"},
-        "data": data, "train": {"max_steps": 1, "label_smoothing": 0.1},
+        "data": data, "train": {"max_steps": 1, "label_smoothing": 0.1}, **(sections or {}),
     })
     return get_task("speech_recognition")(recipe)
 
@@ -85,6 +87,26 @@ def test_bad_audio_named(tmp_path, kind):
     with pytest.raises(AudioError, match=re.escape(str(path))) as err:
         read_audio(path, SR)
     assert "\n" not in str(err.value)
+
+
+def test_a_wav_shorter_than_its_header_says_is_read_with_a_warning(tmp_path, caplog):
+    full = write_wav(tmp_path / "full.wav", 1.0)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + 16000])  # the header, then half of the samples
+    with caplog.at_level("WARNING", logger="tasks.speech.audio"):
+        wave = read_audio(cut, SR)
+        read_audio(full, SR)
+    assert wave.shape == (8000,)
+    assert caplog.messages == [f"audio file {cut} is truncated: its header promises 1.00 s "
+                               "(16000 samples), the file holds 0.50 s (8000); using the part "
+                               "that exists"]
+
+
+@pytest.mark.parametrize("what", ["directory", "device"])
+def test_audio_that_is_a_directory_or_a_device_is_named(tmp_path, what):
+    path = tmp_path if what == "directory" else Path("/dev/zero")
+    with pytest.raises(AudioError, match=f"audio file {path} is a {what}, not a file"):
+        read_audio(path, SR)
 
 
 # -- manifests and skipping bad files ----------------------------------------------------------
@@ -145,9 +167,9 @@ def test_extra_train_utterances_join_the_train_split_only(tmp_path):
                      extra_train=[str(extra / "m.tsv")], extra_train_count=3)
     task.prepare()
     assert len(task.datasets()["train"]) == len(base["train"]) + 3
-    with pytest.raises(ValueError, match="extra_train_count must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="extra_train_count' .*must be >= 1, got 0"):
         make_task("manifest", tmp_path / "m.tsv", extra_train=str(extra / "m.tsv"),
-                  extra_train_count=0).prepare()
+                  extra_train_count=0)
     with pytest.raises(FileNotFoundError, match="manifest .*nowhere.tsv does not exist"):
         make_task("manifest", tmp_path / "m.tsv", extra_train="nowhere.tsv").prepare()
 
@@ -174,7 +196,7 @@ def test_out_of_vocabulary_character_named(tmp_path):
     write_wav(tmp_path / "b.wav")
     write_manifest(tmp_path, [("a.wav", "abc", ""), ("b.wav", "abd", "")])
     with pytest.raises(ValueError, match=r"'d'.*m\.tsv:3"):
-        make_task("manifest", tmp_path / "m.tsv", vocab="abc").prepare()
+        make_task("manifest", tmp_path / "m.tsv", {"tokenizer": {"characters": "abc"}}).prepare()
 
 
 # -- FSDD -----------------------------------------------------------------------------------
@@ -269,7 +291,7 @@ def test_prefix_beam_search_never_worse_than_greedy():
     lp = (torch.randn(6, 12, 5, generator=gen) * 1.5).log_softmax(-1)
     lengths = torch.tensor([12, 11, 9, 12, 7, 5])
     greedy = ctc_greedy(lp, lengths)
-    nbest = ctc_prefix_beam_search(lp, lengths, beam=8)
+    nbest = ctc_prefix_beam_search(lp, lengths, beam_size=8)
     best = [h[0][0] for h in nbest]
     g_score = ctc_log_likelihood(lp, lengths, greedy)
     b_score = ctc_log_likelihood(lp, lengths, best)
@@ -353,7 +375,8 @@ def test_ctc_ensemble_refuses_members_that_do_not_line_up():
     task = make_task(train_utterances=6, eval_utterances=6)
     meta = task.prepare()
     a = zoo.create_model("test_asr_transformer", **meta)
-    other = make_task(train_utterances=6, eval_utterances=6, vocab="0123456789x")
+    other = make_task(sections={"tokenizer": {"characters": "0123456789x"}}, train_utterances=6,
+                      eval_utterances=6)
     other.prepare()
     with pytest.raises(ValueError, match="in /runs/x does not spell with the same characters"):
         task.ensemble(a, [(Path("/runs/x"), a, other.save_extra(Path("x")))])
@@ -366,7 +389,8 @@ def test_ctc_ensemble_refuses_members_that_do_not_line_up():
 
 # -- loss, decoder, saving, CLI -----------------------------------------------------------------
 def test_joint_ctc_attention_loss_and_rescoring():
-    task = make_task(train_utterances=6, eval_utterances=6, ctc_weight=0.4)
+    task = make_task(sections={"loss": {"ctc_weight": 0.4}}, train_utterances=6,
+                     eval_utterances=6)
     model = zoo.create_model("test_asr_transformer", decoder_depth=1, **task.prepare())
     batch = task.collate([task.datasets()["train"][i] for i in range(6)])
     loss, logs = task.loss(model, batch)
@@ -377,14 +401,14 @@ def test_joint_ctc_attention_loss_and_rescoring():
     model.eval()
     memory, mask = model.forward_features(batch["audio"], batch["audio_lengths"])
     lengths = model.output_lengths(batch["audio_lengths"])
-    hyps = decode_batch(model, memory, mask, model.forward_head(memory), lengths, beam=3)
+    hyps = decode_batch(model, memory, mask, model.forward_head(memory), lengths, beam_size=3)
     assert len(hyps) == 6 and all(min(h, default=2) >= 2 for h in hyps)
 
 
-def _adapter_inputs(arg: int, **options) -> tuple[dict, list[torch.Tensor]]:
+def _adapter_inputs(arg: int, **augment) -> tuple[dict, list[torch.Tensor]]:
     """A batch of 4 training utterances and the adapter's input ``arg`` (0: audio, 1: lengths)
     as seen by ``task.loss`` in training mode, then in eval mode."""
-    task = make_task(train_utterances=4, eval_utterances=4, **options)
+    task = make_task(sections={"augment": augment}, train_utterances=4, eval_utterances=4)
     model = zoo.create_model("test_asr_transformer", **task.prepare())
     batch = task.collate([task.datasets()["train"][i] for i in range(4)])
     seen = []
@@ -438,8 +462,8 @@ def test_noise_at_the_drawn_snr_in_training_only():
     batch, seen = _adapter_inputs(0, noise_snr=[10, 10])
     assert not torch.allclose(seen[0], batch["audio"])
     assert torch.equal(seen[1], batch["audio"])
-    with pytest.raises(ValueError, match="noise_snr"):
-        make_task(noise_snr=[30, 10])
+    with pytest.raises(ValueError, match="noise_snr must be \\[low, high\\]"):
+        make_task(sections={"augment": {"noise_snr": [30, 10]}})
 
 
 def test_vocab_round_trip():
@@ -547,3 +571,27 @@ def test_recipes_load():
 def test_unknown_option_named():
     with pytest.raises(ValueError, match="test_speaker"):
         make_task(test_speaker=["theo"])
+
+
+# -- recordings longer than the model's positions ----------------------------------------------
+def test_a_recording_longer_than_the_positions_is_named_and_the_others_transcribed(
+    tmp_path, capsys
+):
+    vocab = CharVocab("0123456789 ")
+    model = zoo.create_model("test_asr_transformer", vocab_size=len(vocab))
+    meta = {"vocab": vocab.to_dict(), "sample_rate": SR}
+    save_pretrained(model, tmp_path / "model", extra={"task": "speech_recognition",
+                                                      "task_meta": meta})
+    # 170 s at 1 kHz: the model reads at most 163.9 s of 16 kHz audio (4,096 positions)
+    long = write_wav(tmp_path / "long.wav", 170.0, 1000, freq=100.0)
+    short = write_wav(tmp_path / "short.wav", 0.5)
+    assert main(["transcribe", str(tmp_path / "model"), str(long), str(short)]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [
+        f"error: audio file {long} lasts 170.0 s, longer than the 163.9 s this model can read "
+        "at once (its positions); cut it into shorter parts"
+    ]
+    assert [line.split(":")[0] for line in out.strip().splitlines()] == [str(short)]
+    task, model = zoo.commands.load_for_prediction(tmp_path / "model", "speech_recognition")
+    with pytest.raises(ValueError, match=f"^audio file {long} lasts 170.0 s"):
+        task.predict(model, [str(short), str(long)])

@@ -79,25 +79,25 @@ def _ambiguous_posterior() -> torch.Tensor:
 def test_fusion_lets_the_lm_pick_between_close_labels():
     vocab = CharVocab("abc")
     log_probs, lengths = _ambiguous_posterior(), torch.tensor([3])
-    plain = ctc_prefix_beam_search(log_probs, lengths, beam=4)[0]
+    plain = ctc_prefix_beam_search(log_probs, lengths, beam_size=4)[0]
     assert plain[0][0] == [2, 4]  # "ac": the acoustics alone
     lm = LMFusion(CharNgramLM(["ab"] * 20 + ["c"], "abc", 3), vocab, weight=1.0, bonus=0.5)
-    fused = ctc_prefix_beam_search(log_probs, lengths, beam=4, lm=lm)[0]
+    fused = ctc_prefix_beam_search(log_probs, lengths, beam_size=4, lm=lm)[0]
     assert fused[0][0] == [2, 3]  # "ab": the LM has seen it twenty times, "ac" never
     # Beam 2 and 'b' less likely than a blank: a search without the LM drops "ab" at the
     # second frame (keeping "ac" and "a"), so rescoring alone could not bring it back.
     probs = _ambiguous_posterior().exp()
     probs[0, 1, 0], probs[0, 1, 3], probs[0, 1, 4] = 0.3, 0.2, 0.5
     pruned = probs.log()
-    assert ctc_prefix_beam_search(pruned, lengths, beam=2)[0][0][0] == [2, 4]
+    assert ctc_prefix_beam_search(pruned, lengths, beam_size=2)[0][0][0] == [2, 4]
     strong = LMFusion(lm.lm, vocab, weight=2.0, bonus=1.0)
-    assert ctc_prefix_beam_search(pruned, lengths, beam=2, lm=strong)[0][0][0] == [2, 3]
+    assert ctc_prefix_beam_search(pruned, lengths, beam_size=2, lm=strong)[0][0][0] == [2, 3]
     ctc = ctc_log_likelihood(log_probs, lengths, [[2, 3]])[0].item()
     assert fused[0][1] == pytest.approx(ctc + lm.total([2, 3]), rel=1e-6)
     expected = lm.weight * lm.lm.score("ab") + 2 * lm.bonus
     assert lm.total([2, 3]) == pytest.approx(expected)
     silent = LMFusion(lm.lm, vocab, weight=0.0, bonus=0.0)  # no weight, no bonus: plain search
-    assert ctc_prefix_beam_search(log_probs, lengths, beam=4, lm=silent)[0][0][0] == [2, 4]
+    assert ctc_prefix_beam_search(log_probs, lengths, beam_size=4, lm=silent)[0][0][0] == [2, 4]
 
 
 def test_fusion_scores_prefixes_of_every_length_by_their_text():
@@ -112,8 +112,8 @@ def test_fusion_scores_prefixes_of_every_length_by_their_text():
 def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
     extra = tmp_path / "extra.txt"
     extra.write_text("1 2 3\n12\n", encoding="utf-8")  # spaces are not digits: left out
-    task = make_task(train_utterances=8, eval_utterances=4, lm_weight=0.5, lm_bonus=0.2,
-                     lm_order=3, lm_texts=[str(extra)])
+    decode = {"lm_weight": 0.5, "lm_bonus": 0.2, "lm_order": 3, "lm_texts": [str(extra)]}
+    task = make_task(sections={"decode": decode}, train_utterances=8, eval_utterances=4)
     model = zoo.create_model("test_asr_transformer", **task.prepare()).eval()
     fusion = task._lm()
     assert fusion is task._lm() and (fusion.weight, fusion.bonus) == (0.5, 0.2)
@@ -129,12 +129,12 @@ def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
     logits = model.forward_head(memory)
     greedy = [task.vocab.decode(h) for h in decode_batch(model, memory, mask, logits, lengths)]
     assert [hyp for _, _, hyp in task.last_transcripts] == greedy
-    hyps = decode_batch(model, memory, mask, logits, lengths, beam=3, lm=fusion)
+    hyps = decode_batch(model, memory, mask, logits, lengths, beam_size=3, lm=fusion)
     assert len(hyps) == 4 and all(min(h, default=2) >= 2 for h in hyps)
     assert make_task(train_utterances=8, eval_utterances=4)._lm() is None  # off by default
     # a saved model being used (zoo transcribe): no prepare(), the recipe's data gives the LM
-    saved = make_task(train_utterances=8, eval_utterances=4, lm_weight=0.5, lm_order=3,
-                      lm_texts=[str(extra)])
+    decode = {"lm_weight": 0.5, "lm_order": 3, "lm_texts": [str(extra)]}
+    saved = make_task(sections={"decode": decode}, train_utterances=8, eval_utterances=4)
     saved.load_extra(tmp_path, task.save_extra(tmp_path))
     assert saved._lm().lm.log_prob("1", "2") == fusion.lm.log_prob("1", "2")
     # a saved model with other characters than the recipe's data gets an LM over its own
@@ -143,24 +143,24 @@ def test_task_builds_the_lm_from_transcripts_and_files(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("decode", "message"),
     [
-        ({"lm_weight": -1}, "lm_weight must be >= 0 and lm_order >= 1, got -1.0 and 6"),
-        ({"lm_weight": 1, "lm_order": 0}, "lm_weight must be >= 0 and lm_order >= 1"),
-        ({"lm_texts": "corpus.txt"}, "lm_texts must be a list of text file paths"),
-        ({"lm_lexicon": ["words.txt"]}, "lm_lexicon must be a file path or 'wordfreq:<language>'"),
-        ({"lm_lexicon_size": 0}, "lm_lexicon_size must be >= 1 and lm_lexicon_mix in"),
-        ({"lm_lexicon_mix": 1.0}, r"lm_lexicon_mix in \[0, 1\), got 100000 and 1.0"),
+        ({"lm_weight": -1}, "'decode.lm_weight' .* must be >= 0, got -1.0"),
+        ({"lm_weight": 1, "lm_order": 0}, "'decode.lm_order' .* must be >= 1, got 0"),
+        ({"lm_texts": "corpus.txt"}, "'decode.lm_texts' .* expects a list of a string"),
+        ({"lm_lexicon": ["words.txt"]}, "'decode.lm_lexicon' .* expects a string or null"),
+        ({"lm_lexicon_size": 0}, "'decode.lm_lexicon_size' .* must be >= 1"),
+        ({"lm_lexicon_mix": 1.0}, r"'decode.lm_lexicon_mix' .* must be < 1, got 1.0"),
     ],
 )
-def test_bad_lm_options_are_named(options, message):
+def test_bad_lm_options_are_named(decode, message):
     with pytest.raises(ValueError, match=message):
-        make_task(**options)
+        make_task(sections={"decode": decode})
 
 
 def test_a_missing_lm_text_file_fails_before_training(tmp_path):
-    task = make_task(train_utterances=4, eval_utterances=2, lm_weight=0.5,
-                     lm_texts=[str(tmp_path / "gone.txt")])
+    decode = {"lm_weight": 0.5, "lm_texts": [str(tmp_path / "gone.txt")]}
+    task = make_task(sections={"decode": decode}, train_utterances=4, eval_utterances=2)
     with pytest.raises(ValueError, match=r"cannot read LM text file .*gone.txt"):
         task.prepare()
 
@@ -263,22 +263,23 @@ def test_the_lexicon_turns_a_close_call_into_a_word():
     lengths = torch.tensor([4])
     ngram = CharNgramLM(["cbb", "a b c"], "abc ", 3)
     without = LMFusion(ngram, vocab, 1.0, 0.5)
-    best = ctc_prefix_beam_search(log_probs, lengths, beam=4, lm=without)[0][0][0]
+    best = ctc_prefix_beam_search(log_probs, lengths, beam_size=4, lm=without)[0][0][0]
     assert vocab.decode(best) == "cbb"
     with_lexicon = LMFusion(ngram, vocab, 1.0, 0.5, WordLexicon({"cab": 3, "bab": 1}, "abc "), 0.9)
-    best = ctc_prefix_beam_search(log_probs, lengths, beam=4, lm=with_lexicon)[0][0][0]
+    best = ctc_prefix_beam_search(log_probs, lengths, beam_size=4, lm=with_lexicon)[0][0][0]
     assert vocab.decode(best) == "cab"
 
 
 def test_task_mixes_a_lexicon_file_into_its_lm(tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("12 5\n345 2\nab 9\n", encoding="utf-8")  # "ab" is not digits: left out
-    task = make_task(train_utterances=8, eval_utterances=4, lm_weight=0.5, lm_order=3,
-                     lm_lexicon=str(words), lm_lexicon_size=5, lm_lexicon_mix=0.6)
+    decode = {"lm_weight": 0.5, "lm_order": 3, "lm_lexicon": str(words), "lm_lexicon_size": 5,
+              "lm_lexicon_mix": 0.6}
+    task = make_task(sections={"decode": decode}, train_utterances=8, eval_utterances=4)
     task.prepare()
     fusion = task._lm()
     assert fusion.mix == 0.6 and fusion.lexicon.words == pytest.approx({"12": 5 / 7, "345": 2 / 7})
-    missing = make_task(train_utterances=4, eval_utterances=2, lm_weight=0.5,
-                        lm_lexicon=str(tmp_path / "gone.txt"))
+    decode = {"lm_weight": 0.5, "lm_lexicon": str(tmp_path / "gone.txt")}
+    missing = make_task(sections={"decode": decode}, train_utterances=4, eval_utterances=2)
     with pytest.raises(ValueError, match=r"cannot read lexicon file .*gone.txt"):
         missing.prepare()

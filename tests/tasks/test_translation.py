@@ -24,21 +24,18 @@ from zoo.registry import create_model
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_recipe(**data):
-    options = data.pop("options", {})
-    section = {
-        "dataset": "synthetic",
-        "vocab_size": 300,
-        "options": {"num_samples": 2000, "num_eval": 100, **options},
-        **data,
-    }
+def make_recipe(vocab_size: int = 300, **data):
+    synthetic = data.get("dataset", "synthetic") == "synthetic"
+    sizes = {"num_samples": 2000, "num_eval": 100} if synthetic else {}
+    section = {"dataset": "synthetic", **data, "options": {**sizes, **data.get("options", {})}}
     return recipe_from_dict(
         {
             "task": "translation",
             "model": {"name": "test_mt_transformer"},
             "data": section,
+            "tokenizer": {"vocab_size": vocab_size},
             "train": {"max_steps": 200, "batch_size": 1024, "label_smoothing": 0.1},
-            "eval": {"beam_size": 1},
+            "decode": {"beam_size": 1},
         }
     )
 
@@ -166,10 +163,8 @@ def test_parallel_splits_and_length_filter(tmp_path, caplog):
     recipe = make_recipe(
         dataset="parallel",
         root=str(tmp_path),
-        src_lang="en",
-        tgt_lang="de",
         vocab_size=40,
-        options={"max_len": 6},
+        options={"src_lang": "en", "tgt_lang": "de", "max_sentence_tokens": 6},
     )
     task = get_task("translation")(recipe)
     with caplog.at_level(logging.INFO):
@@ -209,11 +204,14 @@ def test_empty_lines_skip_or_error(tmp_path):
 
 
 def test_bad_options_and_missing_files(tmp_path):
-    with pytest.raises(ValueError, match="did you mean 'max_len'"):
-        get_task("translation")(make_recipe(options={"max_lenn": 5}))
-    with pytest.raises(ValueError, match="empty_lines must be one of"):
-        get_task("translation")(make_recipe(options={"empty_lines": "ignore"}))
-    recipe = make_recipe(dataset="parallel", root=str(tmp_path), src_lang="en", tgt_lang="de")
+    with pytest.raises(ValueError, match="did you mean 'data.options.max_sentence_tokens'"):
+        make_recipe(options={"max_sentence_token": 5})
+    with pytest.raises(ValueError, match="empty_lines' .*must be one of 'skip', 'error'"):
+        make_recipe(dataset="parallel", options={"empty_lines": "ignore"})
+    with pytest.raises(ValueError, match="dataset 'parallel' needs data.root"):
+        get_task("translation")(make_recipe(dataset="parallel", root=str(tmp_path))).prepare()
+    languages = {"src_lang": "en", "tgt_lang": "de"}
+    recipe = make_recipe(dataset="parallel", root=str(tmp_path), options=languages)
     with pytest.raises(FileNotFoundError, match=r"train\.en"):
         get_task("translation")(recipe).prepare()
 
@@ -251,9 +249,24 @@ def test_smoke_training_learns(trained, tmp_path):
     fresh = get_task("translation")(make_recipe())
     fresh.load_extra(tmp_path, meta)
     sentences = task._text["val"][0][:4]
-    assert fresh.predict(model, sentences, beam=3) == task.predict(model, sentences, beam=3)
-    nbest = task.predict(model, sentences, beam=3, nbest=3)
+    beam = task.predict(model, sentences, beam_size=3)
+    assert fresh.predict(model, sentences, beam_size=3) == beam
+    nbest = task.predict(model, sentences, beam_size=3, nbest=3)
     assert [len(n) for n in nbest] == [3, 3, 3, 3]
+
+
+def test_translate_command_spells_the_beam_size_both_ways(trained, tmp_path, capsys):
+    from zoo.checkpoint import save_pretrained
+    from zoo.cli import main
+
+    task, model, splits = trained
+    save_pretrained(model, tmp_path / "saved",
+                    extra={"task": task.name, "task_meta": task.save_extra(tmp_path / "saved")})
+    sentences = task._text["val"][0][:2]
+    expected = task.predict(model, sentences, beam_size=3)
+    for flag in ("--beam-size", "--beam"):  # --beam: fairseq's spelling, an alias
+        assert main(["translate", str(tmp_path / "saved"), *sentences, flag, "3"]) == 0
+        assert capsys.readouterr().out.splitlines() == expected
 
 
 def test_beam_one_equals_greedy(trained):
@@ -308,5 +321,6 @@ def test_recipes_load():
     multi30k = load_recipe(REPO / "configs/translation/mt_transformer_small_multi30k_en_de.yaml")
     for recipe in (demo, multi30k):
         get_task(recipe.task)(recipe)  # options are valid
-    assert multi30k.data.options["test_split"] == "test_2016_flickr"
-    assert (multi30k.eval.beam_size, multi30k.train.label_smoothing) == (5, 0.1)
+    assert multi30k.data.options.test_split == "test_2016_flickr"
+    assert (multi30k.decode.beam_size, multi30k.train.label_smoothing) == (5, 0.1)
+    assert multi30k.tokenizer.vocab_size == 8000 and demo.tokenizer.vocab_size == 300

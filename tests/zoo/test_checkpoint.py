@@ -106,6 +106,12 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         sys.modules["zoo.registry"], "create_model", _fake_create_model, raising=False
     )
+    monkeypatch.setattr(  # test_tiny is not registered: nothing to check its config against
+        sys.modules["zoo.registry"],
+        "check_saved_config",
+        lambda saved, directory: None,
+        raising=False,
+    )
 
 
 def test_load_pretrained_rebuilds_in_eval_mode(tmp_path: Path, fake_registry: None) -> None:
@@ -364,3 +370,82 @@ def test_keep_last(tmp_path: Path) -> None:
         "step_40.trainer.pt",
         "step_best",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# A saved config.json that was changed: one sentence naming the file, before any allocation
+
+
+def _edited(tmp_path: Path, **changes: object) -> Path:
+    """A saved test_vit whose config.json has ``changes`` (``model`` sets the model name)."""
+    from zoo.registry import create_model
+
+    directory = save_pretrained(create_model("test_vit"), tmp_path / "vit")
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    if "model" in changes:
+        config["model"] = changes.pop("model")
+    config["config"].update(changes)
+    path.write_text(json.dumps(config))
+    return directory
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"dim": "64"}, r"key 'dim' in {config} expects an int, got '64' \(str\)"),
+        ({"mean": "0.5"}, r"key 'mean' in {config} expects a list of a number"),
+        ({"dimm": 64}, r"{config}: model 'test_vit' has no setting 'dimm'; did you mean 'dim'"),
+        ({"model": "test_vitt"}, r"{config}: unknown model 'test_vitt'; closest: test_vit"),
+        (
+            {"num_classes": 10**11},
+            r"{config} describes a model whose 'head.fc.weight' has shape "
+            r"\(100000000000, \d+\), but {weights} holds \(\d+, \d+\)",
+        ),
+    ],
+    ids=["str_dim", "str_mean", "unknown_key", "unknown_model", "huge_num_classes"],
+)
+def test_load_pretrained_names_the_config_file_at_fault(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    directory = _edited(tmp_path, **changes)
+    config, weights = directory / "config.json", directory / "model.safetensors"
+    with pytest.raises(CheckpointError, match=message.format(config=config, weights=weights)):
+        load_pretrained(directory)
+
+
+def test_non_finite_weights_are_refused_naming_the_file(tmp_path: Path) -> None:
+    model = _model(0)
+    with torch.no_grad():
+        model.norm.weight[1] = float("inf")
+    save_pretrained(model, tmp_path / "m")
+    with pytest.raises(
+        CheckpointError,
+        match=r"m/model.safetensors holds NaN or infinite "
+        r"weights \(key 'norm.weight'\)",
+    ):
+        load_weights(_model(1), tmp_path / "m")
+
+
+def test_a_trainer_state_holding_code_is_refused_without_advice_to_disable_the_check(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "trainer_state.pt"
+    torch.save({"step": 1, "hook": print}, path)  # pickles a global: weights_only refuses it
+    with pytest.raises(CheckpointError) as info:
+        load_trainer_state(path)
+    message = str(info.value)
+    assert message.startswith(
+        f"trainer state file {path} was not loaded, since loading it could "
+        "run code (it holds objects other than tensors, numbers and "
+        "strings: Unsupported global: GLOBAL "
+    )
+    assert "print was not an allowed global by default" in message
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_saving_a_state_with_code_names_the_object_not_the_workaround(tmp_path: Path) -> None:
+    with pytest.raises(TypeError) as info:
+        save_trainer_state({"step": 2, "fn": print}, tmp_path / "trainer.pt")
+    assert "Unsupported global" in str(info.value) and "weights_only=False" not in str(info.value)
+    assert "\n" not in str(info.value) and "Re-running" not in str(info.value)

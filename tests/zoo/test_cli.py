@@ -4,6 +4,7 @@ no traceback, nothing lost) for each kind of bad input."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,7 +25,7 @@ TINY = {
     "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
     "data": {
         "dataset": "synthetic",
-        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "image_size": 16},
+        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "native_size": 16},
     },
     "schedule": {"warmup_steps": 1},
     "train": {"max_steps": 4, "batch_size": 16, "eval_every": 2, "checkpoint_every": 1,
@@ -107,21 +108,29 @@ def test_eval_overrides_change_this_evaluation_only(
     saved = (run / "config.yaml").read_bytes()
     loaded, real = [], commands.load_recipe
 
-    def spy(path: Path, overrides: list[str] = ()) -> object:
-        loaded.append(real(path, overrides))
+    def spy(path: Path, overrides: list[str] = (), **kwargs: bool) -> object:
+        loaded.append(real(path, overrides, **kwargs))
         return loaded[-1]
 
     monkeypatch.setattr(commands, "load_recipe", spy)
     assert main(["eval", str(run), "--split", "test", "data.options.num_test=8"]) == 0
-    assert loaded[-1].data.options["num_test"] == 8
+    assert loaded[-1].data.options.num_test == 8
     assert (run / "config.yaml").read_bytes() == saved
     fails(["eval", str(run), "eval.beem_size=2"], capsys, "beem_size")
 
 
-def test_cooldown_longer_than_the_run_is_refused(
-    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_cooldown_longer_than_the_run(
+    recipe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # train.max_steps (4) says how long the run is: shortened to a tenth of it, with a warning
     args = ["train", str(recipe), "--out", str(tmp_path / "r"), "schedule.cooldown_steps=9"]
+    with caplog.at_level(logging.WARNING, logger="zoo.config"):
+        assert main(args) == 0
+    assert "schedule.cooldown_steps (9) does not fit after the warmup in the run's 4" in caplog.text
+    # the length comes from the data (one epoch of 4 batches): refused, naming both numbers
+    args = ["train", str(recipe), "--out", str(tmp_path / "e"), "schedule.cooldown_steps=9",
+            "train.max_steps=null", "train.epochs=1"]
     fails(args, capsys, "schedule.cooldown_steps (9)", "4 steps")
 
 
@@ -369,3 +378,154 @@ def test_transcribe_warns_that_the_demo_speech_model_knows_only_tones(
     caplog.clear()
     assert main(["transcribe", str(run), str(tmp_path / "a.wav"), "--device", "cpu"]) == 0
     assert "learnt the built-in synthetic tones (one per digit), not speech" in caplog.text
+
+
+def test_classify_refuses_a_model_with_nan_weights(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    path = run / "best" / "model.safetensors"
+    save_file({k: v * float("nan") for k, v in load_file(path).items()}, path)
+    image = tmp_path / "shape.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(image)
+    fails(["classify", str(run), str(image)], capsys, f"{path} holds NaN or infinite weights")
+    fails(["eval", str(run)], capsys, f"{path} holds NaN or infinite weights")
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo translate: odd input, odd numbers
+
+
+@pytest.fixture(scope="module")
+def mt_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained test translation model with a small vocabulary, saved as a model dir."""
+    from tasks.translation import data as D
+    from tasks.translation.tokenizer import Tokenizer
+    from zoo import create_model, save_pretrained
+
+    src, tgt = D.synthetic_corpus(0, 300, 10)["train"]
+    tokenizer = Tokenizer.train(src + tgt, vocab_size=120)
+    directory = tmp_path_factory.mktemp("mt") / "model"
+    torch.manual_seed(0)
+    model = create_model("test_mt_transformer", vocab_size=len(tokenizer))
+    meta = {"tokenizer": "spm.model"}
+    save_pretrained(model, directory, extra={"task": "translation", "task_meta": meta})
+    tokenizer.save(directory / "spm.model")
+    return directory
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), errors="surrogateescape"))
+
+
+def test_translate_names_the_line_of_stdin_that_is_not_utf8(
+    mt_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _stdin(monkeypatch, b"We see cats.\ncaf\xe9\n")
+    fails(["translate", str(mt_model)], capsys,
+          "standard input, line 2: not valid UTF-8 (byte 0xe9 at column 4)")
+
+
+def test_translate_names_a_command_line_sentence_that_is_not_utf8(
+    mt_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = b"caf\xe9".decode("utf-8", "surrogateescape")  # how such bytes reach sys.argv
+    fails(["translate", str(mt_model), "ok", bad], capsys, "sentence 2 on the command line")
+
+
+def test_blank_input_gives_an_empty_line_like_empty_input(
+    mt_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["translate", str(mt_model), "   ", "", "\t"]) == 0
+    assert capsys.readouterr().out == "\n\n\n"
+    _stdin(monkeypatch, b"  \n\n")
+    assert main(["translate", str(mt_model)]) == 0
+    assert capsys.readouterr().out == "\n\n"
+
+
+def test_translate_api_returns_nothing_for_a_blank_sentence(mt_model: Path) -> None:
+    task, model = commands.load_for_prediction(mt_model, "translation", "cpu")
+    found = task.translate(model, ["  ", "We see cats."], beam_size=2, nbest=2)
+    assert found[0] == [] and len(found[1]) >= 1
+    assert task.predict(model, ["   "]) == [""]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--beam", "0"], "--beam-size must be at least 1, got 0"),
+        (["--nbest", "0"], "--nbest must be at least 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--beam", "2", "--nbest", "3"],
+         "--nbest 3 needs --beam-size 3 or more, got --beam-size 2"),
+        (["--nbest", "2"],
+         "--nbest 2 needs --beam-size 2 or more (the run's decode.beam_size is 1)"),
+        (["--device", "gpu"], "--device 'gpu' is not a device"),
+    ],
+    ids=["beam", "nbest", "batch_size", "nbest_over_beam", "nbest_over_default", "device"],
+)
+def test_translate_blames_the_flag_at_fault(
+    mt_model: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    fails(["translate", str(mt_model), "We see cats.", *flags], capsys, message)
+
+
+def test_translate_api_names_its_arguments(mt_model: Path) -> None:
+    task, model = commands.load_for_prediction(mt_model, "translation", "cpu")
+    with pytest.raises(ValueError, match="^beam_size must be at least 1, got 0$"):
+        task.translate(model, ["We see cats."], beam_size=0)
+    with pytest.raises(ValueError, match="^batch_size must be at least 1, got 0$"):
+        task.translate(model, ["We see cats."], batch_size=0)
+
+
+def test_translate_input_that_is_a_directory_or_a_device(
+    mt_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails(["translate", str(mt_model), "--input", str(tmp_path)], capsys,
+          f"text file {tmp_path} is a directory, not a file")
+    fails(["translate", str(mt_model), "--input", "/dev/zero"], capsys,
+          "text file /dev/zero is a device, not a file")
+
+
+def test_a_corrupt_sentencepiece_model_is_one_sentence(
+    mt_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(mt_model, copy)
+    (copy / "spm.model").write_bytes(b"\x0a\x05hello not a model" * 20)
+    fails(["translate", str(copy), "We see cats."], capsys,
+          f"sentencepiece model {copy / 'spm.model'} is corrupt: it does not parse")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and directories mistaken for each other; settings named as the user wrote them
+
+
+def test_classify_an_image_that_is_a_directory_or_a_device(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails(["classify", str(run), str(tmp_path)], capsys, f"image {tmp_path} is a directory")
+    fails(["classify", str(run), "/dev/zero"], capsys, "image /dev/zero is a device, not a file")
+
+
+def test_a_recipe_that_is_a_device_and_a_run_that_is_a_file(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails(["train", "/dev/zero"], capsys, "recipe file is not a regular file: /dev/zero")
+    config = run / "config.yaml"
+    fails(["eval", str(config)], capsys, f"model directory {config} is a file, not a directory")
+    fails(["plot", str(config)], capsys, f"run directory {config} is a file, not a directory")
+
+
+def test_eval_batch_size_and_device_are_named_as_flags(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails(["eval", str(run), "--batch-size", "0"], capsys, "--batch-size must be at least 1")
+    fails(["eval", str(run), "--device", "gpu"], capsys, "--device 'gpu' is not a device")
+    fails(["classify", str(run), "x.png", "--topk", "0"], capsys, "--topk must be at least 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,17 @@ from zoo.config import (
     recipe_from_dict,
     recipe_to_dict,
     save_recipe,
+    upgrade_recipe,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo" / "vision.yaml"
 
 MINIMAL = {"task": "classification", "model": {"name": "test_vit"}, "train": {"max_steps": 10}}
+SPEECH = {"task": "speech_recognition", "model": {"name": "test_asr_transformer"},
+          "train": {"max_steps": 10}}
+TRANSLATION = {"task": "translation", "model": {"name": "test_mt_transformer"},
+               "train": {"max_steps": 10}}
 
 
 def _write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
@@ -37,8 +43,8 @@ def _error(d: dict, source: str = "x.yaml") -> str:
     return str(info.value)
 
 
-def _with(**sections: dict) -> dict:
-    d = copy.deepcopy(MINIMAL)
+def _with(base: dict = MINIMAL, **sections: dict) -> dict:
+    d = copy.deepcopy(base)
     for name, section in sections.items():
         d[name] = {**d.get(name, {}), **section} if isinstance(section, dict) else section
     return d
@@ -66,7 +72,9 @@ def test_defaults_fill_missing_sections():
 
 
 def test_round_trip_through_yaml(tmp_path):
-    recipe = load_recipe(DEMO, ["optim.betas=[0.9, 0.98]", "data.options={noise: 0.1}"])
+    recipe = load_recipe(DEMO, ["optim.betas=[0.9, 0.98]", "data.options={num_train: 100}",
+                                "augment.mixup=0.2", "data.options.class_names=[a, b]"])
+    assert recipe.data.options.class_names == ("a", "b") and recipe.augment.mixup == 0.2
     out = tmp_path / "run" / "recipe.yaml"
     save_recipe(recipe, out)
     assert load_recipe(out) == recipe
@@ -169,12 +177,9 @@ def test_missing_required_keys():
     assert "missing required key 'model.name'" in _error(d)
 
 
-def test_free_form_mappings_accept_any_key():
-    recipe = recipe_from_dict(
-        _with(model={"overrides": {"depth": 2, "anything": [1]}}, data={"options": {"k": None}})
-    )
+def test_model_overrides_accept_any_key():
+    recipe = recipe_from_dict(_with(model={"overrides": {"depth": 2, "anything": [1]}}))
     assert recipe.model.overrides == {"depth": 2, "anything": [1]}
-    assert recipe.data.options == {"k": None}
 
 
 # --- errors: types, choices, ranges -----------------------------------------------------------
@@ -217,7 +222,7 @@ def test_none_where_allowed():
     [
         ({"train": {"precision": "fp8"}}, "train.precision", "'fp32', 'bf16', 'fp16'"),
         ({"schedule": {"name": "linear"}}, "schedule.name", "'cosine', 'inverse_sqrt', 'constant'"),
-        ({"task": "segmentation"}, "task", "'classification', 'translation', 'speech_recognition'"),
+        ({"task": "segmentation"}, "task", "'classification', 'language_modeling'"),
         ({"eval": {"mode": "maximum"}}, "eval.mode", "'max', 'min'"),
     ],
 )
@@ -289,16 +294,18 @@ def test_overrides_create_sections_and_accept_null_and_lists():
 
 
 def test_override_string_fields_keep_text():
-    d = apply_overrides(MINIMAL, ["data.tgt_lang=no", "data.root=2024", "model.overrides.x=no"])
+    d = apply_overrides(TRANSLATION, ["data.dataset=parallel", "data.options.tgt_lang=no",
+                                      "data.root=2024", "model.overrides.x=no"])
     recipe = recipe_from_dict(d)
-    assert (recipe.data.tgt_lang, recipe.data.root) == ("no", "2024")
+    assert (recipe.data.options.tgt_lang, recipe.data.root) == ("no", "2024")
     assert recipe.model.overrides == {"x": False}  # free-form values keep YAML typing
 
 
 def test_override_later_wins_and_whole_section():
-    d = apply_overrides(MINIMAL, ["optim.lr=0.1", "optim.lr=0.2", "eval={beam_size: 4}"])
+    d = apply_overrides(SPEECH, ["optim.lr=0.1", "optim.lr=0.2", "decode={beam_size: 4}"])
     recipe = recipe_from_dict(d)
-    assert recipe.optim.lr == 0.2 and recipe.eval.beam_size == 4
+    assert recipe.optim.lr == 0.2 and recipe.decode.beam_size == 4
+    assert recipe.decode.lm_weight == 0.0  # the rest of the section keeps its defaults
 
 
 def test_override_unknown_key_names_override():
@@ -351,3 +358,260 @@ def test_every_shipped_recipe_loads_and_names_a_registered_model(path: Path) -> 
     assert recipe.task in TASKS
     assert recipe.model.name in zoo.list_models()
     zoo.get_config(recipe.model.name, **recipe.model.overrides)  # overrides are valid fields
+
+
+# --- values no setting can mean ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, shown", [(".inf", "inf"), (".nan", "nan"), ("1e999", "inf")])
+def test_non_finite_numbers_are_refused_naming_file_and_key(tmp_path, text, shown):
+    path = _write(tmp_path, yaml.safe_dump(MINIMAL) + f"optim: {{lr: {text}}}\n")
+    with pytest.raises(
+        ConfigError, match=f"key 'optim.lr' in {path} must be a finite number, got {shown}"
+    ):
+        load_recipe(path)
+
+
+def test_non_finite_override_names_the_override():
+    message = "'optim.lr' in override 'optim.lr=.inf' must be a finite number"
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(MINIMAL, ["optim.lr=.inf"])
+
+
+def test_check_recipe_validates_a_recipe_changed_in_python():
+    from zoo.config import check_recipe
+
+    recipe = recipe_from_dict(MINIMAL)
+    check_recipe(recipe)
+    recipe.optim.lr = float("inf")
+    with pytest.raises(ConfigError, match="key 'optim.lr' in the recipe must be a finite number"):
+        check_recipe(recipe)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """About 1 KB of YAML that expands to 9**9 strings (the "billion laughs")."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    return "\n".join(lines)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file(tmp_path):
+    import signal
+
+    bomb = _alias_bomb().replace("\n", "\n    ")
+    text = yaml.safe_dump(MINIMAL) + f"data:\n  options:\n    {bomb}\n    class_names: *l8\n"
+    assert len(text) < 1500
+    path = _write(tmp_path, text)
+
+    def expire(signum, frame):
+        raise TimeoutError("the alias bomb was expanded")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=rf"cannot parse {path} at line \d+, column \d+: "
+            r"YAML aliases \(\*l0\) are not allowed",
+        ):
+            load_recipe(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_alias_in_an_override_is_refused():
+    with pytest.raises(ConfigError, match="override 'data.options.x=.*aliases"):
+        apply_overrides(MINIMAL, ["data.options.x=[&a 1, *a]"])
+
+
+def test_an_override_out_of_bounds_names_the_override_not_the_file(tmp_path):
+    path = _write(tmp_path, yaml.safe_dump(MINIMAL))
+    with pytest.raises(
+        ConfigError,
+        match=r"^key 'train.batch_size' in override "
+        r"'train.batch_size=0' must be >= 1, got 0$",
+    ):
+        load_recipe(path, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match="in override 'optim.lr=-1' must be >= 0"):
+        load_recipe(path, ["optim.lr=-1"])
+
+
+# --- the task's own sections -----------------------------------------------------------------
+
+
+def test_task_sections_are_the_task_dataclasses_with_their_defaults():
+    from tasks.speech.options import SpeechData, SpeechDecoding, SpeechLoss
+
+    recipe = recipe_from_dict(SPEECH)
+    assert recipe.data.options == SpeechData() and recipe.loss == SpeechLoss(ctc_weight=0.3)
+    assert recipe.decode == SpeechDecoding() and recipe.decode.beam_size == 1
+    vision = recipe_from_dict(MINIMAL)
+    assert vision.decode is None and vision.loss is None and vision.augment.policy == "none"
+    d = _with(SPEECH, augment={"speed_perturb": [0.9, 1, 1.1]}, decode={"lm_texts": ["a.txt"]})
+    recipe = recipe_from_dict(d)
+    assert recipe.augment.speed_perturb == (0.9, 1.0, 1.1) and recipe.decode.lm_texts == ("a.txt",)
+    assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
+    assert recipe_to_dict(recipe)["augment"]["speed_perturb"] == [0.9, 1.0, 1.1]
+
+
+@pytest.mark.parametrize(
+    ("base", "sections", "key", "nearest"),
+    [
+        (SPEECH, {"decode": {"lm_wieght": 1}}, "decode.lm_wieght", "decode.lm_weight"),
+        (SPEECH, {"augment": {"speed_pertrub": [1.0]}}, "augment.speed_pertrub",
+         "augment.speed_perturb"),
+        (MINIMAL, {"data": {"options": {"num_trian": 5}}}, "data.options.num_trian",
+         "data.options.num_train"),
+        (TRANSLATION, {"tokenizer": {"model_typ": "bpe"}}, "tokenizer.model_typ",
+         "tokenizer.model_type"),
+        (MINIMAL, {"augmnet": {}}, "augmnet", "augment"),
+    ],
+)
+def test_unknown_task_key_suggests_the_nearest_in_its_section(base, sections, key, nearest):
+    msg = _error(_with(base, **sections))
+    assert msg == f"unknown key '{key}' in x.yaml; did you mean '{nearest}'?"
+
+
+@pytest.mark.parametrize(
+    ("base", "sections", "old", "new"),
+    [
+        (SPEECH, {"data": {"options": {"lm_weight": 0.5}}}, "data.options.lm_weight",
+         "decode.lm_weight"),
+        (SPEECH, {"data": {"options": {"ctc_weight": 0.5}}}, "data.options.ctc_weight",
+         "loss.ctc_weight"),
+        (SPEECH, {"data": {"options": {"seed": 1}}}, "data.options.seed", "data.options.data_seed"),
+        (SPEECH, {"data": {"options": {"vocab": "ab"}}}, "data.options.vocab",
+         "tokenizer.characters"),
+        (SPEECH, {"eval": {"beam_size": 4}}, "eval.beam_size", "decode.beam_size"),
+        (SPEECH, {"data": {"sample_rate": 8000}}, "data.sample_rate",
+         "model.overrides.sample_rate"),
+        (TRANSLATION, {"data": {"vocab_size": 300}}, "data.vocab_size", "tokenizer.vocab_size"),
+        (TRANSLATION, {"data": {"options": {"max_len": 50}}}, "data.options.max_len",
+         "data.options.max_sentence_tokens"),
+        (TRANSLATION, {"data": {"options": {"len_penalty": 0.6}}}, "data.options.len_penalty",
+         "decode.len_penalty"),
+        (MINIMAL, {"data": {"image_size": 32}}, "data.image_size", "model.overrides.img_size"),
+        (MINIMAL, {"data": {"options": {"image_size": 16}}}, "data.options.image_size",
+         "data.options.native_size"),
+        (MINIMAL, {"data": {"options": {"augment": "flip"}}}, "data.options.augment",
+         "augment.policy"),
+        (MINIMAL, {"data": {"options": {"mixup": 0.8}}}, "data.options.mixup", "augment.mixup"),
+    ],
+)
+def test_a_moved_key_names_its_new_place(base, sections, old, new):
+    assert _error(_with(base, **sections)) == f"key '{old}' in x.yaml moved to '{new}'"
+    value = "1" if old != "data.options.vocab" else "ab"
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(base, [f"{old}={value}"])
+    assert str(info.value) == f"key '{old}' in override '{old}={value}' moved to '{new}'"
+
+
+@pytest.mark.parametrize(
+    ("base", "sections", "key", "expected"),
+    [
+        (SPEECH, {"decode": {"beam_size": 0}}, "decode.beam_size", "must be >= 1, got 0"),
+        (SPEECH, {"loss": {"ctc_weight": 1.5}}, "loss.ctc_weight", "must be <= 1, got 1.5"),
+        (SPEECH, {"loss": {"ctc_weight": "high"}}, "loss.ctc_weight", "expects a number"),
+        (SPEECH, {"augment": {"speed_perturb": [1.0, 3]}}, "augment.speed_perturb[1]",
+         "must be <= 2.0, got 3.0"),
+        (SPEECH, {"augment": {"noise_snr": [10]}}, "augment.noise_snr", "a list of 2"),
+        (SPEECH, {"decode": {"lm_texts": "corpus.txt"}}, "decode.lm_texts", "expects a list"),
+        (SPEECH, {"decode": {"lm_lexicon_mix": 1}}, "decode.lm_lexicon_mix", "must be < 1"),
+        (TRANSLATION, {"data": {"options": {"max_sentence_tokens": 1}}},
+         "data.options.max_sentence_tokens", "must be >= 2, got 1"),
+        (TRANSLATION, {"tokenizer": {"model_type": "unigramm"}}, "tokenizer.model_type",
+         "must be one of 'bpe', 'unigram', got 'unigramm' (str); did you mean 'unigram'?"),
+        (MINIMAL, {"augment": {"policy": "flipp"}}, "augment.policy", "did you mean 'flip'?"),
+        (MINIMAL, {"data": {"options": {"num_classes": 11}}}, "data.options.num_classes",
+         "must be <= 10"),
+    ],
+)
+def test_task_settings_are_typed_and_bounded(base, sections, key, expected):
+    msg = _error(_with(base, **sections))
+    assert f"key '{key}' in x.yaml" in msg and expected in msg
+    with pytest.raises(ConfigError, match="key 'decode.beam_size' .*an int"):
+        apply_overrides(SPEECH, ["decode.beam_size=two"])
+
+
+def test_a_dataclass_checks_how_its_fields_fit_together():
+    msg = _error(_with(SPEECH, augment={"noise_snr": [30, 10]}))
+    assert msg == "augment in x.yaml: noise_snr must be [low, high] in dB with low <= high, " \
+                  "got [30.0, 10.0]"
+    msg = _error(_with(SPEECH, data={"dataset": "manifest", "options": {"manifests": {"x": "a"}}}))
+    assert "data.options in x.yaml: manifests needs a 'train' file" in msg
+
+
+def test_a_section_the_task_does_not_have_is_an_error():
+    msg = _error(_with(decode={"beam_size": 4}))
+    assert msg == ("key 'decode' in x.yaml is not a section of task 'classification' "
+                   "(its sections: data.options, augment)")
+    with pytest.raises(ConfigError, match="not a section of task 'classification'"):
+        apply_overrides(MINIMAL, ["loss.ctc_weight=0.5"])
+    assert recipe_from_dict(_with(decode=None)).decode is None  # empty is fine
+
+
+def test_dataset_names_and_the_options_of_another_dataset():
+    msg = _error(_with(data={"dataset": "fashion-mnist"}))
+    assert "key 'data.dataset' in x.yaml must be one of 'synthetic'" in msg
+    assert msg.endswith("did you mean 'fashion_mnist'?")
+    msg = _error(_with(data={"dataset": "fashion_mnist", "options": {"num_train": 5}}))
+    assert msg == ("key 'data.options.num_train' in x.yaml applies to dataset 'synthetic', "
+                   "not 'fashion_mnist'")
+    msg = _error(_with(SPEECH, data={"options": {"test_fraction": 0.1}}))
+    assert "applies to dataset 'manifest' or 'kathleen_arctic', not 'synthetic'" in msg
+    # the default value changes nothing, so a saved recipe (every key written) loads again
+    recipe = recipe_from_dict(_with(data={"dataset": "mnist", "options": {"num_train": 6000}}))
+    assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
+
+
+# --- a short run of a long recipe ------------------------------------------------------------
+
+
+def test_a_warmup_longer_than_the_run_is_shortened_with_a_warning(caplog):
+    d = _with(train={"max_steps": 20}, schedule={"warmup_steps": 30})
+    with caplog.at_level(logging.WARNING, logger="zoo.config"):
+        recipe = recipe_from_dict(d, source="x.yaml")
+    assert recipe.schedule.warmup_steps == 2
+    assert "x.yaml: schedule.warmup_steps (30) is longer than the run's 20 steps" in caplog.text
+    d = _with(train={"max_steps": 20}, schedule={"warmup_steps": 4, "cooldown_steps": 50})
+    assert recipe_from_dict(d).schedule.cooldown_steps == 2
+    caplog.clear()
+    fits = recipe_from_dict(_with(train={"max_steps": 20}, schedule={"warmup_steps": 20}))
+    assert fits.schedule.warmup_steps == 20 and not caplog.text
+    epochs = recipe_from_dict(_with(train={"max_steps": None, "epochs": 1},
+                                    schedule={"warmup_steps": 500}))
+    assert epochs.schedule.warmup_steps == 500  # the length is known only to the trainer
+
+
+# --- recipes of an earlier version ------------------------------------------------------------
+
+
+OLD_SPEECH = {  # as a run's config.yaml was written before the task sections
+    **SPEECH,
+    "data": {"dataset": "synthetic", "image_size": None, "src_lang": None, "vocab_size": None,
+             "sample_rate": None, "options": {"lm_weight": 0.5, "speed_perturb": [0.9, 1.1],
+                                              "seed": 3, "train_utterances": 64}},
+    "eval": {"batch_size": None, "beam_size": 4},
+}
+
+
+def test_upgrade_reads_moved_keys_at_their_new_place(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="zoo.config"):
+        d = upgrade_recipe(OLD_SPEECH, "run/config.yaml")
+    assert "run/config.yaml was written by an earlier version: read " in caplog.text
+    assert "eval.beam_size as decode.beam_size" in caplog.text
+    recipe = recipe_from_dict(d)
+    assert (recipe.decode.beam_size, recipe.decode.lm_weight) == (4, 0.5)
+    assert recipe.augment.speed_perturb == (0.9, 1.1) and recipe.data.options.data_seed == 3
+    assert recipe.data.options.train_utterances == 64 and recipe.model.overrides == {}
+    assert OLD_SPEECH["eval"]["beam_size"] == 4  # the input is not modified
+    path = _write(tmp_path, yaml.safe_dump(OLD_SPEECH), "config.yaml")
+    with pytest.raises(ConfigError, match="moved to"):
+        load_recipe(path)
+    assert load_recipe(path, ["decode.beam_size=2"], upgrade=True).decode.beam_size == 2
+    vision = {**MINIMAL, "data": {"image_size": 48, "options": {"augment": "flip"}},
+              "eval": {"beam_size": 1}}
+    recipe = recipe_from_dict(upgrade_recipe(vision))
+    assert recipe.model.overrides == {"img_size": 48} and recipe.augment.policy == "flip"

@@ -38,7 +38,7 @@ def tiny(train: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]
         "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
         "data": {
             "dataset": "synthetic",
-            "options": {"num_train": 96, "num_val": 32, "num_test": 32, "image_size": 16},
+            "options": {"num_train": 96, "num_val": 32, "num_test": 32, "native_size": 16},
         },
         "optim": {"lr": 2e-3},
         "schedule": {"name": "cosine", "warmup_steps": 2},
@@ -423,3 +423,169 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     for a, b in zip(one, two):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
     assert sorted(p.name for p in (tmp_path / "ddp").rglob(".*")) == [".zoo.lock"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops that must end: resumed positions, tampered trainer states
+
+
+def test_resume_with_a_larger_batch_goes_on_with_the_next_epoch(
+    tmp_path: Path, deadline: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 96 samples in batches of 16: step 5 stops after batch 5 of 6; batches of 48 make 2
+    train(recipe_from_dict(tiny({"max_steps": 5, "checkpoint_every": 5})), tmp_path)
+    with caplog.at_level(logging.WARNING, logger="zoo.engine"):
+        train(recipe_from_dict(tiny({"max_steps": 8, "batch_size": 48})), tmp_path, resume=True)
+    assert "past the end of this epoch's 2 batches" in caplog.text
+    state = load_trainer_state(final_checkpoint(tmp_path) / "trainer_state.pt")
+    assert (state["step"], state["epoch"], state["batch"]) == (8, 2, 1)
+
+
+def _tamper(run: Path, **values: Any) -> Path:
+    path = final_checkpoint(run) / "trainer_state.pt"
+    state = load_trainer_state(path)
+    state.update(values)
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"step": -3}, "'step' is -3, not a count >= 0"),
+        ({"batch": -1}, "'batch' is -1"),
+        ({"epoch": 1.5}, "'epoch' is 1.5"),
+        ({"best_step": 99}, r"'best_step' is 99, not a step in \[0, 4\]"),
+        ({"best_metric": math.nan}, "'best_metric' is nan"),
+        ({"rng": []}, "no random number generator state"),
+    ],
+    ids=["negative_step", "negative_batch", "float_epoch", "best_step", "nan_best", "no_rng"],
+)
+def test_a_tampered_trainer_state_is_refused_before_anything_is_written(
+    tmp_path: Path, deadline: None, values: dict[str, Any], message: str
+) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 4})), tmp_path)
+    path = _tamper(tmp_path, **values)
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=f"trainer state file {path}.*{message}"):
+        train(recipe_from_dict(tiny({"max_steps": 8})), tmp_path, resume=True)
+    assert snapshot(tmp_path) == before  # metrics.jsonl included
+
+
+def test_a_huge_saved_batch_index_starts_the_next_epoch(tmp_path: Path, deadline: None) -> None:
+    train(recipe_from_dict(tiny({"max_steps": 4})), tmp_path)
+    _tamper(tmp_path, batch=10**12)
+    train(recipe_from_dict(tiny({"max_steps": 6})), tmp_path, resume=True)
+    state = load_trainer_state(final_checkpoint(tmp_path) / "trainer_state.pt")
+    assert (state["step"], state["epoch"], state["batch"]) == (6, 1, 2)
+    steps = [e["step"] for e in read_metrics(tmp_path) if e["type"] == "train"]
+    assert steps == [2, 4, 6]
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings refused before the first step (and before any file is written)
+
+
+def test_an_unknown_eval_metric_is_refused_before_the_run_starts(tmp_path: Path) -> None:
+    message = (
+        r"eval.metric 'top_1' is not among the classification task's metrics "
+        r"\(top1, top5, loss\); did you mean 'top1'"
+    )
+    with pytest.raises(ConfigError, match=message):
+        Trainer(recipe_from_dict(tiny(eval={"metric": "top_1"})), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_translation_metric_is_checked_before_the_vocabulary_is_written(tmp_path: Path) -> None:
+    recipe = {"task": "translation", "model": {"name": "test_mt_transformer"},
+              "eval": {"metric": "sacrebleu"}, "train": {"max_steps": 1}}  # fmt: skip
+    with pytest.raises(ConfigError, match="eval.metric 'sacrebleu'"):
+        Trainer(recipe_from_dict(recipe), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("lr", [math.inf, math.nan, -1e-3])
+def test_a_bad_learning_rate_set_in_python_is_refused_before_the_run_starts(
+    tmp_path: Path, lr: float
+) -> None:
+    recipe = recipe_from_dict(tiny())
+    recipe.optim.lr = lr
+    with pytest.raises(ConfigError, match="key 'optim.lr' in the recipe must be"):
+        Trainer(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights that hold NaN are neither saved nor named as good
+
+
+def _poison_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """The optimizer step that makes step ``step`` leaves a NaN weight behind (its loss was
+    finite: the update is what diverged)."""
+    optimizer_step = Trainer._optimizer_step
+
+    def poisoned(self: Trainer) -> float:
+        norm = optimizer_step(self)
+        if self.pos.step + 1 == step:
+            with torch.no_grad():
+                self.model.head.fc.weight[0, 0] = math.nan
+        return norm
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", poisoned)
+
+
+def test_nan_weights_are_not_saved_and_the_last_good_checkpoint_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison_at(monkeypatch, 4)
+    recipe = tiny({"eval_every": 2, "checkpoint_every": 2})
+    message = (
+        r"weights hold NaN or inf \(key 'head.fc.weight'\) after step 4.*last good "
+        r"checkpoint is .*step_00000002"
+    )
+    with pytest.raises(TrainingError, match=message):
+        train(recipe_from_dict(recipe), tmp_path)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step_00000002"]
+    assert json.loads((tmp_path / "best" / "config.json").read_text())["step"] == 2
+    assert all(torch.isfinite(t).all() for t in weights(tmp_path / "best").values())
+
+
+def test_after_a_nan_loss_a_checkpoint_with_nan_weights_is_not_named_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint on disk whose weights are NaN (written by an older version) is passed
+    over: the message names the newest one whose weights are finite."""
+    from safetensors.torch import save_file
+
+    task_cls, save = get_task("classification"), Trainer.save_checkpoint
+    loss, calls = task_cls.loss, []
+
+    def nan_at_step_6(self: Any, model: Any, batch: Any) -> Any:
+        calls.append(1)
+        value, logs = loss(self, model, batch)
+        return (value * math.nan if len(calls) == 6 else value), logs
+
+    def save_then_spoil(self: Trainer) -> None:
+        save(self)
+        if self.pos.step == 4:
+            path = tmp_path / "checkpoints/step_00000004/model.safetensors"
+            save_file({k: v * math.nan for k, v in load_file(path).items()}, path)
+
+    monkeypatch.setattr(task_cls, "loss", nan_at_step_6)
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_spoil)
+    with pytest.raises(TrainingError, match="loss is nan at step 6.*step_00000002"):
+        train(recipe_from_dict(tiny({"checkpoint_every": 2})), tmp_path)
+
+
+def test_model_pretrained_of_another_task_names_the_setting(tmp_path: Path) -> None:
+    from zoo import create_model, save_pretrained
+
+    save_pretrained(create_model("test_mt_transformer"), tmp_path / "mt")
+    recipe = tiny()
+    recipe["model"]["pretrained"] = str(tmp_path / "mt")
+    with pytest.raises(
+        CheckpointError,
+        match=r"^model.pretrained: .*mt holds a translation model "
+        r"\(test_mt_transformer\), not a classification",
+    ):
+        Trainer(recipe_from_dict(recipe), tmp_path / "run")

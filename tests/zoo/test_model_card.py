@@ -28,16 +28,17 @@ def test_recipe_results_list_the_recipes_of_a_model(tmp_path: Path) -> None:
     (tmp_path / "configs" / "vision").mkdir(parents=True)
     (tmp_path / "configs" / "vision" / "a.yaml").write_text("model:\n  name: test_vit\n")
     (tmp_path / "configs" / "vision" / "b.yaml").write_text("model:\n  name: other\n")
-    (tmp_path / "configs" / "results.yaml").write_text(
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.yaml").write_text(
         "configs/vision/a.yaml: {result: top-1 1%, measured: here}\n"
         "configs/vision/b.yaml: {result: top-1 2%, measured: here}\n"
     )
-    rows = recipe_results("test_vit", tmp_path / "configs")
+    rows = recipe_results("test_vit", tmp_path)
     assert rows == [{"recipe": "configs/vision/a.yaml", "result": "top-1 1%", "measured": "here"}]
 
 
 def test_every_result_names_an_existing_recipe() -> None:
-    table = Path(__file__).resolve().parents[2] / "configs" / "results.yaml"
+    table = Path(__file__).resolve().parents[2] / "docs" / "results.yaml"
     import yaml
 
     for recipe in yaml.safe_load(table.read_text()):

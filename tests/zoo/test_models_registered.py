@@ -46,6 +46,10 @@ def _inputs(model: nn.Module) -> tuple:
         tgt = torch.randint(3, cfg.vocab_size, (2, 5), generator=gen)
         tgt[:, 0] = cfg.bos_id
         return src, tgt
+    if cfg.task == "language_modeling":
+        ids = torch.randint(4, cfg.vocab_size, (2, 6), generator=gen)
+        ids[1, 4:] = cfg.pad_id
+        return (ids,)
     assert cfg.task == "speech_recognition", cfg.task
     if cfg.features == "waveform":
         audio, lengths = torch.randn(2, 4000, generator=gen), torch.tensor([4000, 3000])
@@ -69,6 +73,8 @@ def _expected_shapes(model: nn.Module, inputs: tuple, classes: int) -> list[tupl
         return [(2, classes)]
     if cfg.task == "translation":
         return [(2, inputs[1].shape[1], classes)]
+    if cfg.task == "language_modeling":
+        return [(2, inputs[0].shape[1], classes)]
     frames = int(model.adapter.output_lengths(inputs[1]).max())
     shapes = [(2, frames, classes)]
     return shapes + ([(2, inputs[2].shape[1], classes)] if inputs[2] is not None else [])
@@ -121,8 +127,8 @@ def test_num_classes_or_vocab_size_override_reaches_the_head(name: str) -> None:
 
 # The variants built on each shared core size, one per family.
 SHARED_CORES = {
-    "test": ("test_vit", "test_mt_transformer", "test_asr_transformer"),
-    "mini": ("vit_mini_patch4_28", "mt_transformer_mini", "asr_transformer_ctc_mini"),
+    "test": ("test_vit", "test_mt_transformer", "test_asr_transformer", "test_gpt"),
+    "mini": ("vit_mini_patch4_28", "mt_transformer_mini", "asr_transformer_ctc_mini", "gpt_mini"),
 }
 
 
@@ -145,18 +151,18 @@ def test_shared_core_sizes_have_equal_keys_shapes_and_settings(size: str) -> Non
 
 
 def test_a_moved_core_gives_identical_outputs_in_every_family() -> None:
-    vit, mt, asr = (zoo.create_model(n).eval() for n in SHARED_CORES["test"])
-    mt.core.load_state_dict(vit.core.state_dict())
-    asr.core.load_state_dict(vit.core.state_dict())
+    vit, *others = (zoo.create_model(n).eval() for n in SHARED_CORES["test"])
+    for other in others:
+        other.core.load_state_dict(vit.core.state_dict())
     tokens = torch.randn(2, 9, vit.cfg.core.dim)
     mask = torch.tensor([[False] * 9, [False] * 6 + [True] * 3])
     with torch.no_grad():
         want = vit.core(tokens, mask)
-        for other in (mt, asr):
+        for other in others:
             torch.testing.assert_close(other.core(tokens, mask), want, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["test_vit", "test_mt_transformer", "test_asr_transformer"])
+@pytest.mark.parametrize("name", SHARED_CORES["test"])
 def test_forward_features_returns_the_core_tokens_and_their_mask(name: str) -> None:
     model = _create(name).eval()
     inputs = _inputs(model)

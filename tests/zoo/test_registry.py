@@ -17,6 +17,7 @@ FAMILIES = {
     "classification": ("vision", "vit_"),
     "translation": ("text", "mt_"),
     "speech_recognition": ("speech", "asr_"),
+    "language_modeling": ("text", "gpt_"),
 }
 
 
@@ -97,8 +98,13 @@ def test_every_family_registers_a_test_variant_and_names_follow_the_family() -> 
     for task, (modality, prefix) in FAMILIES.items():
         family = zoo.list_models(task=task)
         assert family and all(n.startswith((prefix, "test_")) for n in family)
-        assert zoo.list_models(modality=modality) == family
+        assert set(family) <= set(zoo.list_models(modality=modality))
         assert sum(n.startswith("test_") for n in family) == 1
+    for modality in {m for m, _ in FAMILIES.values()}:  # a modality's models are its families'
+        tasks = [t for t, (m, _) in FAMILIES.items() if m == modality]
+        assert zoo.list_models(modality=modality) == sorted(
+            n for t in tasks for n in zoo.list_models(task=t)
+        )
 
 
 def test_list_models_filters() -> None:
@@ -107,7 +113,9 @@ def test_list_models_filters() -> None:
     assert "vit_tiny_patch16_224" in vits and "test_vit" not in vits
     assert zoo.list_models("*_224", modality="vision") == [n for n in vits if n.endswith("_224")]
     assert zoo.list_models("vit_*", task="translation") == []
-    assert zoo.list_models("test_*") == ["test_asr_transformer", "test_mt_transformer", "test_vit"]
+    assert zoo.list_models("test_*") == [
+        "test_asr_transformer", "test_gpt", "test_mt_transformer", "test_vit"
+    ]
     assert zoo.list_models("nothing*") == []
 
 
@@ -126,13 +134,13 @@ def test_model_info_fields() -> None:
     json.dumps(info)  # the CLI prints it
 
 
-def test_cli_list_prints_the_three_families(capsys: pytest.CaptureFixture) -> None:
+def test_cli_list_prints_every_family(capsys: pytest.CaptureFixture) -> None:
     # the test_* variants, one per family: listing builds each model to count its parameters
     assert main(["list", "test_*"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["name", "task", "modality", "params"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-    assert set(rows) == set(zoo.list_models("test_*")) and len(rows) == 3
+    assert set(rows) == set(zoo.list_models("test_*")) and len(rows) == len(FAMILIES)
     assert {(task, modality) for task, modality, _ in rows.values()} == {
         (task, modality) for task, (modality, _) in FAMILIES.items()
     }
@@ -172,3 +180,56 @@ def test_cli_info_of_an_unknown_model_is_one_line_error(capsys: pytest.CaptureFi
 def test_pretrained_true_says_that_nothing_is_downloaded() -> None:
     with pytest.raises(TypeError, match="pretrained=True: the zoo downloads no weights"):
         zoo.create_model("test_vit", pretrained=True)
+
+
+def test_a_wrong_type_of_override_names_the_key() -> None:
+    with pytest.raises(TypeError, match=r"key 'dim' in model 'test_vit' expects an int, got '64'"):
+        zoo.create_model("test_vit", dim="64")
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"model 'test_vit' with these settings needs [\d,]+ GiB "
+        r"for its weights, more than this machine's .*'head.fc"
+        r".weight' of shape \(100000000000, ",
+    ):
+        zoo.create_model("test_vit", num_classes=10**11)
+
+
+def test_pretrained_of_another_task_names_the_directory(tmp_path) -> None:
+    zoo.save_pretrained(zoo.create_model("test_mt_transformer"), tmp_path / "mt")
+    with pytest.raises(
+        zoo.checkpoint.CheckpointError,
+        match=f"{tmp_path / 'mt'} holds a translation model "
+        r"\(test_mt_transformer\), not a classification model like test_vit",
+    ):
+        zoo.create_model("test_vit", pretrained=tmp_path / "mt")
+
+
+def test_a_translation_batch_whose_sides_disagree_is_one_sentence() -> None:
+    import torch
+
+    model = zoo.create_model("test_mt_transformer").eval()
+    src, tgt_in = torch.randint(4, 20, (2, 5)), torch.randint(4, 20, (3, 4))
+    with pytest.raises(
+        ValueError,
+        match=r"^the inputs of Seq2SeqTransformer disagree on the "
+        r"batch size \(their first axis\): src \(2, 5\), "
+        r"tgt_in \(3, 4\)$",
+    ):
+        model(src, tgt_in=tgt_in)
+
+
+def test_one_dimensional_audio_is_refused_by_the_adapter_before_the_model_reads_it() -> None:
+    import torch
+
+    model = zoo.create_model("test_asr_transformer").eval()
+    with pytest.raises(
+        ValueError,
+        match=r"expected a waveform batch of shape \(B, S\), got "
+        r"\(16000,\)",
+    ):
+        model(torch.randn(16000))
+    with pytest.raises(ValueError, match=r"audio \(2, 16000\), lengths \(3,\)"):
+        model(torch.randn(2, 16000), torch.tensor([16000, 16000, 16000]))

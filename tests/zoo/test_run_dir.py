@@ -43,7 +43,7 @@ def tiny(**train_options: Any) -> dict[str, Any]:
         "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
         "data": {
             "dataset": "synthetic",
-            "options": {"num_train": 64, "num_val": 16, "num_test": 16, "image_size": 16},
+            "options": {"num_train": 64, "num_val": 16, "num_test": 16, "native_size": 16},
         },
         "schedule": {"warmup_steps": 1},
         "train": {
@@ -58,10 +58,8 @@ def tiny_mt(vocab_size: int = 120, **train_options: Any) -> dict[str, Any]:
     return {
         "task": "translation",
         "model": {"name": "test_mt_transformer"},
-        "data": {
-            "dataset": "synthetic", "vocab_size": vocab_size,
-            "options": {"num_samples": 200, "num_eval": 8},
-        },
+        "data": {"dataset": "synthetic", "options": {"num_samples": 200, "num_eval": 8}},
+        "tokenizer": {"vocab_size": vocab_size},
         "train": {
             "max_steps": 2, "batch_size": 512, "eval_every": 2, "checkpoint_every": 2,
             **train_options,
@@ -277,8 +275,8 @@ def test_resume_refuses_a_new_vocab_size(
     run = tmp_path / "run"
     assert main(["train", str(mt), "--out", str(run)]) == 0
     before = snapshot(run)
-    args = ["train", str(mt), "--out", str(run), "--resume", "data.vocab_size=60"]
-    fails(args, capsys, "data.vocab_size 60", "config.yaml")
+    args = ["train", str(mt), "--out", str(run), "--resume", "tokenizer.vocab_size=60"]
+    fails(args, capsys, "tokenizer.vocab_size 60", "config.yaml")
     assert snapshot(run) == before
 
 

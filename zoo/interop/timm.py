@@ -31,6 +31,7 @@ from encoders.core import CoreConfig
 from encoders.layers import NORM_EPS
 from encoders.positional import interpolate_pos_embed
 from tasks.classification import ImageClassifier, ViTConfig
+from zoo.checkpoint import load_reason
 from zoo.registry import apply_overrides, build_model, get_config, list_models
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def load_timm_checkpoint(path: str | Path) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, pickle with code objects, wrong format
-        raise ValueError(f"cannot read timm checkpoint {path}: {e}") from e
+        raise ValueError(f"cannot read timm checkpoint {path}: {load_reason(e)}") from e
     for wrapper in ("state_dict", "model", "state_dict_ema", "model_ema"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

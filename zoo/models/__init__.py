@@ -1,5 +1,5 @@
 """Named variants of each model family; importing this registers them."""
 
-from zoo.models import multitask, speech, translation, vision
+from zoo.models import language, multitask, speech, translation, vision
 
-__all__ = ["multitask", "speech", "translation", "vision"]
+__all__ = ["language", "multitask", "speech", "translation", "vision"]

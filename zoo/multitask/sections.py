@@ -1,14 +1,16 @@
 """The task sections of a multitask recipe, checked one by one, every error naming its section.
 
-A section is a single-task recipe's ``task``, ``model``, ``data``, ``eval`` and (per task)
+A section is a single-task recipe's ``task``, ``model``, ``data``, the task's own sections
+(``tokenizer``, ``augment``, ``loss``, ``decode``), ``eval`` and (per task)
 ``train.batch_size`` and ``train.label_smoothing``, plus what only a multitask run has::
 
     - name: speech                    # prefixes its metrics (speech/cer) and names its folder
       task: speech_recognition
       model: {name: asr_transformer_ctc_mini}
       data: {dataset: fsdd, root: ../shared/data/fsdd}
+      augment: {speed_perturb: [0.9, 1.0, 1.1]}
       train: {batch_size: 32}         # this task's batches (tokens for translation)
-      eval: {beam_size: 1}
+      decode: {beam_size: 1}
       loss_weight: 1.0                # multiplies this task's loss
       lr_mult: 1.0                    # this task's own parameters train at lr x lr_mult
       steps: 3000                     # the weighted schedule's share of the steps
@@ -31,7 +33,8 @@ from zoo.multitask.model import check_core, check_name, core_base, make_core
 from zoo.registry import get_config
 
 OWN_KEYS = ("name", "loss_weight", "lr_mult", "steps", "reference")
-RECIPE_KEYS = ("task", "model", "data", "eval", "train")
+# a single-task recipe's keys; the task's own sections are checked by its recipe
+RECIPE_KEYS = ("task", "model", "data", "tokenizer", "augment", "loss", "decode", "eval", "train")
 TRAIN_KEYS = ("batch_size", "label_smoothing")  # the train settings a task may set for itself
 
 
@@ -89,9 +92,13 @@ def _check_run(recipe: Recipe) -> None:
     if recipe.model.name != "multitask":
         raise ConfigError(f"a multitask recipe trains model 'multitask' (its parts come from "
                           f"multitask.tasks), not model.name '{recipe.model.name}'")
-    if recipe.data != DataSection(num_workers=recipe.data.num_workers):
-        raise ConfigError("a multitask run's data belongs in its task sections "
-                          "(multitask.tasks[i].data); the run's own data takes only num_workers")
+    if recipe.data != DataSection(num_workers=recipe.data.num_workers) or any(
+        getattr(recipe, section, None) is not None for section in ("tokenizer", "augment", "loss",
+                                                                    "decode")
+    ):
+        raise ConfigError("a multitask run's data (and tokenizer, augment, loss, decode) belong "
+                          "in its task sections (multitask.tasks[i]); the run's own data takes "
+                          "only num_workers")
 
 
 def _parse_one(recipe: Recipe, raw: Any, where: str) -> Section:
@@ -144,20 +151,20 @@ def _section_recipe(recipe: Recipe, raw: Mapping[str, Any], label: str) -> Recip
         raise ConfigError(f"eval.split in {label}: every task is evaluated on the run's "
                           "eval.split")
     run = recipe_to_dict(recipe)
-    sub = {
-        "task": raw.get("task"), "model": copy.deepcopy(raw.get("model")),
-        "data": copy.deepcopy(raw.get("data") or {}), "eval": copy.deepcopy(evaluation),
-        "optim": run["optim"], "schedule": run["schedule"], "train": {**run["train"], **train},
-    }  # fmt: skip
-    if sub["task"] is None or sub["model"] is None:
+    sub = {key: copy.deepcopy(raw[key]) for key in RECIPE_KEYS if raw.get(key) is not None}
+    sub.update(eval=copy.deepcopy(evaluation), optim=run["optim"], schedule=run["schedule"],
+               train={**run["train"], **train})
+    if "task" not in sub or "model" not in sub:
         raise ConfigError(f"{label} needs 'task' and 'model' (a registered model of that task)")
-    sub["eval"].setdefault("split", recipe.eval.split)
+    if isinstance(sub["eval"], dict):
+        sub["eval"].setdefault("split", recipe.eval.split)
     parsed = recipe_from_dict(sub, source=label)
     if parsed.task == "multitask":
         raise ConfigError(f"{label} is itself a multitask recipe; a section trains one task")
-    if parsed.model.pretrained is not None:
-        raise ConfigError(f"model.pretrained in {label}: a section starts from the run's "
-                          "model.pretrained (a multitask model), not from its own")
+    for key in ("pretrained", "init_from"):
+        if getattr(parsed.model, key, None) is not None:
+            raise ConfigError(f"model.{key} in {label}: a section starts from the run's "
+                              f"model.{key}, not from its own")
     return parsed
 
 
