@@ -315,10 +315,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.out is None:
         raise SystemExit("--out is required")
     deadline = time.time() + args.budget
-    parts, core = sections(args.data, args.builtin, args.smoke)
-    parts = {t: parts[t] for t in args.tasks}
+    every, core = sections(args.data, args.builtin, args.smoke)
+    parts = {t: every[t] for t in args.tasks}
     jobs = {f"single_{t}": single_recipe(parts[t], core, args) for t in args.tasks}
-    pair = {t: parts[t] for t in args.tune_tasks}
+    pair = {t: every[t] for t in args.tune_tasks}
     for schedule in [s for s in args.schedules.split(",") if s] if args.tune_steps else []:
         jobs[f"tune_{schedule}"] = multi_recipe(pair, core, args.tune_steps, args, schedule)
     results = {"meta": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
