@@ -81,8 +81,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     info = model_info(args.name)
     print(f"{info['name']}: {info['task']} / {info['modality']}, {info['num_params']:,} parameters")
-    flops, sample = forward_flops(args.name)
-    print(f"forward FLOPs per sample: {flops / 1e9:,.2f} G ({sample})")
+    if info["task"] == "multitask":  # its tasks, and so its inputs, come from a recipe
+        print("a core alone here; a multitask recipe adds its tasks' models (docs/multitask.md)")
+    else:
+        flops, sample = forward_flops(args.name)
+        print(f"forward FLOPs per sample: {flops / 1e9:,.2f} G ({sample})")
     for row in recipe_results(args.name):
         print(f"measured: {row['recipe']}: {row['result']} ({row['measured']}; the recipe "
               "overrides some settings)")
@@ -127,6 +130,7 @@ def _run(argv: list[str] | None) -> int:
         commands,
         commands_generate,
         commands_interpret,
+        commands_multitask,
         commands_speech,
         commands_translate,
     )

@@ -35,11 +35,14 @@ from zoo.cli import command
 from zoo.config import Recipe, load_recipe, recipe_from_dict
 from zoo.distributed import resolve_device
 from zoo.engine import train
+from zoo.multitask.runs import multitask_for_prediction, only_section
 from zoo.records import RECIPE_NAME, STATE_NAME, plot_curves
 from zoo.run_dir import atomic_dir, checkpoint_dirs, resume_recipe
 
 DEMO_RECIPES = Path(__file__).resolve().parent.parent / "configs" / "demo"
 DEMO_NAMES = ("vision", "translation", "speech", "lm")
+DEMO_CHOICES = (*DEMO_NAMES, "multitask")  # the multitask demo runs when asked for
+TASK_HELP = "a multitask run: its task section to use (needed when it has several of the kind)"
 
 
 def _is_main_process() -> bool:
@@ -189,17 +192,28 @@ def _saved_model(run: str | Path, task_name: str, purpose: str = "") -> tuple[Pa
 
 
 def load_for_prediction(
-    run: str | Path, task_name: str, device: str = "auto", ensemble: Sequence[str | Path] = ()
+    run: str | Path,
+    task_name: str,
+    device: str = "auto",
+    ensemble: Sequence[str | Path] = (),
+    section: str | None = None,
 ) -> tuple[Task, torch.nn.Module]:
     """The task (with what it saved beside the model: vocabulary, class names) and the model
     of a run directory (its best/, else newest checkpoint) or a saved model directory;
-    averaged with the models of the ``ensemble`` runs when there are any.
+    averaged with the models of the ``ensemble`` runs when there are any. For a multitask run,
+    its ``task_name`` section's task and model (``section`` names one, see zoo/multitask/runs).
 
     Raises:
         CheckpointError: the path holds no saved model.
         ValueError: the saved model belongs to another task.
     """
     run = Path(run)
+    picked = multitask_for_prediction(run, task_name, section, device)
+    if picked is not None:
+        if ensemble:
+            raise ValueError("--ensemble takes single-task models: write this run's task out "
+                             "with zoo extract first")
+        return picked
     model_dir, config = _saved_model(run, task_name)
     found = find_run_recipe(run, model_dir)
     if found is None:  # a bare saved model: the task's defaults
@@ -222,6 +236,7 @@ def evaluate_run(
     report: bool = False,
     overrides: Sequence[str] = (),
     ensemble: Sequence[str | Path] = (),
+    section: str | None = None,
 ) -> tuple[Path, dict[str, float], list[str]]:
     """Evaluate the model saved in a run (its best/, else newest checkpoint) or a model dir.
 
@@ -234,6 +249,7 @@ def evaluate_run(
         ensemble: further runs (or model directories) whose models are averaged with this
             one's (speech recognition: frame by frame); its report is written to ``path``'s
             run as ``<split>_ensemble``.
+        section: of a multitask run, evaluate this task section only.
     Returns:
         The model directory evaluated, its metrics on ``split`` and the report's lines.
     """
@@ -244,6 +260,8 @@ def evaluate_run(
     run_dir, recipe = _run_recipe(path, model_dir, overrides)
     config = read_model_config(model_dir)
     task = get_task(config.get("task", recipe.task))(recipe, run_dir=run_dir)
+    if section is not None:
+        task = only_section(task, section)
     task.prepare()
     task.load_extra(model_dir, config.get("task_meta") or {})
     splits = task.datasets()
@@ -267,7 +285,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     others = args.ensemble or []
     model_dir, metrics, report = evaluate_run(
         args.run, args.split, args.batch_size, args.device, report=True,
-        overrides=args.overrides, ensemble=others,
+        overrides=args.overrides, ensemble=others, section=args.task,
     )
     members = f" (ensemble with {', '.join(map(str, others))})" if others else ""
     print(f"{model_dir}{members} on {args.split}:")
@@ -285,6 +303,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--ensemble", action="append", metavar="RUN",
                    help="average this run's model with RUN's (repeatable; speech recognition)")
+    p.add_argument("--task", default=None, metavar="NAME",
+                   help="a multitask run: evaluate this task section only")
     p.add_argument(
         "overrides",
         nargs="*",
@@ -345,7 +365,7 @@ def _demo_one(name: str, recipe: Recipe, out: Path) -> dict[str, Any]:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every recipe")
-    p.add_argument("--only", action="append", choices=DEMO_NAMES, help="run only this demo")
+    p.add_argument("--only", action="append", choices=DEMO_CHOICES, help="run only this demo")
     p.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
     _overrides_anywhere(p)
 
@@ -429,7 +449,7 @@ cmd_average.arguments = _average_args
 @command("classify", "print the top-5 classes of images with a trained image classifier")
 def cmd_classify(args: argparse.Namespace) -> int:
     check_positive(topk=args.topk)
-    task, model = load_for_prediction(args.run, "classification", args.device)
+    task, model = load_for_prediction(args.run, "classification", args.device, section=args.task)
     for line in task.predict(model, args.images, topk=args.topk):
         print(line)
     return 0
@@ -440,6 +460,7 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--topk", type=int, default=5, help="classes shown per image")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--task", default=None, metavar="NAME", help=TASK_HELP)
 
 
 cmd_classify.arguments = _classify_args

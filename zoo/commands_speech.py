@@ -9,7 +9,7 @@ from pathlib import Path
 
 from zoo.checkpoint import find_model_dir
 from zoo.cli import command
-from zoo.commands import check_positive, find_run_recipe, load_for_prediction
+from zoo.commands import TASK_HELP, check_positive, find_run_recipe, load_for_prediction
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,9 @@ TASK = "speech_recognition"
 @command("transcribe", "transcribe audio files with a trained speech model")
 def cmd_transcribe(args: argparse.Namespace) -> int:
     check_positive(beam_size=args.beam_size)
-    task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or ())
-    _warn_if_synthetic(Path(args.run))
+    task, model = load_for_prediction(args.run, TASK, args.device, args.ensemble or (),
+                                      section=args.task)
+    _warn_if_synthetic(Path(args.run), task.recipe.data.dataset)
     # a file longer than the model reads is named and left out; the others are transcribed
     refused = {p: why for p in args.audio if (why := task.too_long(model, p)) is not None}
     for why in refused.values():
@@ -32,10 +33,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 2 if refused else 0
 
 
-def _warn_if_synthetic(run: Path) -> None:
-    """Say so when the run's recipe trained on the built-in tones, not on speech."""
+def _warn_if_synthetic(run: Path, dataset: str) -> None:
+    """Say so when the run's recipe trained on the built-in tones, not on speech (``dataset``:
+    the speech task's own, a section's in a multitask run)."""
     found = find_run_recipe(run, find_model_dir(run))
-    if found is not None and found[1].data.dataset == "synthetic":
+    if found is not None and dataset == "synthetic":
         log.warning("%s learnt the built-in synthetic tones (one per digit), not speech: on real "
                     "recordings it prints digits that mean nothing", run)
 
@@ -48,6 +50,7 @@ def _add_transcribe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--ensemble", action="append", metavar="RUN",
                    help="average the model's frame log-probabilities with RUN's (repeatable)")
+    p.add_argument("--task", default=None, metavar="NAME", help=TASK_HELP)
 
 
 cmd_transcribe.arguments = _add_transcribe_args

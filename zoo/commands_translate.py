@@ -13,7 +13,7 @@ import sys
 import tasks  # noqa: F401  (registers the tasks)
 from tasks.translation.data import decode_lines, read_lines
 from zoo.cli import command
-from zoo.commands import check_positive, load_for_prediction
+from zoo.commands import TASK_HELP, check_positive, load_for_prediction
 
 
 def _add_args(p: argparse.ArgumentParser) -> None:
@@ -30,6 +30,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per sentence")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--task", default=None, metavar="NAME", help=TASK_HELP)
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -60,7 +61,7 @@ def _check_counts(args: argparse.Namespace) -> None:
 @command("translate", "translate sentences with a trained translation model")
 def cmd_translate(args: argparse.Namespace) -> int:
     _check_counts(args)
-    task, model = load_for_prediction(args.run, "translation", args.device)
+    task, model = load_for_prediction(args.run, "translation", args.device, section=args.task)
     sentences = _inputs(args)
     if args.beam_size is None and args.nbest > task.decode.beam_size:
         raise ValueError(

@@ -22,7 +22,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,15 @@ def grouped(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
             group = []
     if group:
         yield group
+
+
+def combine_scales(
+    a: Callable[[str], float] | None, b: Callable[[str], float] | None
+) -> Callable[[str], float] | None:
+    """Two ``name -> LR scale`` hooks as one (their product); None when neither is given."""
+    if a is None or b is None:
+        return a or b
+    return lambda name: a(name) * b(name)
 
 
 def _count(value: Any) -> bool:
@@ -310,6 +319,7 @@ class Trainer:
                 scales = layer_decay_scales(self.model, o.layer_decay)  # not wrapped yet
             except ValueError as err:
                 raise ConfigError(f"optim.layer_decay: {err}") from None
+        scales = combine_scales(scales, self.task.lr_scales())  # a multitask run's lr_mult
         self.optimizer = build_optimizer(
             self.model, o.lr, o.weight_decay, o.betas, o.eps, lr_scale_fn=scales
         )
@@ -546,7 +556,8 @@ class Trainer:
         self.pos.batch += len(group)
         if self.pos.batch >= self.epoch_size:  # the epoch is over, counted before any saving
             self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
-        self.meter.add(sums, total, lr, grad_norm, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self.meter.add(sums, total, lr, grad_norm, seconds, task=self.task.batch_task(group[0]))
 
     def _check_finite(self, sums: dict[str, float], total: float) -> None:
         keys = sorted(sums)  # the same order on every rank

@@ -53,7 +53,7 @@ RUN_FILES = (RECIPE_NAME, METRICS_NAME, CHECKPOINTS, BEST, CURVES_NAME, TENSORBO
 # The temporaries of atomic_dir for the directories a training run writes.
 _TEMPORARY = re.compile(r"\.zoo-(tmp|old)-(best|step_\d+)-[0-9a-f]{8}")
 # Recipe keys a resumed run cannot change: its checkpoints hold this model and vocabulary.
-FIXED_AT_RESUME = ("task", "model", "tokenizer.vocab_size")
+FIXED_AT_RESUME = ("task", "model", "tokenizer.vocab_size", "multitask.core", "multitask.tasks")
 
 
 # ---------------------------------------------------------------------------------------------
