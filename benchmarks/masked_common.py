@@ -1,5 +1,6 @@
 """What the masked pre-training benchmarks share: runs through the training engine (optionally
-with frozen parts), initial models saved for ``model.pretrained``, and the results files."""
+with frozen parts, through ``train.freeze``), initial models saved for ``model.pretrained``,
+and the results files."""
 
 from __future__ import annotations
 
@@ -16,24 +17,9 @@ from torch import nn
 import zoo
 from zoo.commands import evaluate_run
 from zoo.config import load_recipe, recipe_from_dict, recipe_to_dict
-from zoo.engine import Trainer
+from zoo.engine import train
 
 log = logging.getLogger("benchmark")
-
-
-class FrozenTrainer(Trainer):
-    """The engine's trainer with the parameters under ``frozen`` prefixes left out of training
-    (a linear probe freezes ``adapter.`` and ``core.``). Stands in for ``train.freeze`` until
-    zoo/transfer.py has it."""
-
-    frozen: tuple[str, ...] = ()
-
-    def _build_model(self) -> nn.Module:
-        model = super()._build_model()
-        for name, param in model.named_parameters():
-            if name.startswith(self.frozen):
-                param.requires_grad_(False)
-        return model
 
 
 def run(recipe: dict[str, Any], run_dir: Path, frozen: Sequence[str] = (),
@@ -41,8 +27,9 @@ def run(recipe: dict[str, Any], run_dir: Path, frozen: Sequence[str] = (),
     """Train ``recipe`` into ``run_dir`` (skipped when it already finished there) and return
     the best checkpoint's metrics on ``test_split`` (or the last validation metrics)."""
     if not (run_dir / "best").is_dir():
-        trainer_cls = type("Frozen", (FrozenTrainer,), {"frozen": tuple(frozen)})
-        trainer_cls(recipe_from_dict(recipe), run_dir).fit()
+        if frozen:  # the engine's train.freeze, by name pattern (a probe: adapter.*, core.*)
+            recipe = {**recipe, "train": {**recipe["train"], "freeze": [f"{p}*" for p in frozen]}}
+        train(recipe_from_dict(recipe), run_dir)
     if test_split is None:
         lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         evals = [e for e in map(json.loads, lines) if e.get("type") == "eval"]
