@@ -6,7 +6,8 @@ Rows: ``gpt_nano_shakespeare`` at nanoGPT's CPU settings (batch 12, context 64) 
 (or ``--configs nano,small``). A training step is what ``zoo train`` does per step: forward,
 cross-entropy, backward, gradient clipping at 1.0 and AdamW, under the chosen precision. The
 inputs are random characters of a 69-token vocabulary (speed does not depend on the text).
-Beside each zoo row, the same architecture built from ``torch.nn`` parts is timed in turn.
+Beside each zoo row, the same architecture built from ``torch.nn`` parts is timed in turn
+(interleaved rounds, median).
 
 nanoGPT's README gives about 3 minutes for each config's full run: 2,000 x 12 x 64 tokens on a
 MacBook CPU (about 8,500 tokens/s, evaluation included) and 5,000 x 64 x 256 tokens on one A100
@@ -14,7 +15,7 @@ MacBook CPU (about 8,500 tokens/s, evaluation included) and 5,000 x 64 x 256 tok
 
     python benchmarks/lm.py --out results/lm                          # CPU, nano config
     python benchmarks/lm.py --device cuda --precision bf16 --out results/lm_gpu
-    python benchmarks/lm.py --steps 3 --warmup 1 --sample-tokens 20 --out /tmp/lm_smoke
+    python benchmarks/lm.py --steps 1 --repeats 1 --warmup 1 --sample-tokens 20 --out /tmp/lm_smoke
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import interleaved  # benchmarks/timing.py, beside this script
 from torch import nn
 
 import zoo
@@ -71,15 +74,14 @@ class ReferenceGPT(nn.Module):
         return self.head(self.norm(x))
 
 
-def train_tokens_per_s(
-    model: nn.Module, batch: int, context: int, steps: int, warmup: int, precision: str
-) -> float:
-    """Training tokens per second over ``steps`` timed steps after ``warmup`` untimed ones."""
+def train_step(model: nn.Module, batch: int, context: int, precision: str) -> Callable[[], None]:
+    """One training step on random ids, as ``zoo train`` takes it."""
     device = next(model.parameters()).device
     opt = build_optimizer(model, 1e-3, 0.1, (0.9, 0.99), 1e-8)
     ids = torch.randint(4, VOCAB, (batch, context + 1), device=device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    model.train()
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -92,15 +94,7 @@ def train_tokens_per_s(
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    model.train()
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return steps * batch * context / (time.perf_counter() - start)
+    return step
 
 
 def sample_tokens_per_s(model: nn.Module, new_tokens: int, use_cache: bool) -> float:
@@ -116,21 +110,24 @@ def sample_tokens_per_s(model: nn.Module, new_tokens: int, use_cache: bool) -> f
 
 
 def run(name: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """The zoo's row (training and sampling) and the ``torch.nn`` peer's (training)."""
+    """The zoo's row (training and sampling) and the ``torch.nn`` peer's (training), their
+    training steps timed in turn (``timing.interleaved``) so that load hits both alike."""
     model_name, batch, context = CONFIGS[name]
     torch.manual_seed(0)
     ours = zoo.create_model(model_name, vocab_size=VOCAB).to(device)  # dropout as configured
     core = ours.cfg.core
     peer = ReferenceGPT(VOCAB, core.dim, core.depth, core.num_heads, context, core.dropout)
-    peer = peer.to(device)
+    models = {"zoo": ours, "torch.nn": peer.to(device)}
+    steps = {k: train_step(m, batch, context, args.precision) for k, m in models.items()}
+    seconds = interleaved(steps, args.repeats, args.steps, args.warmup, lambda: _sync(device))
     rows = []
-    for impl, model in (("zoo", ours), ("torch.nn", peer)):
+    for impl, model in models.items():
         params = sum(p.numel() for p in model.parameters())
-        train = train_tokens_per_s(model, batch, context, args.steps, args.warmup, args.precision)
         rows.append({
             "config": name, "impl": impl, "params_M": round(params / 1e6, 2), "batch": batch,
             "context": context, "device": str(device), "precision": args.precision,
-            "threads": torch.get_num_threads(), "train_tokens_per_s": round(train),
+            "threads": torch.get_num_threads(),
+            "train_tokens_per_s": round(batch * context / seconds[impl]),
             "nanogpt_readme_tokens_per_s": round(NANOGPT_TOKENS_PER_S[name]),
         })  # fmt: skip
     # within the context: past it both paths re-encode the last max_len tokens every step
@@ -158,7 +155,8 @@ def main() -> None:
     parser.add_argument("--configs", default=None, help="nano, small or nano,small "
                         "(default: nano on the CPU, both on a GPU)")  # fmt: skip
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    parser.add_argument("--steps", type=int, default=20, help="timed training steps")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per round")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds; the median is kept")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
     parser.add_argument(
         "--sample-tokens",

@@ -4,6 +4,12 @@ Self- or cross-attention with padding and causal masks and a KV cache for increm
 The default path is ``F.scaled_dot_product_attention``; ``need_weights=True`` takes an explicit
 softmax path that returns the attention weights and the same output, as does half-precision
 training on the CPU over short sequences (it is faster there).
+
+Two inspection points, left None by the model and set by tools that look inside it
+(``zoo.interpret``) for the length of a ``with`` block: ``weight_sink``, a list that receives the
+attention weights of every call (which then takes the explicit path), and ``head_mask``, a (H,)
+or per-sample (B, H) tensor that scales each head's output before the output projection (1
+keeps a head, 0 removes it; its gradient is the head's importance).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from encoders.gates import HardConcreteGate
 from encoders.positional import RotaryEmbedding
 
 
@@ -120,12 +127,15 @@ class MultiHeadAttention(nn.Module):
 
     Args:
         dim: model width D.
-        num_heads: number of heads H; D must be divisible by H.
+        num_heads: number of heads H; D must be divisible by H unless ``head_dim`` is given.
+        head_dim: width Dh of a head; None gives D // H. A pruned layer keeps its heads' width
+            and has fewer of them: the projections then map D -> 3 * H * Dh and H * Dh -> D.
         qkv_bias: bias on the input projections.
         attn_drop: dropout on the attention weights (training only).
         proj_drop: dropout after the output projection.
         cross: build a cross-attention layer (queries from x, keys/values from a context).
         rope: rotary position embedding applied to queries and keys (self-attention only).
+        gate: a learned hard-concrete gate on each head's output (``encoders.gates``).
     """
 
     def __init__(
@@ -133,27 +143,37 @@ class MultiHeadAttention(nn.Module):
         dim: int,
         num_heads: int = 8,
         *,
+        head_dim: int | None = None,
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         cross: bool = False,
         rope: RotaryEmbedding | None = None,
+        gate: bool = False,
     ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
+        if head_dim is None and dim % num_heads != 0:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        if num_heads < 1 or (head_dim is not None and head_dim < 1):
+            raise ValueError(f"attention needs at least one head of width >= 1, got "
+                             f"num_heads={num_heads}, head_dim={head_dim}")
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = dim // num_heads if head_dim is None else head_dim
+        inner = num_heads * self.head_dim
         self.cross = cross
         if cross:
-            self.q = nn.Linear(dim, dim, bias=qkv_bias)
-            self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+            self.q = nn.Linear(dim, inner, bias=qkv_bias)
+            self.kv = nn.Linear(dim, 2 * inner, bias=qkv_bias)
         else:
-            self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+            self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.rope = rope
+        self.gate = HardConcreteGate(num_heads) if gate else None
+        # inspection points (module docstring): not state, never saved
+        self.weight_sink: list[Tensor] | None = None
+        self.head_mask: Tensor | None = None
 
     def _split_heads(self, x: Tensor, parts: int) -> tuple[Tensor, ...]:
         return rearrange(x, "b n (p h d) -> p b h n d", p=parts, h=self.num_heads).unbind(0)
@@ -205,19 +225,31 @@ class MultiHeadAttention(nn.Module):
         """
         q, k, v = self._project(x, context, cache)
         nq, nk = q.shape[2], k.shape[2]
-        path = "explicit" if need_weights else _cpu_training_path(q, nk)
+        keep = need_weights or self.weight_sink is not None
+        path = "explicit" if keep else _cpu_training_path(q, nk)
         # Plain causal self-attention needs no mask tensor: SDPA builds it inside its kernel.
         plain_causal = causal and padding_mask is None and nq == nk and path != "explicit"
         mask, empty_rows = None, None
         if not plain_causal:
             mask, empty_rows = _visible_keys(padding_mask, causal, nq, nk, x.device)
         out, weights = self._attend(q, k, v, mask, path, plain_causal)
-        weights = weights if need_weights else None  # CPU half training: no masking them below
-        out = self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
+        weights = weights if keep else None  # CPU half training: no masking them below
+        out = self.proj_drop(self.proj(self._merge_heads(out)))
         if empty_rows is not None:  # queries that saw no key output exact zeros
             out = out.masked_fill(empty_rows[:, 0], 0.0)  # (B, 1, Nq, 1) -> (B, Nq, 1)
             weights = None if weights is None else weights.masked_fill(empty_rows, 0.0)
+        if self.weight_sink is not None:
+            self.weight_sink.append(weights.detach())
         return (out, weights) if need_weights else out
+
+    def _merge_heads(self, out: Tensor) -> Tensor:
+        """(B, H, N, Dh) head outputs, each scaled by its gate and mask -> (B, N, H * Dh)."""
+        scale = self.gate() if self.gate is not None else None
+        if self.head_mask is not None:  # (H,) or per sample (B, H)
+            scale = self.head_mask if scale is None else scale * self.head_mask
+        if scale is not None:
+            out = out * scale.to(out.dtype)[..., None, None]  # (..., H) -> (..., H, 1, 1)
+        return rearrange(out, "b h n d -> b n (h d)")
 
     def _attend(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, path: str, is_causal: bool

@@ -42,6 +42,10 @@ class CoreConfig:
         conformer: Conformer blocks (macaron feed-forwards + convolution module).
         conv_kernel: depthwise kernel of the Conformer convolution (odd).
         rotary: rotary position embedding inside attention (the adapters then add none).
+        heads_per_layer: for each layer, the heads it kept after pruning (indices among the
+            ``num_heads`` it was built with; ``zoo prune`` writes them); None: all heads.
+        head_gate_l0: learned hard-concrete gates on every attention head, trained with this
+            L0 penalty weight (Voita et al. 2019; the engine adds the penalty); None: no gates.
     """
 
     dim: int = 192
@@ -58,12 +62,51 @@ class CoreConfig:
     conformer: bool = False
     conv_kernel: int = 31
     rotary: bool = False
+    heads_per_layer: tuple[tuple[int, ...], ...] | None = None
+    head_gate_l0: float | None = None
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
             raise ValueError(f"core dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.act not in ACTIVATIONS:
             raise ValueError(f"unknown core activation '{self.act}'; expected one of {ACTIVATIONS}")
+        self.heads_per_layer = kept_heads(
+            self.heads_per_layer, self.depth, self.num_heads, "core.heads_per_layer"
+        )
+        if self.head_gate_l0 is not None and not self.head_gate_l0 >= 0:
+            raise ValueError(f"core.head_gate_l0 must be >= 0 (or None), got {self.head_gate_l0}")
+
+
+def kept_heads(heads: Any, depth: int, num_heads: int, what: str, pairs: bool = False) -> Any:
+    """``heads`` (kept head indices per layer, nested lists or tuples, or None) as nested
+    tuples, checked: one entry per layer, each a non-empty, increasing run of indices below
+    ``num_heads``; with ``pairs`` (a decoder), each entry a (self, cross) pair of such runs.
+
+    Raises:
+        ValueError: a malformed entry, named with ``what`` and its layer.
+    """
+    if heads is None:
+        return None
+    if not isinstance(heads, (list, tuple)) or len(heads) != depth:
+        raise ValueError(f"{what} needs one entry per layer ({depth}), got {heads!r}")
+
+    def check(entry: Any, where: str) -> tuple[int, ...]:
+        ok = isinstance(entry, (list, tuple)) and len(entry) > 0
+        ok = ok and all(isinstance(h, int) and 0 <= h < num_heads for h in entry)
+        if not ok or list(entry) != sorted(set(entry)):
+            raise ValueError(f"{what}[{where}] must list increasing head indices below "
+                             f"{num_heads}, at least one, got {entry!r}")
+        return tuple(entry)
+
+    def layer(i: int, entry: Any) -> tuple:
+        if not pairs:
+            return check(entry, str(i))
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise ValueError(f"{what}[{i}] must be a (self, cross) pair of kept heads, "
+                             f"got {entry!r}")
+        return tuple(check(e, f"{i}][{j}") for j, e in enumerate(entry))
+
+    return tuple(layer(i, entry) for i, entry in enumerate(heads))
 
 
 CORE_FIELDS = tuple(f.name for f in dataclasses.fields(CoreConfig))
@@ -149,13 +192,16 @@ class _Stack(nn.Module):
         drop_path: float,
         norm_first: bool,
         rotary: bool,
+        layer_heads: Sequence[dict[str, int]] | None = None,
     ) -> None:
         super().__init__()
         self.dim, self.depth = dim, depth
         rope = RotaryEmbedding(dim // num_heads) if rotary else None
+        layer_heads = layer_heads or [{}] * depth  # pruned stacks: each layer's head counts
         self.blocks = nn.ModuleList(
-            make_layer(dim, num_heads, drop_path=dpr, norm_first=norm_first, rope=rope)
-            for dpr in _drop_path_rates(drop_path, depth)
+            make_layer(dim, drop_path=dpr, norm_first=norm_first, rope=rope,
+                       **{"num_heads": num_heads, **heads})
+            for dpr, heads in zip(_drop_path_rates(drop_path, depth), layer_heads)
         )
         self.norm = nn.LayerNorm(dim, eps=NORM_EPS) if norm_first else nn.Identity()
         self.apply(_init_weights)
@@ -174,8 +220,9 @@ class TransformerEncoder(_Stack):
         drop_path: stochastic depth rate of the last layer (linear from 0).
         norm_first: pre-norm layers; post-norm layers get no final norm.
         rotary: rotary position embedding inside attention.
+        heads_per_layer: the heads each layer kept after pruning (see ``CoreConfig``).
         **layer_args: the layers' other settings (``mlp_ratio``, ``qkv_bias``, ``dropout``,
-            ``attn_drop``, ``act``, ``layer_scale``), as in ``EncoderLayer``.
+            ``attn_drop``, ``act``, ``layer_scale``, ``head_gates``), as in ``EncoderLayer``.
     """
 
     def __init__(
@@ -189,6 +236,7 @@ class TransformerEncoder(_Stack):
         drop_path: float = 0.0,
         norm_first: bool = True,
         rotary: bool = False,
+        heads_per_layer: Sequence[Sequence[int]] | None = None,
         **layer_args: Any,
     ) -> None:
         def make_layer(*args: Any, **kwargs: Any) -> nn.Module:
@@ -196,12 +244,19 @@ class TransformerEncoder(_Stack):
                 return ConformerLayer(*args, conv_kernel=conv_kernel, **kwargs, **layer_args)
             return EncoderLayer(*args, **kwargs, **layer_args)
 
-        super().__init__(dim, depth, num_heads, make_layer, drop_path, norm_first, rotary)
+        heads = kept_heads(heads_per_layer, depth, num_heads, "heads_per_layer")
+        layer_heads = None
+        if heads is not None:
+            layer_heads = [{"num_heads": len(h), "head_dim": dim // num_heads} for h in heads]
+        super().__init__(
+            dim, depth, num_heads, make_layer, drop_path, norm_first, rotary, layer_heads
+        )
 
     @classmethod
     def from_config(cls, cfg: CoreConfig) -> TransformerEncoder:
         """The encoder stack of a core config."""
-        return cls(cfg.dim, cfg.depth, cfg.num_heads, **_stack_args(cfg))
+        args = _stack_args(cfg)
+        return cls(cfg.dim, cfg.depth, cfg.num_heads, heads_per_layer=cfg.heads_per_layer, **args)
 
     def new_cache(self) -> list[KVCache]:
         """Empty per-layer key/value caches for incremental causal decoding."""
@@ -297,7 +352,8 @@ class DecoderCache:
 class TransformerDecoder(_Stack):
     """A stack of decoder layers (causal self-attention + cross-attention) with a final norm.
 
-    Arguments as in ``TransformerEncoder`` (without the Conformer options);
+    Arguments as in ``TransformerEncoder`` (without the Conformer options), but
+    ``heads_per_layer`` holds a (self-attention, cross-attention) pair of kept heads per layer;
     ``TransformerDecoder.from_config(cfg, depth)`` builds one from a core config.
     """
 
@@ -310,20 +366,31 @@ class TransformerDecoder(_Stack):
         drop_path: float = 0.0,
         norm_first: bool = True,
         rotary: bool = False,
+        heads_per_layer: Sequence[Sequence[Sequence[int]]] | None = None,
         **layer_args: Any,
     ) -> None:
         def make_layer(*args: Any, **kwargs: Any) -> nn.Module:
             return DecoderLayer(*args, **kwargs, **layer_args)
 
-        super().__init__(dim, depth, num_heads, make_layer, drop_path, norm_first, rotary)
+        heads = kept_heads(heads_per_layer, depth, num_heads, "decoder_heads", pairs=True)
+        layer_heads = None
+        if heads is not None:
+            layer_heads = [{"num_heads": len(s), "cross_heads": len(c),
+                            "head_dim": dim // num_heads} for s, c in heads]
+        super().__init__(
+            dim, depth, num_heads, make_layer, drop_path, norm_first, rotary, layer_heads
+        )
 
     @classmethod
-    def from_config(cls, cfg: CoreConfig, depth: int) -> TransformerDecoder:
+    def from_config(
+        cls, cfg: CoreConfig, depth: int, heads_per_layer: Sequence | None = None
+    ) -> TransformerDecoder:
         """A decoder of ``depth`` layers with the core's width, heads and layer settings
-        (the Conformer options do not apply to it)."""
+        (the Conformer options and the encoder's pruned heads do not apply to it; a pruned
+        decoder's (self, cross) heads per layer come as ``heads_per_layer``)."""
         args = _stack_args(cfg)
         del args["conformer"], args["conv_kernel"]
-        return cls(cfg.dim, depth, cfg.num_heads, **args)
+        return cls(cfg.dim, depth, cfg.num_heads, heads_per_layer=heads_per_layer, **args)
 
     def new_cache(self) -> DecoderCache:
         """An empty cache for incremental decoding."""
@@ -357,9 +424,11 @@ class TransformerDecoder(_Stack):
 
 
 def _stack_args(cfg: CoreConfig) -> dict[str, Any]:
-    """The keyword arguments of a stack built from ``cfg`` (all but dim, depth, num_heads)."""
+    """The keyword arguments of a stack built from ``cfg`` (all but dim, depth, num_heads and
+    the encoder's kept heads; the gates' L0 weight becomes whether there are gates)."""
     args = dataclasses.asdict(cfg)
-    del args["dim"], args["depth"], args["num_heads"]
+    del args["dim"], args["depth"], args["num_heads"], args["heads_per_layer"]
+    args["head_gates"] = args.pop("head_gate_l0") is not None
     return args
 
 

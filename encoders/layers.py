@@ -129,6 +129,8 @@ class EncoderLayer(_ResidualLayer):
         norm_first: pre-norm (True) or post-norm (False).
         layer_scale: initial LayerScale value, or None for none.
         rope: shared rotary embedding, or None.
+        head_dim: width of a head (None: dim // num_heads; a pruned layer has fewer heads).
+        head_gates: a learned hard-concrete gate on each attention head.
     """
 
     def __init__(
@@ -145,12 +147,15 @@ class EncoderLayer(_ResidualLayer):
         norm_first: bool = True,
         layer_scale: float | None = None,
         rope: RotaryEmbedding | None = None,
+        head_dim: int | None = None,
+        head_gates: bool = False,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.attn = MultiHeadAttention(
-            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=dropout, rope=rope
+            dim, num_heads, head_dim=head_dim, qkv_bias=qkv_bias, attn_drop=attn_drop,
+            proj_drop=dropout, rope=rope, gate=head_gates,
         )
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
@@ -228,7 +233,8 @@ class ConformerLayer(EncoderLayer):
 
 class DecoderLayer(_ResidualLayer):
     """One decoder layer: causal self-attention, cross-attention to the encoder output,
-    feed-forward; pre- or post-norm. Arguments as in ``EncoderLayer``."""
+    feed-forward; pre- or post-norm. Arguments as in ``EncoderLayer``, and ``cross_heads``:
+    the cross-attention's heads (None: ``num_heads``; they differ in a pruned layer)."""
 
     def __init__(
         self,
@@ -244,15 +250,20 @@ class DecoderLayer(_ResidualLayer):
         norm_first: bool = True,
         layer_scale: float | None = None,
         rope: RotaryEmbedding | None = None,
+        head_dim: int | None = None,
+        head_gates: bool = False,
+        cross_heads: int | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
         self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
-        attn_args = dict(qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=dropout)
+        attn_args = dict(qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=dropout,
+                         head_dim=head_dim, gate=head_gates)
         self.attn = MultiHeadAttention(dim, num_heads, rope=rope, **attn_args)
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.norm_cross = nn.LayerNorm(dim, eps=NORM_EPS)
-        self.cross_attn = MultiHeadAttention(dim, num_heads, cross=True, **attn_args)
+        cross_heads = num_heads if cross_heads is None else cross_heads
+        self.cross_attn = MultiHeadAttention(dim, cross_heads, cross=True, **attn_args)
         self.ls_cross = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = FeedForward(dim, mlp_ratio, act, dropout)

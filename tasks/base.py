@@ -9,7 +9,7 @@ sections arrive as plain objects with attributes, the task's own sections (``dat
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -112,10 +112,20 @@ class Task:
         """How many ``unit``s a batch holds (for throughput)."""
         return len(next(iter(v for v in batch.values() if isinstance(v, Tensor))))
 
+    def batch_task(self, batch: Batch) -> str | None:
+        """The name of the task a training batch belongs to, for a run of several tasks that
+        logs each one's values apart (a multitask run); None for a task of its own."""
+        return None
+
     # -- model --------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         """Forward a batch; return the scalar loss to minimise and values to log."""
         raise NotImplementedError
+
+    def lr_scales(self) -> Callable[[str], float] | None:
+        """A ``parameter name -> LR scale`` hook for the optimizer's groups (a multitask run's
+        per-task LR multipliers); None: every parameter at the recipe's LR."""
+        return None
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:

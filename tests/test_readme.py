@@ -87,7 +87,7 @@ class Checker:
         except SystemExit:
             self.problems.append(f"{line!r}: the zoo parser refuses it")
             return
-        getattr(self, f"_{parsed.command}", lambda *a: None)(line, parsed)
+        getattr(self, f"_{parsed.command.replace('-', '_')}", lambda *a: None)(line, parsed)
 
     def _train(self, line: str, a) -> None:
         self.need(line, a.recipe)
@@ -125,6 +125,29 @@ class Checker:
 
     def _transcribe(self, line: str, a) -> None:
         self.need(line, a.run, *a.audio, *(a.ensemble or ()))
+
+    def _generate(self, line: str, a) -> None:
+        self.need(line, a.run)
+
+    def _fill_mask(self, line: str, a) -> None:
+        self.need(line, a.run)
+
+    def _attention(self, line: str, a) -> None:
+        # the inputs are files for vision and speech, sentences for translation
+        self.need(line, a.run, *(i for i in a.inputs if Path(i).suffix in (".png", ".wav")))
+        self.made.add(Path(a.out))
+
+    def _heads(self, line: str, a) -> None:
+        self.need(line, a.run)
+        self.made.add(Path(a.out or Path(a.run) / f"heads_{a.split}.png"))
+
+    def _prune(self, line: str, a) -> None:
+        self.need(line, a.run)
+        self.made.add(Path(a.out))
+
+    def _extract(self, line: str, a) -> None:
+        self.need(line, a.run)
+        self.made.add(Path(a.out))
 
     def _synthesize(self, line: str, a) -> None:
         self.need(line, *a.texts)

@@ -57,6 +57,7 @@ __all__ = [
     "EvalSection",
     "InitFromSection",
     "ModelSection",
+    "MultitaskSection",
     "OptimSection",
     "Recipe",
     "ScheduleSection",
@@ -179,6 +180,24 @@ class EvalSection:
 
 
 @dataclass
+class MultitaskSection:
+    """Several tasks on one core (``task: multitask``; zoo/multitask, docs/multitask.md).
+
+    Each entry of ``tasks`` is a task section: ``name``, then the keys of a single-task recipe
+    (``task``, ``model``, ``data``, ``eval``, ``train.batch_size``/``label_smoothing``), then
+    ``loss_weight``, ``lr_mult``, ``steps`` and ``reference``; zoo/multitask/sections.py checks
+    them, naming the section.
+    """
+
+    core: str | dict[str, Any]  # a named core size ("mini") or core settings ({size: mini, ...})
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    # which task trains at each optimizer step: "weighted" by each section's steps (PolyViT),
+    # "proportional" to the batches in an epoch of each task, "temperature", "uniform"
+    sampling: Literal["weighted", "proportional", "temperature", "uniform"] = "weighted"
+    temperature: float = field(default=2.0, metadata=_bounds(gt=0))  # sampling: temperature
+
+
+@dataclass
 class Recipe:
     """A full experiment: what to train, on what, and how. ``tokenizer``, ``augment``, ``loss``
     and ``decode`` (and ``data.options``) hold the task's dataclasses for them, or None where the
@@ -196,6 +215,7 @@ class Recipe:
     eval: EvalSection = field(default_factory=EvalSection)
     decode: Any = None
     out_dir: str | None = None  # None: the CLI picks runs/<recipe name>
+    multitask: MultitaskSection | None = None  # task "multitask" only
 
 
 # ---------------------------------------------------------------------------------------------
@@ -588,6 +608,9 @@ def recipe_from_dict(d: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
     if recipe.train.max_steps is None and recipe.train.epochs is None:
         raise ConfigError(f"{source} must set train.max_steps or train.epochs (or both)")
     _fit_schedule(recipe, source)
+    if (recipe.task == "multitask") != (recipe.multitask is not None):
+        raise ConfigError(f"{source}: a 'multitask' section goes with task: multitask, and "
+                          "task: multitask needs one (its core and task sections)")
     return recipe
 
 

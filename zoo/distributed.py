@@ -123,11 +123,16 @@ def all_reduce_sum(values: torch.Tensor, world: World) -> torch.Tensor:
 
 
 def wrap_ddp(model: torch.nn.Module, world: World) -> torch.nn.Module:
-    """``DistributedDataParallel(model)`` under torchrun; the model itself in a world of one."""
+    """``DistributedDataParallel(model)`` under torchrun; the model itself in a world of one.
+
+    A model whose class sets ``find_unused_parameters = True`` (a multitask model, whose steps
+    each train one task's parts) gets DDP's search for parameters a step did not use.
+    """
     if not world.distributed:
         return model
     device_ids = [world.device.index] if world.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    unused = bool(getattr(type(model), "find_unused_parameters", False))
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused)
 
 
 def no_sync(model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:

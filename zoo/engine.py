@@ -38,7 +38,7 @@ from zoo.engine_checkpoints import CheckpointMixin, Position, read_position
 from zoo.engine_eval import EvaluationMixin, is_better
 from zoo.engine_steps import StepLoopMixin, autocast, check_precision, grouped, seed_everything
 from zoo.errors import CheckpointError, TrainingError
-from zoo.optim import build_optimizer, build_scheduler, layer_decay_scales
+from zoo.optim import build_optimizer, build_scheduler, combine_scales, layer_decay_scales
 from zoo.pretrained import create_model
 from zoo.records import Meter, Records, plot_curves
 from zoo.run_dir import RunDir, checkpoint_dirs
@@ -213,6 +213,7 @@ class Trainer(CheckpointMixin, StepLoopMixin, EvaluationMixin):
                 scales = layer_decay_scales(self.model, o.layer_decay)  # not wrapped yet
             except ValueError as err:
                 raise ConfigError(f"optim.layer_decay: {err}") from None
+        scales = combine_scales(scales, self.task.lr_scales())  # a multitask run's lr_mult
         self.optimizer = build_optimizer(
             self.model, o.lr, o.weight_decay, o.betas, o.eps, lr_scale_fn=scales
         )

@@ -25,6 +25,7 @@ from tasks.base import iterate
 from zoo import distributed as dist
 from zoo.config import ConfigError
 from zoo.errors import TrainingError
+from zoo.interpret.gates import add_gate_penalty
 from zoo.records import CHECKPOINTS, Meter
 from zoo.signals import Stopped
 
@@ -127,14 +128,9 @@ class StepLoopMixin:
         total = dist.all_reduce_sum(torch.tensor(sum(counts)), self.world).item()
         sums: dict[str, float] = {}
         for i, (batch, n) in enumerate(zip(group, counts)):
-            # DDP all-reduces gradients on the last micro-batch of the step only
-            sync = i == len(group) - 1
-            with dist.no_sync(self.train_model, sync):
-                with autocast(self.cfg.precision, self.device):
-                    loss, logs = self.task.loss(self.train_model, batch)
-                # DDP averages over ranks: scale each rank's mean loss to its share of the units
-                self.scaler.scale(loss * (n * self.world.size / total)).backward()
-            for key, value in {**logs, "loss": loss.detach().float().item()}.items():
+            # DDP averages over ranks: scale each rank's mean loss to its share of the units
+            logs = self._backward(batch, n * self.world.size / total, i == len(group) - 1)
+            for key, value in logs.items():
                 sums[key] = sums.get(key, 0.0) + float(value) * n
         self._check_finite(sums, total)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -143,7 +139,21 @@ class StepLoopMixin:
         self.pos.batch += len(group)
         if self.pos.batch >= self.epoch_size:  # the epoch is over, counted before any saving
             self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
-        self.meter.add(sums, total, lr, grad_norm, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self.meter.add(sums, total, lr, grad_norm, seconds, task=self.task.batch_task(group[0]))
+
+    def _backward(self, batch: Batch, weight: float, sync: bool) -> dict[str, float]:
+        """Forward and backward of one micro-batch, its loss times ``weight``; its logs and loss.
+
+        ``sync``: the step's last micro-batch, on which DDP all-reduces the gradients.
+        """
+        with dist.no_sync(self.train_model, sync):
+            with autocast(self.cfg.precision, self.device):
+                loss, logs = self.task.loss(self.train_model, batch)
+                # learned head gates (core.head_gate_l0): + lambda * E[open gates]
+                loss, logs = add_gate_penalty(self.model, loss, logs)
+            self.scaler.scale(loss * weight).backward()
+        return {**logs, "loss": loss.detach().float().item()}
 
     def _check_finite(self, sums: dict[str, float], total: float) -> None:
         keys = sorted(sums)  # the same order on every rank

@@ -16,31 +16,12 @@ import torch
 
 import tasks  # noqa: F401  (registers the tasks that get_task finds)
 from tasks.base import Task, get_task
-from zoo.config import Recipe, load_recipe, recipe_from_dict
+from zoo.config import recipe_from_dict
 from zoo.distributed import resolve_device
-from zoo.errors import CheckpointError
+from zoo.multitask.runs import multitask_for_prediction, only_section
 from zoo.pretrained import load_pretrained
-from zoo.records import RECIPE_NAME
+from zoo.run_dir import find_run_recipe, require_run_recipe
 from zoo.saved_model import find_model_dir, read_model_config
-
-
-def find_run_recipe(
-    path: Path, model_dir: Path, overrides: Sequence[str] = ()
-) -> tuple[Path, Recipe] | None:
-    """The run directory and its recipe (``config.yaml``, with ``overrides`` applied) given to
-    a command as ``path``, or found above the model directory; None for a saved model that
-    stands alone."""
-    for folder in (path, model_dir, model_dir.parent, model_dir.parent.parent):
-        if (folder / RECIPE_NAME).is_file():
-            return folder, load_recipe(folder / RECIPE_NAME, overrides, upgrade=True)
-    return None
-
-
-def _run_recipe(path: Path, model_dir: Path, overrides: Sequence[str] = ()) -> tuple[Path, Recipe]:
-    found = find_run_recipe(path, model_dir, overrides)
-    if found is None:
-        raise CheckpointError(f"no {RECIPE_NAME} beside {model_dir}: eval needs the run's recipe")
-    return found
 
 
 def with_ensemble(
@@ -81,17 +62,28 @@ def _saved_model(run: str | Path, task_name: str, purpose: str = "") -> tuple[Pa
 
 
 def load_for_prediction(
-    run: str | Path, task_name: str, device: str = "auto", ensemble: Sequence[str | Path] = ()
+    run: str | Path,
+    task_name: str,
+    device: str = "auto",
+    ensemble: Sequence[str | Path] = (),
+    section: str | None = None,
 ) -> tuple[Task, torch.nn.Module]:
     """The task (with what it saved beside the model: vocabulary, class names) and the model
     of a run directory (its best/, else newest checkpoint) or a saved model directory;
-    averaged with the models of the ``ensemble`` runs when there are any.
+    averaged with the models of the ``ensemble`` runs when there are any. For a multitask run,
+    its ``task_name`` section's task and model (``section`` names one, see zoo/multitask/runs).
 
     Raises:
         CheckpointError: the path holds no saved model.
         ValueError: the saved model belongs to another task.
     """
     run = Path(run)
+    picked = multitask_for_prediction(run, task_name, section, device)
+    if picked is not None:
+        if ensemble:
+            raise ValueError("--ensemble takes single-task models: write this run's task out "
+                             "with zoo extract first")
+        return picked
     model_dir, config = _saved_model(run, task_name)
     found = find_run_recipe(run, model_dir)
     if found is None:  # a bare saved model: the task's defaults
@@ -114,6 +106,7 @@ def evaluate_run(
     report: bool = False,
     overrides: Sequence[str] = (),
     ensemble: Sequence[str | Path] = (),
+    section: str | None = None,
 ) -> tuple[Path, dict[str, float], list[str]]:
     """Evaluate the model saved in a run (its best/, else newest checkpoint) or a model dir.
 
@@ -126,6 +119,7 @@ def evaluate_run(
         ensemble: further runs (or model directories) whose models are averaged with this
             one's (speech recognition: frame by frame); its report is written to ``path``'s
             run as ``<split>_ensemble``.
+        section: of a multitask run, evaluate this task section only.
     Returns:
         The model directory evaluated, its metrics on ``split`` and the report's lines.
     """
@@ -133,9 +127,11 @@ def evaluate_run(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     path = Path(path)
     model_dir = find_model_dir(path)
-    run_dir, recipe = _run_recipe(path, model_dir, overrides)
+    run_dir, recipe = require_run_recipe(path, model_dir, "eval needs the run's recipe", overrides)
     config = read_model_config(model_dir)
     task = get_task(config.get("task", recipe.task))(recipe, run_dir=run_dir)
+    if section is not None:
+        task = only_section(task, section)
     task.prepare()
     task.load_extra(model_dir, config.get("task_meta") or {})
     splits = task.datasets()

@@ -65,6 +65,15 @@ def param_groups(
     return list(groups.values())
 
 
+def combine_scales(
+    a: Callable[[str], float] | None, b: Callable[[str], float] | None
+) -> Callable[[str], float] | None:
+    """Two ``name -> LR scale`` hooks as one (their product); None when neither is given."""
+    if a is None or b is None:
+        return a or b
+    return lambda name: a(name) * b(name)
+
+
 _BLOCK = re.compile(r"^(.*?)blocks\.(\d+)\.")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 import zoo.models  # noqa: F401  (registers the variants that names refer to)
+from encoders.gates import HardConcreteGate
 from zoo.atomic import PathLike
 from zoo.errors import CheckpointError
 from zoo.interop.timm import create_from_timm_checkpoint
@@ -102,8 +103,16 @@ def _from_saved(name: str, model_dir: Path, overrides: dict[str, Any]) -> nn.Mod
     resized = any(
         key in overrides and overrides[key] != saved["config"].get(key) for key in _HEAD_SIZES
     )
-    load_weights(model, model_dir / WEIGHTS_NAME, fresh="head." if resized else None)
+    fresh = ("head.",) if resized else ()
+    if (saved["config"].get("core") or {}).get("head_gate_l0") is None:
+        fresh += _gate_prefixes(model)  # gates added to a model trained without: start open
+    load_weights(model, model_dir / WEIGHTS_NAME, fresh=fresh or None)
     return model
+
+
+def _gate_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The key prefixes of the model's learned head gates (``core.head_gate_l0``)."""
+    return tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, HardConcreteGate))
 
 
 def load_pretrained(directory: PathLike, **overrides: Any) -> nn.Module:

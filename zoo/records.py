@@ -141,14 +141,16 @@ class Records:
             return
         self._write({"type": "train", "step": step, "epoch": round(epoch, 4), **values})
         rate = values.get(f"{self.unit}_per_s", 0.0)
+        tasks = _task_steps(values)
         if self.bar is not None:
             self.bar.set_postfix_str(
-                f"loss={values['loss']:.4f} lr={values['lr']:.2e} {self.unit}/s={rate:.0f}",
+                f"loss={values['loss']:.4f} lr={values['lr']:.2e} {self.unit}/s={rate:.0f}"
+                + (f" {tasks}" if tasks else ""),
                 refresh=False,
             )
         else:
             logger.info(
-                "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %s/s %.0f",
+                "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %s/s %.0f%s",
                 step,
                 self.total_steps,
                 epoch,
@@ -156,6 +158,7 @@ class Records:
                 values["lr"],
                 self.unit,
                 rate,
+                f"  {tasks}" if tasks else "",
             )
 
     def step_done(self) -> None:
@@ -199,6 +202,10 @@ class Records:
 class Meter:
     """Training values between two log lines: unit-weighted sums, the step count and time.
 
+    In a run of several tasks each step names its task, and the values are kept per task too:
+    ``<task>/<key>`` is that task's unit-weighted mean, ``<task>/steps`` its steps, and the
+    overall ``loss`` the mean over steps of each step's task's loss (their units differ).
+
     Args:
         unit: what throughput counts (``samples``, ``tokens``).
     """
@@ -207,11 +214,19 @@ class Meter:
         self.unit = unit
         self.steps, self.units, self.seconds, self.grad_norm, self.lr = 0, 0.0, 0.0, 0.0, 0.0
         self.sums: dict[str, float] = {}
+        self.tasks: dict[str, Meter] = {}
 
     def add(
-        self, sums: dict[str, float], units: float, lr: float, grad_norm: float, seconds: float
+        self,
+        sums: dict[str, float],
+        units: float,
+        lr: float,
+        grad_norm: float,
+        seconds: float,
+        task: str | None = None,
     ) -> None:
-        """Add one optimizer step: ``sums`` are values x units, summed over ranks."""
+        """Add one optimizer step: ``sums`` are values x units, summed over ranks; ``task``
+        names the step's task in a run of several."""
         self.steps += 1
         self.units += units
         self.seconds += seconds
@@ -219,13 +234,35 @@ class Meter:
         self.lr = lr
         for key, value in sums.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
+        if task is not None:
+            self.tasks.setdefault(task, Meter(self.unit)).add(sums, units, lr, grad_norm, seconds)
 
-    def averages(self) -> dict[str, float]:
-        """Unit-weighted means, the last lr, the mean gradient norm and the throughput."""
+    def averages(self) -> dict[str, Any]:
+        """Unit-weighted means, the last lr, the mean gradient norm and the throughput (with
+        the per-task values and ``task``, the one task trained, when the window had one)."""
         values = {k: v / max(self.units, 1e-9) for k, v in self.sums.items()}
+        if self.tasks:
+            values = {}
+            for name, meter in self.tasks.items():
+                values.update({f"{name}/{k}": v / max(meter.units, 1e-9)
+                               for k, v in meter.sums.items()})
+                values[f"{name}/steps"] = meter.steps
+            loss = sum(m.steps * m.sums["loss"] / max(m.units, 1e-9) for m in self.tasks.values())
+            values["loss"] = loss / max(self.steps, 1)
+            if len(self.tasks) == 1:
+                values["task"] = next(iter(self.tasks))
         values.update(lr=self.lr, grad_norm=self.grad_norm / max(self.steps, 1))
         values[f"{self.unit}_per_s"] = self.units / max(self.seconds, 1e-9)
         return values
+
+
+def _task_steps(values: dict[str, Any]) -> str:
+    """``"tasks vision 4 (loss 0.91), speech 3 (loss 1.20)"`` for a window of several tasks'
+    steps; empty for one task's run."""
+    names = [k[: -len("/steps")] for k in values if k.endswith("/steps")]
+    shown = [f"{n} {values[n + '/steps']} (loss {values.get(n + '/loss', math.nan):.4f})"
+             for n in names]
+    return "tasks " + ", ".join(shown) if shown else ""
 
 
 def _open_tensorboard(run_dir: Path) -> Any:
@@ -297,8 +334,9 @@ def _panels(train: list[dict], evals: list[dict]) -> dict[str, dict[str, list]]:
     for name in names:
         points = [(e["step"], e[name]) for e in evals if _is_number(e.get(name))]
         if points:
-            family = "loss" if name == "loss" else METRIC_FAMILIES.get(name, name)
-            label = "eval loss" if name == "loss" else name
+            base = name.rsplit("/", 1)[-1]  # a multitask run's "vision/top1" is a top1
+            family = "loss" if base == "loss" else METRIC_FAMILIES.get(base, name)
+            label = "eval loss" if name == "loss" else f"eval {name}" if base == "loss" else name
             panels.setdefault(family, {})[label] = points
     return {family: lines for family, lines in panels.items() if lines}
 

@@ -149,20 +149,15 @@ def _input_names(cls: type) -> list[str]:
 
 
 def check_inputs(model: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
-    """Forward pre-hook of the models the registry builds: the first input passes its
-    adapter's ``check_input`` before the model reads its shape (1-D audio would otherwise
-    fail on ``audio.shape[1]``), and all tensor inputs share the batch size (a translation
-    model's ``src`` and ``tgt_in``; a mismatch fails deep in cross-attention otherwise).
+    """Forward pre-hook of the models the registry builds: all tensor inputs share the batch
+    size (e.g. a masked autoencoder's images and masking noise; a mismatch fails deep inside
+    otherwise). The inputs themselves are checked once, by the models' adapters.
 
     Raises:
-        ValueError: one sentence naming the input at fault.
+        ValueError: one sentence naming the inputs at fault.
     """
     names = _input_names(type(model))
     inputs = {**dict(zip(names, args)), **kwargs}
-    adapter = getattr(model, "adapter", None) or getattr(model, "src_adapter", None)
-    first = inputs.get(names[0]) if names else None
-    if isinstance(first, Tensor) and hasattr(adapter, "check_input"):
-        adapter.check_input(first)
     batched = {n: t for n, t in inputs.items() if isinstance(t, Tensor) and t.ndim > 0}
     sizes = [t.shape[0] for t in batched.values()]  # symbolic under torch.export: no set
     if any(size != sizes[0] for size in sizes[1:]):

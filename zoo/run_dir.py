@@ -26,7 +26,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ RUN_FILES = (RECIPE_NAME, METRICS_NAME, CHECKPOINTS, BEST, CURVES_NAME, TENSORBO
 # The temporaries of atomic_dir for the directories a training run writes.
 _TEMPORARY = re.compile(r"\.zoo-(tmp|old)-(best|step_\d+)-[0-9a-f]{8}")
 # Recipe keys a resumed run cannot change: its checkpoints hold this model and vocabulary.
-FIXED_AT_RESUME = ("task", "model", "tokenizer.vocab_size")
+FIXED_AT_RESUME = ("task", "model", "tokenizer.vocab_size", "multitask.core", "multitask.tasks")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +189,32 @@ def resume_recipe(run_dir: Path, recipe_path: str | Path, overrides: list[str]) 
             "are" if len(ignored) > 1 else "is",
         )  # fmt: skip
     return own
+
+
+def find_run_recipe(
+    path: Path, model_dir: Path, overrides: Sequence[str] = ()
+) -> tuple[Path, Recipe] | None:
+    """The run directory and its recipe (``config.yaml``, with ``overrides`` applied) of a
+    trained model given to a command as ``path``, or found above its model directory; None
+    for a saved model that stands alone."""
+    for folder in (path, model_dir, model_dir.parent, model_dir.parent.parent):
+        if (folder / RECIPE_NAME).is_file():
+            return folder, load_recipe(folder / RECIPE_NAME, overrides, upgrade=True)
+    return None
+
+
+def require_run_recipe(
+    path: Path, model_dir: Path, why: str, overrides: Sequence[str] = ()
+) -> tuple[Path, Recipe]:
+    """`find_run_recipe` for a command that cannot do without the recipe (``why`` says so).
+
+    Raises:
+        CheckpointError: the model has no run recipe beside or above it.
+    """
+    found = find_run_recipe(path, model_dir, overrides)
+    if found is None:
+        raise CheckpointError(f"no {RECIPE_NAME} beside {model_dir}: {why}")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +398,9 @@ __all__ = [
     "atomic_dir",
     "checkpoint_dirs",
     "clean_temporaries",
+    "find_run_recipe",
     "keep_last",
     "recipe_changes",
+    "require_run_recipe",
     "resume_recipe",
 ]

@@ -229,12 +229,15 @@ def _describe(problems: list[str]) -> str:
     return problems[0] + more
 
 
-def load_weights(model: nn.Module, path: PathLike, fresh: str | None = None) -> nn.Module:
+def load_weights(
+    model: nn.Module, path: PathLike, fresh: str | tuple[str, ...] | None = None
+) -> nn.Module:
     """Load a ``.safetensors`` file (or a saved model directory) into ``model``, strictly.
 
     A key missing from the file is fine when its tensor is tied to a key that is present.
-    ``fresh`` is a key prefix (e.g. ``"head."``) whose tensors keep the model's own
-    initialisation when their shape differs from the file's (a new classifier for fine-tuning).
+    ``fresh`` is a key prefix (e.g. ``"head."``), or a tuple of them, whose tensors keep the
+    model's own initialisation when the file lacks them or their shape differs from the
+    file's (a new classifier for fine-tuning, new head gates).
 
     Raises:
         CheckpointError: If the file is missing or corrupt, a key is missing, unexpected

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from encoders import AudioAdapter, TextAdapter, TransformerDecoder, TransformerEncoder
-from encoders.core import CoreConfig, rotary_positions
+from encoders.core import CoreConfig, kept_heads, rotary_positions
 from encoders.positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -42,6 +42,8 @@ class ASRConfig:
     freq_warp: float = 0.0  # vocal tract length perturbation in training, e.g. 0.1
     wave_norm: bool = False  # scale each waveform to unit RMS first (level invariance)
     decoder_depth: int = 0  # > 0 adds an attention decoder
+    # after pruning (zoo prune): per decoder layer, the (self, cross) attention heads it kept
+    decoder_heads: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None = None
     # > 0: in training, the CTC head also reads this block's output (1 = the first block), and
     # the CTC loss becomes (1 - w) * final + w * intermediate (InterCTC, Lee & Watanabe 2021)
     inter_ctc_layer: int = 0
@@ -51,6 +53,8 @@ class ASRConfig:
 
     def __post_init__(self) -> None:
         self.pos, self.core = rotary_positions(self.pos, self.core)
+        self.decoder_heads = kept_heads(self.decoder_heads, self.decoder_depth,
+                                        self.core.num_heads, "decoder_heads", pairs=True)
 
     def build(self) -> SpeechRecognizer:
         return SpeechRecognizer(self)
@@ -106,7 +110,9 @@ class SpeechRecognizer(nn.Module):
             )
             # a plain decoder with the core's settings, without stochastic depth
             dec_core = dataclasses.replace(cfg.core, drop_path=0.0, conformer=False)
-            self.decoder = TransformerDecoder.from_config(dec_core, cfg.decoder_depth)
+            self.decoder = TransformerDecoder.from_config(
+                dec_core, cfg.decoder_depth, cfg.decoder_heads
+            )
             self.decoder_head = nn.Linear(dim, cfg.vocab_size, bias=False)
             self.decoder_head.weight = self.tgt_adapter.embed.weight  # tied
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from encoders import DecoderCache, TextAdapter, TransformerDecoder, TransformerEncoder
-from encoders.core import CoreConfig, rotary_positions
+from encoders.core import CoreConfig, kept_heads, rotary_positions
 
 
 @dataclass
@@ -29,6 +29,8 @@ class Seq2SeqConfig:
         default_factory=lambda: CoreConfig(dim=512, depth=6, num_heads=8, act="relu", dropout=0.1)
     )
     decoder_depth: int = 6
+    # after pruning (zoo prune): per decoder layer, the (self, cross) attention heads it kept
+    decoder_heads: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None = None
     pos: str = "sinusoidal"  # "sinusoidal", "learned" or "rotary" (= core.rotary)
     max_len: int = 1024
     pad_id: int = 0
@@ -37,6 +39,8 @@ class Seq2SeqConfig:
 
     def __post_init__(self) -> None:
         self.pos, self.core = rotary_positions(self.pos, self.core)
+        self.decoder_heads = kept_heads(self.decoder_heads, self.decoder_depth,
+                                        self.core.num_heads, "decoder_heads", pairs=True)
 
     def build(self) -> Seq2SeqTransformer:
         return Seq2SeqTransformer(self)
@@ -63,7 +67,7 @@ class Seq2SeqTransformer(nn.Module):
         # the paper's model has no stochastic depth; a core's drop_path stays with the encoder
         self.core = TransformerEncoder.from_config(cfg.core)
         self.decoder = TransformerDecoder.from_config(
-            dataclasses.replace(cfg.core, drop_path=0.0), cfg.decoder_depth
+            dataclasses.replace(cfg.core, drop_path=0.0), cfg.decoder_depth, cfg.decoder_heads
         )
         self.head = nn.Linear(dim, cfg.vocab_size, bias=False)
         self.head.weight = self.src_adapter.embed.weight  # tied output projection

@@ -39,6 +39,17 @@ def reference_attention(
     causal: bool = False,
 ) -> Tensor:
     """softmax(QK^T / sqrt(Dh)) V with the module's weights, written out from the paper."""
+    return reference_with_weights(attn, x, context, padding_mask, causal)[0]
+
+
+def reference_with_weights(
+    attn: MultiHeadAttention,
+    x: Tensor,
+    context: Tensor | None = None,
+    padding_mask: Tensor | None = None,
+    causal: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """The reference output (B, Nq, D) and weights (B, H, Nq, Nk), zero at masked keys."""
     b, nq, d = x.shape
     h, dh = attn.num_heads, d // attn.num_heads
     if context is None:
@@ -62,7 +73,7 @@ def reference_attention(
     out = (weights @ heads(v)).transpose(1, 2).reshape(b, nq, d)
     out = F.linear(out, attn.proj.weight, attn.proj.bias)
     empty = ~allowed.any(-1)[:, 0, :, None]  # (B, Nq, 1)
-    return out.masked_fill(empty, 0.0)
+    return out.masked_fill(empty, 0.0), weights
 
 
 PADDING = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])  # (2, 7), sample 1 has 4 tokens
@@ -256,3 +267,90 @@ def test_dim_must_divide_into_heads() -> None:
 def test_cross_attention_without_context_says_what_it_needs() -> None:
     with pytest.raises(ValueError, match=r"context tensor \(B, M, D\)"):
         _attn(cross=True)(torch.randn(1, 2, DIM))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inspection points (weight_sink, head_mask) and layers with fewer heads than D / Dh
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("cross", [False, True])
+def test_weight_sink_receives_the_reference_weights_of_every_call(causal: bool, cross: bool):
+    attn, x = _attn(cross=cross), torch.randn(2, 7, DIM)
+    context = torch.randn(2, 7, DIM) if cross else None
+    causal = causal and not cross
+    default = attn(x, context, padding_mask=PADDING, causal=causal)
+    attn.weight_sink = []
+    out = attn(x, context, padding_mask=PADDING, causal=causal)
+    attn(x[:1], None if context is None else context[:1], padding_mask=PADDING[:1])
+    sink, attn.weight_sink = attn.weight_sink, None
+    expected_out, expected = reference_with_weights(attn, x, context, PADDING, causal)
+    assert len(sink) == 2 and sink[1].shape == (1, HEADS, 7, 7)
+    torch.testing.assert_close(sink[0], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(sink[0].sum(-1), torch.ones(2, HEADS, 7))  # rows sum to 1
+    assert (sink[0][1, :, :, 4:] == 0).all()  # masked keys get exactly zero
+    torch.testing.assert_close(out, default, atol=1e-5, rtol=0)  # the output is unchanged
+    torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=0)
+
+
+def test_the_default_forward_stays_on_sdpa_outside_an_inspection(monkeypatch) -> None:
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    attn, x = _attn(), torch.randn(2, 5, DIM)
+    attn(x)
+    attn.weight_sink = []
+    attn(x)  # recording: the explicit path
+    attn.weight_sink = None
+    attn.head_mask = torch.ones(HEADS)
+    attn(x)  # a head mask alone keeps SDPA
+    assert len(calls) == 2
+
+
+def _without_heads(attn: MultiHeadAttention, heads: list[int]) -> MultiHeadAttention:
+    """A copy whose output projection ignores ``heads`` (their columns zeroed)."""
+    copy = _attn()
+    copy.load_state_dict(attn.state_dict())
+    dh = DIM // HEADS
+    with torch.no_grad():
+        for h in heads:
+            copy.proj.weight[:, h * dh : (h + 1) * dh] = 0.0
+    return copy
+
+
+def test_head_mask_removes_heads_for_the_batch_or_per_sample() -> None:
+    attn, x = _attn(), torch.randn(2, 5, DIM)
+    attn.head_mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    torch.testing.assert_close(attn(x), _without_heads(attn, [1, 3])(x), atol=1e-6, rtol=0)
+    attn.head_mask = torch.tensor([[1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])  # (B, H)
+    out = attn(x)
+    attn.head_mask = None
+    torch.testing.assert_close(out[0], _without_heads(attn, [1])(x)[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out[1], attn(x)[1], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_fewer_heads_of_full_width_equal_the_full_layer_with_the_rest_masked(cross: bool):
+    full, keep, dh = _attn(cross=cross), [0, 2], DIM // HEADS
+    small = MultiHeadAttention(DIM, len(keep), head_dim=dh, cross=cross).eval()
+    rows = torch.cat([torch.arange(h * dh, (h + 1) * dh) for h in keep])
+    parts = {"qkv": 3, "q": 1, "kv": 2}
+    state = {}
+    for name, tensor in full.state_dict().items():
+        part, kind = name.split(".")
+        if part == "proj":
+            state[name] = tensor[:, rows] if kind == "weight" else tensor
+        else:  # rows laid out (part, head, Dh)
+            state[name] = tensor[torch.cat([rows + p * DIM for p in range(parts[part])])]
+    small.load_state_dict(state)
+    assert small.proj.weight.shape == (DIM, len(keep) * dh)
+    x, context = torch.randn(2, 5, DIM), torch.randn(2, 6, DIM) if cross else None
+    full.head_mask = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    torch.testing.assert_close(small(x, context), full(x, context), atol=1e-6, rtol=0)
+
+
+def test_a_head_count_needs_at_least_one_head() -> None:
+    assert MultiHeadAttention(10, 4, head_dim=3).qkv.weight.shape == (36, 10)
+    with pytest.raises(ValueError, match="at least one head"):
+        MultiHeadAttention(DIM, 0, head_dim=4)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from encoders.attention import lengths_to_padding_mask
-from encoders.core import DecoderCache, TransformerDecoder, TransformerEncoder
+from encoders.core import CoreConfig, DecoderCache, TransformerDecoder, TransformerEncoder
 from encoders.layers import LayerScale
 
 DIM, HEADS = 16, 4
@@ -229,3 +229,50 @@ def test_a_plain_core_loads_into_a_conformer_core_by_name() -> None:
     assert all(k.split(".")[2] in {"norm_ff1", "ff1", "norm_conv", "conv", "norm_out"}
                for k in missing)
     torch.testing.assert_close(conformer.blocks[0].attn.qkv.weight, plain.blocks[0].attn.qkv.weight)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruned heads and head gates in the core config
+
+
+def test_kept_heads_per_layer_build_narrower_attention() -> None:
+    cfg = CoreConfig(dim=32, depth=2, num_heads=4, heads_per_layer=[[0, 2], [1, 2, 3]])
+    assert cfg.heads_per_layer == ((0, 2), (1, 2, 3))  # JSON lists become tuples
+    core = TransformerEncoder.from_config(cfg)
+    first, second = core.blocks[0].attn, core.blocks[1].attn
+    assert (first.num_heads, second.num_heads, first.head_dim) == (2, 3, 8)
+    assert first.qkv.weight.shape == (3 * 2 * 8, 32) and first.proj.weight.shape == (32, 16)
+    assert core(torch.randn(2, 5, 32)).shape == (2, 5, 32)
+
+
+@pytest.mark.parametrize("heads, problem", [
+    ([[0, 1]], "one entry per layer"),
+    ([[0, 1], []], r"heads_per_layer\[1\]"),
+    ([[0, 4], [0]], "below 4"),
+    ([[1, 0], [0]], "increasing"),
+])  # fmt: skip
+def test_kept_heads_are_checked(heads, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        CoreConfig(dim=32, depth=2, num_heads=4, heads_per_layer=heads)
+
+
+def test_a_decoder_keeps_self_and_cross_heads_per_layer() -> None:
+    cfg = CoreConfig(dim=32, depth=1, num_heads=4)
+    decoder = TransformerDecoder.from_config(cfg, 2, [[[0, 1], [2]], [[3], [0, 1, 3]]])
+    counts = [(b.attn.num_heads, b.cross_attn.num_heads) for b in decoder.blocks]
+    assert counts == [(2, 1), (1, 3)]
+    out = decoder(torch.randn(2, 3, 32), torch.randn(2, 4, 32))
+    assert out.shape == (2, 3, 32)
+    with pytest.raises(ValueError, match=r"decoder_heads\[0\] must be a \(self, cross\) pair"):
+        TransformerDecoder.from_config(cfg, 1, [[0, 1, 2]])
+
+
+def test_head_gate_l0_puts_a_gate_on_every_attention_head() -> None:
+    cfg = CoreConfig(dim=32, depth=2, num_heads=4, head_gate_l0=0.01)
+    core, decoder = TransformerEncoder.from_config(cfg), TransformerDecoder.from_config(cfg, 1)
+    gates = [m.gate for m in [*core.modules(), *decoder.modules()] if hasattr(m, "gate")]
+    assert len(gates) == 4 and all(g is not None and g.log_alpha.shape == (4,) for g in gates)
+    plain = CoreConfig(dim=32, depth=1, num_heads=4)
+    assert TransformerEncoder.from_config(plain).blocks[0].attn.gate is None
+    with pytest.raises(ValueError, match="head_gate_l0 must be >= 0"):
+        CoreConfig(dim=32, depth=2, num_heads=4, head_gate_l0=-1.0)

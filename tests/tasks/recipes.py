@@ -19,6 +19,8 @@ from encoders.core import CORE_FIELDS, make_core_config
 from tasks.base import get_task
 from tasks.classification import ViTConfig
 from tasks.language_modeling import GPTConfig
+from tasks.masked_image import MAEConfig
+from tasks.masked_lm import BertConfig
 from tasks.options import SECTIONS
 from tasks.speech import ASRConfig
 from tasks.translation import Seq2SeqConfig
@@ -30,13 +32,16 @@ DATA = {"dataset": "synthetic", "root": None, "val_fraction": 0.1, "num_workers"
 TRAIN = {"seed": 0, "batch_size": 32, "max_steps": None, "label_smoothing": 0.0}
 EVAL = {"batch_size": None, "split": "val", "metric": None}
 
-# The tiny model of each task (zoo's test_vit, test_mt_transformer, test_asr_transformer):
+# The tiny model of each task (zoo's test_vit, test_mt_transformer, test_asr_transformer, ...):
 # family config and its settings besides the "test" core.
 TINY = {
     "classification": (ViTConfig, {"img_size": 32, "patch_size": 8, "num_classes": 10}),
     "translation": (Seq2SeqConfig, {"vocab_size": 100, "decoder_depth": 2}),
     "speech_recognition": (ASRConfig, {"n_mels": 40}),
     "language_modeling": (GPTConfig, {"vocab_size": 100, "max_len": 128}),
+    "masked_lm": (BertConfig, {"vocab_size": 100}),
+    "masked_image": (MAEConfig, {"img_size": 32, "patch_size": 8, "decoder_dim": 32,
+                                 "decoder_depth": 1, "decoder_num_heads": 4}),
 }
 
 

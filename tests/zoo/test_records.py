@@ -39,3 +39,12 @@ def test_plot_names_the_run_and_labels_every_panel(tmp_path: Path) -> None:
 def test_nothing_to_plot_writes_nothing(tmp_path: Path) -> None:
     _write(tmp_path / "empty", [{"type": "config", "step": 0}])
     assert plot_curves(tmp_path / "empty") is None
+
+
+def test_a_multitask_runs_metrics_join_their_familys_panel() -> None:
+    evals = [{"type": "eval", "step": 5, "vision/top1": 50.0, "speech/accuracy": 0.5,
+              "vision/loss": 1.0, "speech/cer": 0.2, "score": 0.8}]
+    panels = _panels(EVENTS[:2], evals)
+    assert list(panels) == ["loss", "score", "accuracy (%)", "error rate (%)"]
+    assert set(panels["loss"]) == {"train loss", "eval vision/loss"}
+    assert set(panels["accuracy (%)"]) == {"vision/top1", "speech/accuracy"}

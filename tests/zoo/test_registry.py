@@ -18,6 +18,8 @@ FAMILIES = {
     "translation": ("text", "mt_"),
     "speech_recognition": ("speech", "asr_"),
     "language_modeling": ("text", "gpt_"),
+    "masked_lm": ("text", "bert_"),
+    "masked_image": ("vision", "mae_"),
 }
 
 
@@ -111,10 +113,12 @@ def test_list_models_filters() -> None:
     vits = zoo.list_models("vit_*")
     assert vits and all(n.startswith("vit_") for n in vits)
     assert "vit_tiny_patch16_224" in vits and "test_vit" not in vits
-    assert zoo.list_models("*_224", modality="vision") == [n for n in vits if n.endswith("_224")]
+    on_224 = zoo.list_models("*_224", task="classification", modality="vision")
+    assert on_224 == [n for n in vits if n.endswith("_224")]
     assert zoo.list_models("vit_*", task="translation") == []
     assert zoo.list_models("test_*") == [
-        "test_asr_transformer", "test_gpt", "test_mt_transformer", "test_vit"
+        "test_asr_transformer", "test_bert", "test_gpt", "test_mae", "test_mt_transformer",
+        "test_vit"
     ]
     assert zoo.list_models("nothing*") == []
 

@@ -26,6 +26,7 @@ import zoo.atomic
 import zoo.records
 from tasks.base import get_task
 from tasks.translation.tokenizer import Tokenizer
+from tests.zoo.cli.helpers import fails
 from zoo.cli import main
 from zoo.config import ConfigError, recipe_from_dict
 from zoo.engine import Trainer, train
@@ -76,17 +77,6 @@ def write(path: Path, recipe: dict[str, Any]) -> Path:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file below ``folder``, to show that a command changed nothing there."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def fails(args: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> str:
-    """Run the CLI, expect exit 2 and one last line ``error: ...`` holding ``words``."""
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("error: "), err
-    assert "Traceback" not in "\n".join(err)
-    for word in words:
-        assert word in err[-1], err[-1]
-    return err[-1]
 
 
 def steps(run: Path) -> list[int]:

@@ -27,6 +27,8 @@ VARIANTS = {
     "translation": "test_mt_transformer",
     "speech_recognition": "test_asr_transformer",
     "language_modeling": "test_gpt",
+    "masked_lm": "test_bert",
+    "masked_image": "test_mae",
 }
 
 

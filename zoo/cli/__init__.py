@@ -2,8 +2,9 @@
 
 ==========  ===============================================
 catalog     list, info
-training    train, eval, demo, plot, average
-prediction  classify, translate, transcribe, generate
+training    train, eval, demo, plot, average, extract
+prediction  classify, translate, transcribe, generate, fill-mask
+interpret   attention, heads, prune
 tools       synthesize
 ==========  ===============================================
 
@@ -22,13 +23,19 @@ import argparse
 import logging
 import sys
 
-from zoo.cli import catalog, prediction, tools, training  # noqa: F401  (register the commands)
+from zoo.cli import (  # noqa: F401  (register the commands)
+    catalog,
+    interpret,
+    prediction,
+    tools,
+    training,
+)
 from zoo.cli.base import COMMANDS, Command
 from zoo.errors import CheckpointError
 from zoo.signals import Stopped
 
 # The order of the groups in ``zoo --help``; a group not named here comes after these.
-GROUP_ORDER = ("catalog", "training", "prediction", "tools")
+GROUP_ORDER = ("catalog", "training", "prediction", "interpret", "tools")
 
 # Exceptions whose message is written for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (

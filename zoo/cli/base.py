@@ -81,6 +81,12 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
 
 
+def add_task_section(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """``--task NAME``: the task section of a multitask run that a command uses."""
+    parser.add_argument("--task", default=None, metavar="NAME", help=help or (
+        "a multitask run: its task section to use (needed when it has several of the kind)"))
+
+
 def overrides_anywhere(parser: argparse.ArgumentParser) -> None:
     """Let ``key=value`` overrides come after options too (``zoo train R --out D k=v``).
 

@@ -8,8 +8,11 @@ import json
 from zoo.cli.base import command
 
 # the values of the family configs' ``task`` and ``modality`` (tests check they are complete)
-TASKS = ("classification", "translation", "speech_recognition", "language_modeling")
-MODALITIES = ("vision", "text", "speech")
+TASKS = (
+    "classification", "translation", "speech_recognition", "language_modeling", "masked_lm",
+    "masked_image", "multitask",
+)
+MODALITIES = ("vision", "text", "speech", "multi")
 
 
 def _format_params(n: int) -> str:
@@ -48,8 +51,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     info = model_info(args.name)
     print(f"{info['name']}: {info['task']} / {info['modality']}, {info['num_params']:,} parameters")
-    flops, sample = forward_flops(args.name)
-    print(f"forward FLOPs per sample: {flops / 1e9:,.2f} G ({sample})")
+    if info["task"] == "multitask":  # its tasks, and so its inputs, come from a recipe
+        print("a core alone here; a multitask recipe adds its tasks' models (docs/multitask.md)")
+    else:
+        flops, sample = forward_flops(args.name)
+        print(f"forward FLOPs per sample: {flops / 1e9:,.2f} G ({sample})")
     for row in recipe_results(args.name):
         print(f"measured: {row['recipe']}: {row['result']} ({row['measured']}; the recipe "
               "overrides some settings)")

@@ -1,8 +1,9 @@
-"""``zoo classify``, ``zoo translate``, ``zoo transcribe`` and ``zoo generate``: a trained run's
-predictions.
+"""``zoo classify``, ``zoo translate``, ``zoo transcribe``, ``zoo generate`` and ``zoo fill-mask``:
+a trained run's predictions.
 
 Each loads the run's task and model (`zoo.inference.load_for_prediction`) and prints what the
-task's ``predict`` returns; task-specific work stays behind the Task contract.
+task's ``predict`` returns; task-specific work stays behind the Task contract. On a multitask
+run, ``--task NAME`` picks the section (`zoo.multitask.runs`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from zoo.cli.base import add_device, check_positive, command
+from zoo.cli.base import add_device, add_task_section, check_positive, command
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ def _classify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--topk", type=int, default=5, help="classes shown per image")
     add_device(p)
+    add_task_section(p)
 
 
 @command("classify", "print the top-5 classes of images with a trained image classifier",
@@ -36,7 +38,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from zoo.inference import load_for_prediction
 
     check_positive(topk=args.topk)
-    task, model = load_for_prediction(args.run, "classification", args.device)
+    task, model = load_for_prediction(args.run, "classification", args.device, section=args.task)
     for line in task.predict(model, args.images, topk=args.topk):
         print(line)
     return 0
@@ -62,6 +64,7 @@ def _translate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nbest", type=int, default=1, help="hypotheses per sentence")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
     add_device(p)
+    add_task_section(p)
 
 
 def _sentences(args: argparse.Namespace) -> list[str]:
@@ -97,7 +100,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from zoo.inference import load_for_prediction
 
     _check_counts(args)
-    task, model = load_for_prediction(args.run, "translation", args.device)
+    task, model = load_for_prediction(args.run, "translation", args.device, section=args.task)
     sentences = _sentences(args)
     beam_size = task.section("decode").beam_size
     if args.beam_size is None and args.nbest > beam_size:
@@ -131,6 +134,7 @@ def _transcribe_args(p: argparse.ArgumentParser) -> None:
     add_device(p)
     p.add_argument("--ensemble", action="append", metavar="RUN",
                    help="average the model's frame log-probabilities with RUN's (repeatable)")
+    add_task_section(p)
 
 
 @command("transcribe", "transcribe audio files with a trained speech model",
@@ -142,8 +146,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     check_positive(beam_size=args.beam_size)
     task, model = load_for_prediction(args.run, "speech_recognition", args.device,
-                                      args.ensemble or ())
-    _warn_if_synthetic(Path(args.run))
+                                      args.ensemble or (), section=args.task)
+    _warn_if_synthetic(Path(args.run), task.recipe.data.dataset)
     refused = {p: why for p in args.audio if (why := task.check_input(model, p)) is not None}
     for why in refused.values():
         print(f"error: {why}", file=sys.stderr)
@@ -154,13 +158,14 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 2 if refused else 0
 
 
-def _warn_if_synthetic(run: Path) -> None:
-    """Say so when the run's recipe trained on the built-in tones, not on speech."""
-    from zoo.inference import find_run_recipe
+def _warn_if_synthetic(run: Path, dataset: str) -> None:
+    """Say so when the run's recipe trained on the built-in tones, not on speech (``dataset``:
+    the speech task's own, a section's in a multitask run)."""
+    from zoo.run_dir import find_run_recipe
     from zoo.saved_model import find_model_dir
 
     found = find_run_recipe(run, find_model_dir(run))
-    if found is not None and found[1].data.dataset == "synthetic":
+    if found is not None and dataset == "synthetic":
         log.warning("%s learnt the built-in synthetic tones (one per digit), not speech: on real "
                     "recordings it prints digits that mean nothing", run)
 
@@ -219,4 +224,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 0
     for i, text in enumerate(task.predict(model, [args.prompt], sampling)[0]):
         _write(("" if i == 0 else SEPARATOR + "\n") + head + text + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo fill-mask RUN "a man is [MASK] a bike": the top-k pieces for every [MASK] of each text,
+# with their probabilities, and the text filled with the best ones
+
+
+def _fill_mask_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("texts", nargs="+", help='sentences with [MASK], e.g. "a man is [MASK] a bike"')
+    p.add_argument("--top-k", type=int, default=5, help="pieces shown per [MASK] (default 5)")
+    add_device(p)
+
+
+@command("fill-mask", "predict the [MASK] tokens of sentences with a trained masked LM",
+         arguments=_fill_mask_args)
+def cmd_fill_mask(args: argparse.Namespace) -> int:
+    from zoo.inference import load_for_prediction
+
+    check_positive(top_k=args.top_k)
+    task, model = load_for_prediction(args.run, "masked_lm", args.device)
+    for line in task.predict(model, args.texts, top_k=args.top_k):
+        print(line)
     return 0

@@ -1,5 +1,6 @@
-"""``zoo train``, ``zoo eval``, ``zoo demo``, ``zoo plot`` and ``zoo average``: making runs and
-reading them. The work is in `zoo.engine`, `zoo.inference` and `zoo.averaging`."""
+"""``zoo train``, ``zoo eval``, ``zoo demo``, ``zoo plot``, ``zoo average`` and ``zoo extract``:
+making runs and reading them. The work is in `zoo.engine`, `zoo.inference`, `zoo.averaging` and
+`zoo.multitask.runs`."""
 
 from __future__ import annotations
 
@@ -11,10 +12,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.cli.base import add_device, cell, check_positive, command, overrides_anywhere, print_table
+from zoo.cli.base import (
+    add_device,
+    add_task_section,
+    cell,
+    check_positive,
+    command,
+    overrides_anywhere,
+    print_table,
+)
 
 DEMO_RECIPES = Path(__file__).resolve().parents[2] / "configs" / "demo"
 DEMO_NAMES = ("vision", "translation", "speech", "lm")
+DEMO_CHOICES = (*DEMO_NAMES, "multitask")  # the multitask demo runs when asked for
 
 
 def _is_main_process() -> bool:
@@ -75,6 +85,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     add_device(p)
     p.add_argument("--ensemble", action="append", metavar="RUN",
                    help="average this run's model with RUN's (repeatable; speech recognition)")
+    add_task_section(p, "a multitask run: evaluate this task section only")
     p.add_argument(
         "overrides",
         nargs="*",
@@ -92,7 +103,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     others = args.ensemble or []
     model_dir, metrics, report = evaluate_run(
         args.run, args.split, args.batch_size, args.device, report=True,
-        overrides=args.overrides, ensemble=others,
+        overrides=args.overrides, ensemble=others, section=args.task,
     )
     members = f" (ensemble with {', '.join(map(str, others))})" if others else ""
     print(f"{model_dir}{members} on {args.split}:")
@@ -109,7 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every recipe")
-    p.add_argument("--only", action="append", choices=DEMO_NAMES, help="run only this demo")
+    p.add_argument("--only", action="append", choices=DEMO_CHOICES, help="run only this demo")
     p.add_argument("--out", default=None, help="keep the runs here (default: a temp dir)")
     overrides_anywhere(p)
 
@@ -170,7 +181,7 @@ def _demo_one(name: str, recipe: Any, out: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# zoo plot, zoo average
+# zoo plot, zoo average, zoo extract
 
 
 @command("plot", "plot a run's loss and metric curves to RUN/curves.png",
@@ -204,4 +215,21 @@ def cmd_average(args: argparse.Namespace) -> int:
     check_positive(last=args.last)
     out = average_run(args.run, args.last, args.out)
     print(f"averaged the last {args.last} checkpoints of {args.run} into {out}")
+    return 0
+
+
+def _extract_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="multitask run directory (uses best/) or saved multitask model")
+    p.add_argument("--task", required=True, metavar="NAME", help="the task section to write out")
+    p.add_argument("--out", required=True, help="the saved model directory to create")
+
+
+@command("extract", "write one task of a multitask run out as a single-task saved model",
+         arguments=_extract_args)
+def cmd_extract(args: argparse.Namespace) -> int:
+    from zoo.multitask.runs import extract
+
+    out = extract(args.run, args.task, args.out)
+    print(f"task section '{args.task}' of {args.run} written to {out} (zoo.load_pretrained "
+          "loads it; zoo eval, classify, translate and transcribe take it)")
     return 0

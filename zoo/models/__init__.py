@@ -1,5 +1,6 @@
 """Named variants of each model family; importing this registers them."""
 
-from zoo.models import language, speech, translation, vision
+import zoo.models.masked  # noqa: F401  (BERT and MAE pre-training)
+from zoo.models import language, multitask, speech, translation, vision
 
-__all__ = ["language", "speech", "translation", "vision"]
+__all__ = ["language", "multitask", "speech", "translation", "vision"]

@@ -11,9 +11,6 @@ import pytest
 from zoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-ROOT = Path(__file__).resolve().parents[3]
 TINY = {
     "task": "classification",
     "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},

@@ -8,14 +8,8 @@ import json
 import pytest
 
 import zoo
+from tests.zoo.test_registry import FAMILIES
 from zoo.cli import main
-
-FAMILIES = {
-    "classification": ("vision", "vit_"),
-    "translation": ("text", "mt_"),
-    "speech_recognition": ("speech", "asr_"),
-    "language_modeling": ("text", "gpt_"),
-}
 
 
 def test_cli_list_prints_every_family(capsys: pytest.CaptureFixture) -> None:

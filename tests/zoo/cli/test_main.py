@@ -17,8 +17,9 @@ from zoo.cli.catalog import MODALITIES, TASKS
 
 GROUPS = {
     "catalog": ["list", "info"],
-    "training": ["train", "eval", "demo", "plot", "average"],
-    "prediction": ["classify", "translate", "transcribe", "generate"],
+    "training": ["train", "eval", "demo", "plot", "average", "extract"],
+    "prediction": ["classify", "translate", "transcribe", "generate", "fill-mask"],
+    "interpret": ["attention", "heads", "prune"],
     "tools": ["synthesize"],
 }
 

@@ -1,0 +1,158 @@
+"""Does masked-LM pre-training of the encoder help Multi30k en->de translation at a short budget?
+
+1. Pre-train ``bert_mini`` (configs/pretrain/bert_mini_multi30k.yaml: Multi30k's train.en +
+   Tiny Shakespeare; ``--downstream-only``: train.en alone, the setting of Krishna et al. 2023),
+   or reuse a run (``--pretrained RUN``). Its vocabulary is the joint en+de one the translation
+   fine-tune reuses (copied into each translation run directory as spm.model).
+2. For each seed, build ``mt_transformer_mini`` twice from the same random draw and give one of
+   them the masked LM's encoder (``src_adapter`` embeddings, shared with the target side and the
+   output projection, and ``core``; ``--inits mlm_core``: the core alone); train both with the
+   same recipe and steps.
+3. Report sacreBLEU and chrF on test_2016_flickr of each run's best validation checkpoint, per
+   seed, and the mean difference, in ``OUT/mlm_transfer.md`` and ``.json``.
+
+    python benchmarks/mlm_transfer.py --out runs/bench/mlm                       # CPU, tiny
+    python benchmarks/mlm_transfer.py --out runs/bench/mlm --device cuda --precision bf16 \\
+        --pretrain-steps 10000 --finetune-steps 3000 --seeds 0 1 --beam 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from masked_common import (  # benchmarks/masked_common.py, beside this script
+    device_overrides,
+    load_part,
+    pretrain_recipe,
+    run,
+    save_init,
+    summarise,
+    write_results,
+)
+
+import zoo
+from tasks.masked_lm import translation_encoder_state
+from tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from zoo.saved_model import find_model_dir
+
+RECIPE = "configs/pretrain/bert_mini_multi30k.yaml"
+TARGET = "mt_transformer_mini"
+VOCAB_FILE = "spm.model"
+INITS = ("random", "mlm", "mlm_core")
+
+
+def pretrain(args: argparse.Namespace) -> Path:
+    if args.pretrained:
+        return Path(args.pretrained)
+    steps = args.pretrain_steps
+    overrides = [f"train.max_steps={steps}", f"schedule.warmup_steps={min(500, steps // 10)}",
+                 f"train.eval_every={max(steps // 4, 1)}", f"train.checkpoint_every={steps}",
+                 f"data.root={args.data_root}", *device_overrides(args.device, args.precision)]
+    recipe = pretrain_recipe(RECIPE, overrides)
+    if args.downstream_only:
+        recipe["data"]["options"]["train_files"] = ["multi30k/train.en"]
+    run(recipe, args.out / "pretrain")
+    return args.out / "pretrain"
+
+
+def init_dir(args: argparse.Namespace, mlm: torch.nn.Module, init: str, seed: int) -> Path:
+    """``mt_transformer_mini`` drawn from ``seed``, with the masked LM's encoder for "mlm"."""
+    target = args.out / f"init_{init}_s{seed}"
+    if not (target / "config.json").is_file():
+        torch.manual_seed(seed)
+        mt = zoo.create_model(TARGET, vocab_size=mlm.cfg.vocab_size, pad_id=PAD_ID,
+                              bos_id=BOS_ID, eos_id=EOS_ID)
+        if init != "random":
+            state = translation_encoder_state(mlm.state_dict())
+            if init == "mlm_core":
+                state = {k: v for k, v in state.items() if k.startswith("core.")}
+            load_part(mt, state)
+        save_init(mt, target)
+    return target
+
+
+def translation_recipe(args: argparse.Namespace, init: Path, seed: int) -> dict[str, Any]:
+    steps = args.finetune_steps
+    return {
+        "task": "translation",
+        "model": {"name": TARGET, "pretrained": str(init)},
+        "data": {"dataset": "parallel", "root": f"{args.data_root}/multi30k",
+                 "options": {"src_lang": "en", "tgt_lang": "de",
+                             "test_split": "test_2016_flickr", "empty_lines": "error"}},
+        "tokenizer": {"vocab_size": 8000},
+        "optim": {"lr": args.lr, "weight_decay": 1e-4, "betas": [0.9, 0.98]},
+        "schedule": {"name": "cosine", "warmup_steps": steps // 10},
+        "train": {"max_steps": steps, "batch_size": args.tokens, "seed": seed,
+                  "label_smoothing": 0.1, "device": args.device, "precision": args.precision,
+                  "eval_every": max(steps // args.evals, 1), "checkpoint_every": steps,
+                  "log_every": 50},
+        "decode": {"beam_size": args.beam},
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    mlm_run = pretrain(args)
+    mlm_dir = find_model_dir(mlm_run)
+    mlm = zoo.load_pretrained(mlm_dir)
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+    for seed in args.seeds:
+        for init in args.inits:
+            run_dir = args.out / f"mt_{init}_s{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not (run_dir / VOCAB_FILE).is_file():  # the translation task reuses it
+                shutil.copy(mlm_dir / VOCAB_FILE, run_dir / VOCAB_FILE)
+            recipe = translation_recipe(args, init_dir(args, mlm, init, seed), seed)
+            metrics = run(recipe, run_dir, test_split="test")
+            results["runs"][run_dir.name] = metrics
+            logging.info("%s: test BLEU %.2f", run_dir.name, metrics["bleu"])
+    write_results(args.out, "mlm_transfer", results, table(args, results["runs"]))
+
+
+def table(args: argparse.Namespace, runs: dict[str, dict[str, float]]) -> list[str]:
+    source = f"reused {args.pretrained}" if args.pretrained else f"{args.pretrain_steps} steps"
+    lines = [
+        f"Masked-LM encoder ({source}) vs. random init, {TARGET}, Multi30k en->de, "
+        f"{args.finetune_steps} steps, test_2016_flickr, beam {args.beam}, seeds {args.seeds}",
+        "",
+        "| init | BLEU | chrF | BLEU gain over random (mean) |",
+        "|---|---|---|---|",
+    ]
+    base = [runs[f"mt_random_s{s}"]["bleu"] for s in args.seeds] if "random" in args.inits else []
+    for init in args.inits:
+        bleu = [runs[f"mt_{init}_s{s}"]["bleu"] for s in args.seeds]
+        chrf = [runs[f"mt_{init}_s{s}"]["chrf"] for s in args.seeds]
+        gain = f"{statistics.mean(bleu) - statistics.mean(base):+.2f}" if base else "-"
+        lines.append(f"| {init} | {summarise(bleu)} | {summarise(chrf)} | {gain} |")
+    return lines
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="folder for the runs and results")
+    p.add_argument("--data-root", default="../shared/data", help="holds multi30k/ (and more)")
+    p.add_argument("--pretrained", default=None, help="a bert_mini run to reuse (skips step 1)")
+    p.add_argument("--downstream-only", action="store_true",
+                   help="pre-train on Multi30k's train.en alone")
+    p.add_argument("--pretrain-steps", type=int, default=100)
+    p.add_argument("--finetune-steps", type=int, default=100)
+    p.add_argument("--tokens", type=int, default=4096, help="translation tokens per batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="translation peak learning rate")
+    p.add_argument("--evals", type=int, default=1, help="validation BLEU evaluations per run")
+    p.add_argument("--beam", type=int, default=1, help="beam size of every evaluation")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--inits", nargs="+", default=["random", "mlm"], choices=INITS)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main()
