@@ -74,7 +74,7 @@ class Trainer(CheckpointMixin, StepLoopMixin, EvaluationMixin):
             unless ``resume``; a run that stopped before its first checkpoint is replaced).
         resume: continue from the newest checkpoint in ``run_dir`` (from step 0 when the run
             there has none); settings that differ from the run's recorded recipe are logged
-            and recorded in metrics.jsonl, and those in `zoo.run_dir.FIXED_AT_RESUME` refused.
+            and recorded in metrics.jsonl, and those in `zoo.run_recipe.FIXED_AT_RESUME` refused.
     """
 
 

@@ -20,7 +20,7 @@ from zoo.config import recipe_from_dict
 from zoo.distributed import resolve_device
 from zoo.multitask.runs import multitask_for_prediction, only_section
 from zoo.pretrained import load_pretrained
-from zoo.run_dir import find_run_recipe, require_run_recipe
+from zoo.run_recipe import find_run_recipe, require_run_recipe
 from zoo.saved_model import find_model_dir, read_model_config
 
 

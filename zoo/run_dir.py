@@ -26,12 +26,12 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from zoo.atomic import DiskFullError, PathLike
-from zoo.config import ConfigError, Recipe, load_recipe, recipe_to_dict, save_recipe
+from zoo.config import ConfigError, Recipe, load_recipe, save_recipe
 from zoo.errors import CheckpointError
 from zoo.lock import LOCK_NAME, RunLock
 from zoo.records import (
@@ -45,6 +45,7 @@ from zoo.records import (
     append_event,
     truncate_metrics,
 )
+from zoo.run_recipe import fixed_at_resume, recipe_changes
 from zoo.saved_model import CONFIG_NAME, WEIGHTS_NAME, step_of
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ STAGE_NAME = ".zoo-start"
 RUN_FILES = (RECIPE_NAME, METRICS_NAME, CHECKPOINTS, BEST, CURVES_NAME, TENSORBOARD_NAME)
 # The temporaries of atomic_dir for the directories a training run writes.
 _TEMPORARY = re.compile(r"\.zoo-(tmp|old)-(best|step_\d+)-[0-9a-f]{8}")
-# Recipe keys a resumed run cannot change: its checkpoints hold this model and vocabulary.
-FIXED_AT_RESUME = ("task", "model", "tokenizer.vocab_size", "multitask.core", "multitask.tasks")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,89 +134,6 @@ def clean_temporaries(run_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The recipe of a resumed run
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in d.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def recipe_changes(old: Recipe, new: Recipe) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (old value, new value)}`` for every setting that differs (not out_dir)."""
-    a, b = _flatten(recipe_to_dict(old)), _flatten(recipe_to_dict(new))
-    keys = sorted((a.keys() | b.keys()) - {"out_dir"})
-    return {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
-
-
-def _fixed(key: str) -> bool:
-    return any(key == f or key.startswith(f + ".") for f in FIXED_AT_RESUME)
-
-
-def resume_recipe(run_dir: Path, recipe_path: str | Path, overrides: list[str]) -> Recipe:
-    """The recipe ``zoo train RECIPE --resume`` continues: the run's own ``config.yaml`` (what
-    it was started with, overrides included) with this command's ``overrides`` on top.
-
-    The recipe file must train the same task and model; where its other values differ from
-    the run's, a warning says that they are not used.
-
-    Raises:
-        ConfigError: the recipe file trains another task or model than the run.
-    """
-    recorded = run_dir / RECIPE_NAME
-    given = load_recipe(recipe_path, overrides, upgrade=True)
-    if not recorded.is_file():  # a run from before config.yaml existed: nothing else to go by
-        return given
-    own = load_recipe(recorded, overrides, upgrade=True)
-    if (given.task, given.model.name) != (own.task, own.model.name):
-        raise ConfigError(
-            f"{recipe_path} trains {given.model.name} for {given.task}, but {run_dir} holds a "
-            f"run of {own.model.name} for {own.task}; resume it with its own recipe "
-            f"({recorded}) or choose another --out"
-        )
-    ignored = recipe_changes(own, given)
-    if ignored:
-        logger.warning(
-            "resuming with the run's own recipe %s; %s in %s differ%s and %s not used "
-            "(give key=value to change a setting)",
-            recorded, ", ".join(ignored), recipe_path, "" if len(ignored) > 1 else "s",
-            "are" if len(ignored) > 1 else "is",
-        )  # fmt: skip
-    return own
-
-
-def find_run_recipe(
-    path: Path, model_dir: Path, overrides: Sequence[str] = ()
-) -> tuple[Path, Recipe] | None:
-    """The run directory and its recipe (``config.yaml``, with ``overrides`` applied) of a
-    trained model given to a command as ``path``, or found above its model directory; None
-    for a saved model that stands alone."""
-    for folder in (path, model_dir, model_dir.parent, model_dir.parent.parent):
-        if (folder / RECIPE_NAME).is_file():
-            return folder, load_recipe(folder / RECIPE_NAME, overrides, upgrade=True)
-    return None
-
-
-def require_run_recipe(
-    path: Path, model_dir: Path, why: str, overrides: Sequence[str] = ()
-) -> tuple[Path, Recipe]:
-    """`find_run_recipe` for a command that cannot do without the recipe (``why`` says so).
-
-    Raises:
-        CheckpointError: the model has no run recipe beside or above it.
-    """
-    found = find_run_recipe(path, model_dir, overrides)
-    if found is None:
-        raise CheckpointError(f"no {RECIPE_NAME} beside {model_dir}: {why}")
-    return found
-
-
-# ---------------------------------------------------------------------------------------------
 # One training process's hold on its run directory
 
 
@@ -246,7 +162,8 @@ class RunDir:
         Raises:
             RunDirBusy: another process trains in ``path``.
             CheckpointError: ``resume`` and there is no run to resume.
-            ConfigError: ``resume`` with a setting that cannot change (see FIXED_AT_RESUME).
+            ConfigError: ``resume`` with a setting that cannot change
+                (`zoo.run_recipe.FIXED_AT_RESUME`).
             ValueError: a new run, but ``path`` holds one with checkpoints.
             OSError: ``path`` cannot be created or written.
         """
@@ -320,7 +237,7 @@ class RunDir:
         if not self.resume or not recorded.is_file():
             return {}
         changes = recipe_changes(load_recipe(recorded, upgrade=True), recipe)
-        fixed = [k for k in changes if _fixed(k)]
+        fixed = [k for k in changes if fixed_at_resume(k)]
         if fixed and self._from_checkpoint:
             old, new = changes[fixed[0]]
             raise ConfigError(
@@ -390,7 +307,6 @@ def _remove(path: Path) -> None:
 
 
 __all__ = [
-    "FIXED_AT_RESUME",
     "LOCK_NAME",
     "RUN_FILES",
     "STAGE_NAME",
@@ -398,9 +314,5 @@ __all__ = [
     "atomic_dir",
     "checkpoint_dirs",
     "clean_temporaries",
-    "find_run_recipe",
     "keep_last",
-    "recipe_changes",
-    "require_run_recipe",
-    "resume_recipe",
 ]

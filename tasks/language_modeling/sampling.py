@@ -1,6 +1,7 @@
 """Sampling from a decoder-only model with a KV cache: greedy, temperature, top-k, top-p
 (nucleus, Holtzman et al. 2020), a repetition penalty (Keskar et al. 2019, CTRL), a seed, a
-maximum length, and stop strings held back while they may still be forming.
+maximum length, and stop strings held back while they may still be forming; the text of each
+sample as its tokens arrive (`Continuations`).
 
 Logits pass the processors in the order of HF transformers' ``generate``: repetition penalty,
 temperature, top-k, top-p; greedy takes the argmax after the penalty.
@@ -8,13 +9,14 @@ temperature, top-k, top-p; greedy takes the argmax after the penalty.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from encoders import KVCache
+from tasks.language_modeling.vocab import CharVocab, Vocab
 
 
 @dataclass
@@ -225,3 +227,60 @@ class StopStrings:
         """The held-back text, at the end of generation."""
         out, self.pending = ("" if self.stopped else self.pending), ""
         return out
+
+
+def continuation_decoder(vocab: Vocab, prompt: list[int]) -> Callable[[list[int]], str]:
+    """ids -> the text they add after ``prompt``. Pieces are decoded after the prompt, so that
+    a word piece's leading space survives (decoded alone, sentencepiece drops it)."""
+    if isinstance(vocab, CharVocab):
+        return vocab.decode
+    base = vocab.decode(prompt)
+
+    def decode(ids: list[int]) -> str:
+        full = vocab.decode(prompt + ids)
+        return full[len(base) :] if full.startswith(base) else vocab.decode(ids)
+
+    return decode
+
+
+class Continuations:
+    """The text of each sample as tokens arrive: decoded after the prompt, cut at EOS or before
+    a stop string, and handed to ``on_text`` piece by piece."""
+
+    def __init__(
+        self,
+        options: SamplingOptions,
+        decode: Callable[[list[int]], str],
+        eos: int | None,
+        on_text: Callable[[int, str], None] | None,
+    ) -> None:
+        n = options.num_samples
+        self.decode, self.eos, self.on_text = decode, eos, on_text
+        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.shown, self.texts = [""] * n, [""] * n
+        self.stops, self.done = [StopStrings(options.stop) for _ in range(n)], [False] * n
+
+    @property
+    def all_done(self) -> bool:
+        return all(self.done)
+
+    def add(self, i: int, token: int) -> None:
+        """Sample ``i``'s next token."""
+        if self.done[i] or token == self.eos:
+            self.done[i] = True
+            return
+        self.ids[i].append(token)
+        text = self.decode(self.ids[i])
+        self._emit(i, self.stops[i].feed(text[len(self.shown[i]) :]))
+        self.shown[i], self.done[i] = text, self.stops[i].stopped
+
+    def _emit(self, i: int, piece: str) -> None:
+        self.texts[i] += piece
+        if piece and self.on_text is not None:
+            self.on_text(i, piece)
+
+    def finish(self) -> list[str]:
+        """Release held-back text; the continuations."""
+        for i, stops in enumerate(self.stops):
+            self._emit(i, stops.flush())
+        return self.texts

@@ -20,7 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from tasks.base import Batch, Task, iterate, register_task
 from tasks.language_modeling import data as D
 from tasks.language_modeling.options import DATASETS, MOVED, LMData
-from tasks.language_modeling.sampling import SamplingOptions, StopStrings, sample
+from tasks.language_modeling.sampling import (
+    Continuations,
+    SamplingOptions,
+    continuation_decoder,
+    sample,
+)
 from tasks.language_modeling.vocab import (
     TOKENIZERS,
     CharVocab,
@@ -295,7 +300,7 @@ class LanguageModelingTask(Task):
         if self.mode == "stream" and vocab.kind == "char":
             banned.append(EOS_ID)  # a character stream never holds EOS
         eos = EOS_ID if self.mode == "lines" else None
-        texts = _Continuations(options, _continuation_decoder(vocab, ids), eos, on_text)
+        texts = Continuations(options, continuation_decoder(vocab, ids), eos, on_text)
         was_training = inner.training
         inner.eval()
         context = self.trained_block or self.block_size  # the positions training reached
@@ -353,59 +358,3 @@ class LanguageModelingTask(Task):
         self.mode = meta.get("mode", self.mode)
         self.trained_block = meta.get("block_size")
 
-
-def _continuation_decoder(vocab: Vocab, prompt: list[int]) -> Callable[[list[int]], str]:
-    """ids -> the text they add after ``prompt``. Pieces are decoded after the prompt, so that
-    a word piece's leading space survives (decoded alone, sentencepiece drops it)."""
-    if isinstance(vocab, CharVocab):
-        return vocab.decode
-    base = vocab.decode(prompt)
-
-    def decode(ids: list[int]) -> str:
-        full = vocab.decode(prompt + ids)
-        return full[len(base) :] if full.startswith(base) else vocab.decode(ids)
-
-    return decode
-
-
-class _Continuations:
-    """The text of each sample as tokens arrive: decoded after the prompt, cut at EOS or before
-    a stop string, and handed to ``on_text`` piece by piece."""
-
-    def __init__(
-        self,
-        options: SamplingOptions,
-        decode: Callable[[list[int]], str],
-        eos: int | None,
-        on_text: Callable[[int, str], None] | None,
-    ) -> None:
-        n = options.num_samples
-        self.decode, self.eos, self.on_text = decode, eos, on_text
-        self.ids: list[list[int]] = [[] for _ in range(n)]
-        self.shown, self.texts = [""] * n, [""] * n
-        self.stops, self.done = [StopStrings(options.stop) for _ in range(n)], [False] * n
-
-    @property
-    def all_done(self) -> bool:
-        return all(self.done)
-
-    def add(self, i: int, token: int) -> None:
-        """Sample ``i``'s next token."""
-        if self.done[i] or token == self.eos:
-            self.done[i] = True
-            return
-        self.ids[i].append(token)
-        text = self.decode(self.ids[i])
-        self._emit(i, self.stops[i].feed(text[len(self.shown[i]) :]))
-        self.shown[i], self.done[i] = text, self.stops[i].stopped
-
-    def _emit(self, i: int, piece: str) -> None:
-        self.texts[i] += piece
-        if piece and self.on_text is not None:
-            self.on_text(i, piece)
-
-    def finish(self) -> list[str]:
-        """Release held-back text; the continuations."""
-        for i, stops in enumerate(self.stops):
-            self._emit(i, stops.flush())
-        return self.texts

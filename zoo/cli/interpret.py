@@ -199,7 +199,7 @@ def _prune_gates(
     its run directory (None for a saved model alone) and the note saying how it was pruned."""
     from zoo.interpret.gates import prune_closed_heads
     from zoo.pretrained import load_pretrained
-    from zoo.run_dir import find_run_recipe
+    from zoo.run_recipe import find_run_recipe
     from zoo.saved_model import find_model_dir
 
     model_dir = find_model_dir(Path(args.run))

@@ -161,7 +161,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def _warn_if_synthetic(run: Path, dataset: str) -> None:
     """Say so when the run's recipe trained on the built-in tones, not on speech (``dataset``:
     the speech task's own, a section's in a multitask run)."""
-    from zoo.run_dir import find_run_recipe
+    from zoo.run_recipe import find_run_recipe
     from zoo.saved_model import find_model_dir
 
     found = find_run_recipe(run, find_model_dir(run))

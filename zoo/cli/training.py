@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)  # a bad recipe is named before torch loads
     out = Path(args.out) if args.out else default_out_dir(recipe, args.recipe)
     from zoo.engine import train
-    from zoo.run_dir import resume_recipe
+    from zoo.run_recipe import resume_recipe
 
     if args.resume:  # the run's own recorded recipe, not the file's values
         recipe = resume_recipe(out, args.recipe, args.overrides)

@@ -18,7 +18,8 @@ from zoo.config import Recipe
 from zoo.distributed import resolve_device
 from zoo.pretrained import load_pretrained
 from zoo.records import RECIPE_NAME, STATE_NAME
-from zoo.run_dir import atomic_dir, require_run_recipe
+from zoo.run_dir import atomic_dir
+from zoo.run_recipe import require_run_recipe
 from zoo.saved_model import (
     CONFIG_NAME,
     WEIGHTS_NAME,

@@ -20,7 +20,8 @@ from zoo.distributed import resolve_device
 from zoo.multitask.task import MultiTask, copy_task_files
 from zoo.pretrained import load_pretrained
 from zoo.records import RECIPE_NAME
-from zoo.run_dir import atomic_dir, find_run_recipe
+from zoo.run_dir import atomic_dir
+from zoo.run_recipe import find_run_recipe
 from zoo.saved_model import find_model_dir, read_model_config, save_pretrained
 
 

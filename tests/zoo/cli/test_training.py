@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tests.zoo.cli.helpers import ROOT, TINY, fails, snapshot
-from zoo import run_dir
+from zoo import run_recipe
 from zoo.cli import main
 from zoo.pretrained import load_pretrained
 
@@ -58,13 +58,13 @@ def test_eval_overrides_change_this_evaluation_only(
     run: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saved = (run / "config.yaml").read_bytes()
-    loaded, real = [], run_dir.load_recipe
+    loaded, real = [], run_recipe.load_recipe
 
     def spy(path: Path, overrides: list[str] = (), **kwargs: bool) -> object:
         loaded.append(real(path, overrides, **kwargs))
         return loaded[-1]
 
-    monkeypatch.setattr(run_dir, "load_recipe", spy)
+    monkeypatch.setattr(run_recipe, "load_recipe", spy)
     assert main(["eval", str(run), "--split", "test", "data.options.num_test=8"]) == 0
     assert loaded[-1].data.options.num_test == 8
     assert (run / "config.yaml").read_bytes() == saved
