@@ -63,16 +63,14 @@ class Target:
     recipe: str
     data: str  # folder under --data
     metric: str  # the val metric that picks the LR, and the test metric reported
-    scale: float  # to percent, where the task reports a fraction
     label: str
     extra: tuple[str, ...] = ()
 
 
 TARGETS = {
-    "text": Target("mt_mini_multi30k", "multi30k", "bleu", 1.0, "Multi30k en-de BLEU"),
-    "vision": Target("vit_mini_fashion_mnist", "fashion-mnist", "top1", 1.0,
-                     "Fashion-MNIST top-1 %"),
-    "speech": Target("asr_mini_fsdd_single", "fsdd", "accuracy", 100.0, "FSDD accuracy %",
+    "text": Target("mt_mini_multi30k", "multi30k", "bleu", "Multi30k en-de BLEU"),
+    "vision": Target("vit_mini_fashion_mnist", "fashion-mnist", "top1", "Fashion-MNIST top-1 %"),
+    "speech": Target("asr_mini_fsdd_single", "fsdd", "accuracy", "FSDD accuracy %",
                      ("eval.metric=accuracy", "eval.mode=max")),
 }  # fmt: skip
 SOURCES = ("random", *TARGETS)

@@ -40,10 +40,10 @@ def _finite(value: Any) -> float:
     return value if value == value else float("-inf")
 
 
-def _cell(entry: dict[str, Any] | None, scale: float) -> str:
+def _cell(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "-"
-    return f"{entry['test'] * scale:.1f} ± {entry['test_std'] * scale:.1f} (lr {entry['lr']:g})"
+    return f"{entry['test']:.1f} ± {entry['test_std']:.1f} (lr {entry['lr']:g})"
 
 
 def markdown(protocol: dict[str, Any], targets: dict, runs: dict[str, str],
@@ -67,7 +67,7 @@ def markdown(protocol: dict[str, Any], targets: dict, runs: dict[str, str],
     index = {(e["target"], e["source"], e["regime"]): e for e in table}
     for tname in protocol["targets"]:
         for regime in protocol["regimes"]:
-            row = [_cell(index.get((tname, s, regime)), targets[tname].scale) for s in names]
+            row = [_cell(index.get((tname, s, regime))) for s in names]
             lines.append(f"| {targets[tname].label} | {regime} | " + " | ".join(row) + " |")
     lines += ["", "Sources (val metric at the end of their training):", "",
               "| source | run | val | train time |", "|---|---|---|---|"]
@@ -113,12 +113,12 @@ def heatmap(path: Path, protocol: dict[str, Any], targets: dict,
             base = index.get((t, "random", regime))
             values = [index.get((t, s, regime)) for s in names]
             grid.append([float("nan") if v is None or base is None
-                         else (v - base) * targets[t].scale / SATURATE for v in values])
+                         else (v - base) / SATURATE for v in values])
         ax.imshow(grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
         for i, t in enumerate(rows):
             for j, s in enumerate(names):
                 value, shade = index.get((t, s, regime)), grid[i][j]
-                text = "-" if value is None else f"{value * targets[t].scale:.1f}"
+                text = "-" if value is None else f"{value:.1f}"
                 dark = shade == shade and abs(shade) > 0.6
                 ax.text(j, i, text, ha="center", va="center", fontsize=9,
                         color="white" if dark else "black")

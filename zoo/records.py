@@ -12,7 +12,7 @@ Layout::
 ``RUN/metrics.jsonl`` events look like::
 
     {"type": "train", "step": 100, "epoch": 1.56, "loss": 0.93, "lr": 0.001, ...}
-    {"type": "eval", "step": 100, "epoch": 1.56, "split": "val", "accuracy": 0.71, ...}
+    {"type": "eval", "step": 100, "epoch": 1.56, "split": "val", "top1": 71.2, ...}
     {"type": "config", "step": 100, "changed": {"optim.lr": {"from": 0.001, "to": 0.0005}}}
 
 A ``config`` event: a resumed run changed these settings of its recipe from this step on.

@@ -252,7 +252,7 @@ class SpeechRecognitionTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
-        """CER, WER (jiwer), exact-match accuracy and the loss over a loader.
+        """CER, WER (jiwer) and exact-match accuracy in percent, and the loss, over a loader.
 
         The beam is ``decode.beam_size`` (1: greedy); a beam search adds the character
         LM's score when ``decode.lm_weight`` > 0. For digit strings (no spaces) CER is
@@ -285,9 +285,10 @@ class SpeechRecognitionTask(Task):
             model.train(was_training)
         self.last_transcripts = list(zip(ids_seen, refs, hyps))
         return {
-            "cer": float(jiwer.cer(refs, hyps)),
-            "wer": float(jiwer.wer(refs, hyps)),
-            "accuracy": sum(r == h for r, h in zip(refs, hyps)) / max(len(refs), 1),
+            # percent, like every task's rates (top-1, BLEU): one scale per metric across tasks
+            "cer": 100 * float(jiwer.cer(refs, hyps)),
+            "wer": 100 * float(jiwer.wer(refs, hyps)),
+            "accuracy": 100 * sum(r == h for r, h in zip(refs, hyps)) / max(len(refs), 1),
             "loss": loss_sum / max(count, 1),
         }
 

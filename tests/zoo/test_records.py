@@ -42,8 +42,8 @@ def test_nothing_to_plot_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_multitask_runs_metrics_join_their_familys_panel() -> None:
-    evals = [{"type": "eval", "step": 5, "vision/top1": 50.0, "speech/accuracy": 0.5,
-              "vision/loss": 1.0, "speech/cer": 0.2, "score": 0.8}]
+    evals = [{"type": "eval", "step": 5, "vision/top1": 50.0, "speech/accuracy": 50.0,
+              "vision/loss": 1.0, "speech/cer": 20.0, "score": 0.8}]
     panels = _panels(EVENTS[:2], evals)
     assert list(panels) == ["loss", "score", "accuracy (%)", "error rate (%)"]
     assert set(panels["loss"]) == {"train loss", "eval vision/loss"}

@@ -14,8 +14,8 @@ to its reference (the section's ``reference``, e.g. its single-task result)::
     s_t = 2 - m_t / ref_t    when a smaller one is (cer, wer)
 
 so 1.0 is every task at its reference and 1.02 is 2% better on average. Without a reference a
-larger-is-better metric is taken relative to 100 (a percentage or BLEU) and a smaller-is-better
-one relative to 1 (an error rate).
+metric is taken relative to 100: every task reports its rates in percent (top-1, BLEU, CER, WER);
+a metric of another scale (a loss) wants a reference.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ class MultiTask(Task):
             if key not in metrics:
                 raise ConfigError(f"eval.metric '{metric}' of task section '{s.name}' is not "
                                   f"among its metrics")
-            ref = s.reference if s.reference is not None else (100.0 if mode == "max" else 1.0)
+            ref = s.reference if s.reference is not None else 100.0
             ratio = metrics[key] / ref
             parts.append(ratio if mode == "max" else 2.0 - ratio)
         return sum(parts) / len(parts)
