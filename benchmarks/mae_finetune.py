@@ -24,9 +24,12 @@ from typing import Any
 
 import torch
 from masked_common import (  # benchmarks/masked_common.py, beside this script
-    device_overrides,
+    add_shared_args,
     load_part,
+    new_results,
+    pretrain_overrides,
     pretrain_recipe,
+    record,
     run,
     save_init,
     summarise,
@@ -50,11 +53,7 @@ VIT = {"global_pool": "avg", "class_token": True}  # avg pooling; keys still tho
 def pretrain(args: argparse.Namespace) -> Path:
     if args.pretrained:
         return Path(args.pretrained)
-    steps = args.pretrain_steps
-    overrides = [f"train.max_steps={steps}", f"schedule.warmup_steps={min(500, steps // 10)}",
-                 f"train.eval_every={max(steps // 4, 1)}", f"train.checkpoint_every={steps}",
-                 f"train.batch_size={args.batch_size * 2}", f"data.root={args.data_root}",
-                 *device_overrides(args.device, args.precision)]
+    overrides = pretrain_overrides(args, f"train.batch_size={args.batch_size * 2}")
     run(pretrain_recipe(RECIPE, overrides), args.out / "pretrain")
     return args.out / "pretrain"
 
@@ -101,7 +100,7 @@ def finetune_recipe(args: argparse.Namespace, regime: str, pretrained: Path | No
 def main() -> None:
     args = parse_args()
     mae_run = pretrain(args)
-    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+    results = new_results(args)
     for regime in args.regimes:
         for seed in args.seeds:
             for init in ("mae", "scratch"):
@@ -109,8 +108,7 @@ def main() -> None:
                 recipe = finetune_recipe(args, regime, pretrained, seed)
                 run_dir = args.out / f"{regime}_{init}_s{seed}"
                 metrics = run(recipe, run_dir, REGIMES[regime][1], test_split="test")
-                results["runs"][run_dir.name] = metrics
-                logging.info("%s: test top-1 %.2f", run_dir.name, metrics["top1"])
+                record(results, run_dir, metrics, "top1", "top-1")
     write_results(args.out, "mae_finetune", results, table(args, results["runs"]))
 
 
@@ -136,9 +134,8 @@ def table(args: argparse.Namespace, runs: dict[str, dict[str, float]]) -> list[s
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="folder for the runs and results")
-    p.add_argument("--data-root", default="../shared/data/fashion-mnist")
-    p.add_argument("--pretrained", default=None, help="an MAE run to reuse (skips step 1)")
+    add_shared_args(p, "../shared/data/fashion-mnist", "the Fashion-MNIST folder",
+                    "an MAE run to reuse (skips step 1)")
     p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--finetune-steps", type=int, default=150)
     p.add_argument("--probe-steps", type=int, default=150)
@@ -151,8 +148,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--evals", type=int, default=2, help="validation evaluations per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     return p.parse_args()
 
 

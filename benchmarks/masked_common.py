@@ -4,6 +4,7 @@ and the results files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import statistics
@@ -76,3 +77,36 @@ def write_results(out: Path, name: str, results: dict[str, Any], table: list[str
 
 def device_overrides(device: str, precision: str) -> list[str]:
     return [f"train.device={device}", f"train.precision={precision}"]
+
+
+def pretrain_overrides(args: argparse.Namespace, *extra: str) -> list[str]:
+    """Step 1's overrides: ``args.pretrain_steps`` steps with a tenth of them (at most 500) of
+    warm-up, four evaluations, one checkpoint at the end, ``args.data_root``, ``extra`` and the
+    device."""
+    steps = args.pretrain_steps
+    return [f"train.max_steps={steps}", f"schedule.warmup_steps={min(500, steps // 10)}",
+            f"train.eval_every={max(steps // 4, 1)}", f"train.checkpoint_every={steps}",
+            f"data.root={args.data_root}", *extra, *device_overrides(args.device, args.precision)]
+
+
+def add_shared_args(p: argparse.ArgumentParser, data_root: str, data_help: str,
+                    pretrained_help: str) -> None:
+    """The options both benchmarks take: --out, --data-root, --pretrained, --device,
+    --precision."""
+    p.add_argument("--out", type=Path, required=True, help="folder for the runs and results")
+    p.add_argument("--data-root", default=data_root, help=data_help)
+    p.add_argument("--pretrained", default=None, help=pretrained_help)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+
+
+def new_results(args: argparse.Namespace) -> dict[str, Any]:
+    """The results file's content before any run: the arguments, and no runs yet."""
+    return {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+
+
+def record(results: dict[str, Any], run_dir: Path, metrics: dict[str, float], metric: str,
+           label: str) -> None:
+    """Keep a run's test metrics under its folder's name and log its ``metric``."""
+    results["runs"][run_dir.name] = metrics
+    logging.info("%s: test %s %.2f", run_dir.name, label, metrics[metric])

@@ -27,9 +27,12 @@ from typing import Any
 
 import torch
 from masked_common import (  # benchmarks/masked_common.py, beside this script
-    device_overrides,
+    add_shared_args,
     load_part,
+    new_results,
+    pretrain_overrides,
     pretrain_recipe,
+    record,
     run,
     save_init,
     summarise,
@@ -50,11 +53,7 @@ INITS = ("random", "mlm", "mlm_core")
 def pretrain(args: argparse.Namespace) -> Path:
     if args.pretrained:
         return Path(args.pretrained)
-    steps = args.pretrain_steps
-    overrides = [f"train.max_steps={steps}", f"schedule.warmup_steps={min(500, steps // 10)}",
-                 f"train.eval_every={max(steps // 4, 1)}", f"train.checkpoint_every={steps}",
-                 f"data.root={args.data_root}", *device_overrides(args.device, args.precision)]
-    recipe = pretrain_recipe(RECIPE, overrides)
+    recipe = pretrain_recipe(RECIPE, pretrain_overrides(args))
     if args.downstream_only:
         recipe["data"]["options"]["train_files"] = ["multi30k/train.en"]
     run(recipe, args.out / "pretrain")
@@ -101,7 +100,7 @@ def main() -> None:
     mlm_run = pretrain(args)
     mlm_dir = find_model_dir(mlm_run)
     mlm = zoo.load_pretrained(mlm_dir)
-    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+    results = new_results(args)
     for seed in args.seeds:
         for init in args.inits:
             run_dir = args.out / f"mt_{init}_s{seed}"
@@ -110,8 +109,7 @@ def main() -> None:
                 shutil.copy(mlm_dir / VOCAB_FILE, run_dir / VOCAB_FILE)
             recipe = translation_recipe(args, init_dir(args, mlm, init, seed), seed)
             metrics = run(recipe, run_dir, test_split="test")
-            results["runs"][run_dir.name] = metrics
-            logging.info("%s: test BLEU %.2f", run_dir.name, metrics["bleu"])
+            record(results, run_dir, metrics, "bleu", "BLEU")
     write_results(args.out, "mlm_transfer", results, table(args, results["runs"]))
 
 
@@ -135,9 +133,8 @@ def table(args: argparse.Namespace, runs: dict[str, dict[str, float]]) -> list[s
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="folder for the runs and results")
-    p.add_argument("--data-root", default="../shared/data", help="holds multi30k/ (and more)")
-    p.add_argument("--pretrained", default=None, help="a bert_mini run to reuse (skips step 1)")
+    add_shared_args(p, "../shared/data", "holds multi30k/ (and more)",
+                    "a bert_mini run to reuse (skips step 1)")
     p.add_argument("--downstream-only", action="store_true",
                    help="pre-train on Multi30k's train.en alone")
     p.add_argument("--pretrain-steps", type=int, default=100)
@@ -148,8 +145,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--beam", type=int, default=1, help="beam size of every evaluation")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--inits", nargs="+", default=["random", "mlm"], choices=INITS)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     return p.parse_args()
 
 

@@ -10,10 +10,8 @@ import json
 import logging
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,16 @@ import yaml
 from safetensors.torch import load_file
 
 from tasks.base import get_task
+from tests.zoo.helpers import (
+    ROOT,
+    crash_and_resume,
+    finish,
+    kill_after_checkpoint,
+    snapshot,
+    tiny_vit,
+    weights,
+    zoo_process,
+)
 from zoo.config import ConfigError, recipe_from_dict
 from zoo.engine import Trainer, TrainingError, train
 from zoo.errors import CheckpointError
@@ -30,31 +38,14 @@ from zoo.pretrained import load_pretrained
 from zoo.records import read_metrics
 from zoo.trainer_state import load_trainer_state
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def tiny(train: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
-    """A recipe dict that trains in about a second."""
-    recipe = {
-        "task": "classification",
-        "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
-        "data": {
-            "dataset": "synthetic",
-            "options": {"num_train": 96, "num_val": 32, "num_test": 32, "native_size": 16},
-        },
-        "optim": {"lr": 2e-3},
-        "schedule": {"name": "cosine", "warmup_steps": 2},
-        "train": {
-            "max_steps": 8, "batch_size": 16, "eval_every": 4, "checkpoint_every": 4,
-            "log_every": 2, "keep_last": 2, **(train or {}),
-        },
-    }  # fmt: skip
-    recipe.update(sections)
-    return recipe
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(path / "model.safetensors")
+    """A recipe dict that trains in about a second (96 training images, a cosine schedule)."""
+    train = {"eval_every": 4, "checkpoint_every": 4, "log_every": 2, "keep_last": 2,
+             **(train or {})}
+    sections = {"optim": {"lr": 2e-3}, "schedule": {"name": "cosine", "warmup_steps": 2},
+                **sections}
+    return tiny_vit(data={"num_train": 96}, train=train, **sections)
 
 
 def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -65,11 +56,6 @@ def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 
 def final_checkpoint(run: Path) -> Path:
     return sorted((run / "checkpoints").glob("step_*"))[-1]
-
-
-def snapshot(run: Path) -> dict[str, bytes]:
-    """Every file of a run, to show that a failed command changed nothing."""
-    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,29 +152,13 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
     )
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_resume_in_process_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Dropout, drop_path, accumulation and EMA all resume exactly, from mid-epoch."""
     recipe = tiny({"max_steps": 9, "grad_accum": 2, "ema_decay": 0.9, "checkpoint_every": 2})
     recipe["model"]["overrides"].update(dropout=0.1, drop_path=0.1)
     recipe = recipe_from_dict(recipe)
     train(recipe, tmp_path / "full")
-
-    after_step = Trainer._after_step
-
-    def crash_at_step_5(self: Trainer) -> None:
-        after_step(self)
-        if self.pos.step == 5:
-            raise Interrupt
-
-    monkeypatch.setattr(Trainer, "_after_step", crash_at_step_5)
-    with pytest.raises(Interrupt):
-        train(recipe, tmp_path / "cut")
-    monkeypatch.undo()
-    train(recipe, tmp_path / "cut", resume=True)
+    crash_and_resume(recipe, tmp_path / "cut", 5, monkeypatch)
     for name in ("step_00000009", "../best"):
         assert_bit_identical(
             weights(tmp_path / "full/checkpoints" / name),
@@ -202,41 +172,6 @@ def test_resume_in_process_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert steps == sorted(set(steps))
 
 
-def _zoo(*args: str, **kwargs: Any) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "zoo", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        **kwargs,
-    )
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    out = proc.communicate(timeout=120)[0].decode()
-    assert proc.returncode == 0, out
-    return out
-
-
-def _kill_after_checkpoint(proc: subprocess.Popen, run: Path, past: int) -> int:
-    """SIGKILL ``proc`` as soon as it has a checkpoint beyond step ``past``; return that step."""
-    deadline = time.monotonic() + 90
-
-    def newest() -> int:
-        steps = [int(p.name[5:]) for p in (run / "checkpoints").glob("step_*")]
-        return max(steps, default=0)
-
-    while newest() <= past and proc.poll() is None:
-        assert time.monotonic() < deadline, "no new checkpoint within 90 s"
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    return newest()
-
-
 def test_sigkill_and_resume_is_bit_identical(tmp_path: Path) -> None:
     """The acceptance test: kill -9 a real `zoo train` after its first checkpoint, resume it,
     kill the resumed run too, resume again, and compare the final weights with an
@@ -246,14 +181,14 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
     full, cut = tmp_path / "full", tmp_path / "cut"
-    uninterrupted = _zoo("train", str(path), "--out", str(full))
+    uninterrupted = zoo_process("train", str(path), "--out", str(full))
 
-    first = _kill_after_checkpoint(_zoo("train", str(path), "--out", str(cut)), cut, 0)
-    resumed = _zoo("train", str(path), "--out", str(cut), "--resume")
-    second = _kill_after_checkpoint(resumed, cut, first)
+    first = kill_after_checkpoint(zoo_process("train", str(path), "--out", str(cut)), cut, 0)
+    resumed = zoo_process("train", str(path), "--out", str(cut), "--resume")
+    second = kill_after_checkpoint(resumed, cut, first)
     assert 0 < first < second < 80
-    _finish(_zoo("train", str(path), "--out", str(cut), "--resume"))
-    _finish(uninterrupted)
+    finish(zoo_process("train", str(path), "--out", str(cut), "--resume"))
+    finish(uninterrupted)
     assert_bit_identical(
         weights(full / "checkpoints/step_00000080"), weights(cut / "checkpoints/step_00000080")
     )

@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import zoo.records
 from tasks.base import get_task
 from tasks.translation.tokenizer import Tokenizer
 from tests.zoo.cli.helpers import fails
+from tests.zoo.helpers import Interrupt, snapshot, stop_at_step, tiny_vit, zoo_process
 from zoo.cli import main
 from zoo.config import ConfigError, recipe_from_dict
 from zoo.engine import Trainer, train
@@ -35,24 +34,11 @@ from zoo.run_dir import checkpoint_dirs, keep_last
 from zoo.saved_model import read_model_config
 from zoo.trainer_state import load_trainer_state
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def tiny(**train_options: Any) -> dict[str, Any]:
     """A classification recipe that trains in about a second."""
-    return {
-        "task": "classification",
-        "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
-        "data": {
-            "dataset": "synthetic",
-            "options": {"num_train": 64, "num_val": 16, "num_test": 16, "native_size": 16},
-        },
-        "schedule": {"warmup_steps": 1},
-        "train": {
-            "max_steps": 8, "batch_size": 16, "eval_every": 4, "checkpoint_every": 4,
-            "log_every": 2, **train_options,
-        },
-    }  # fmt: skip
+    train = {"eval_every": 4, "checkpoint_every": 4, "log_every": 2, **train_options}
+    return tiny_vit(data={"num_val": 16, "num_test": 16}, train=train)
 
 
 def tiny_mt(vocab_size: int = 120, **train_options: Any) -> dict[str, Any]:
@@ -74,37 +60,8 @@ def write(path: Path, recipe: dict[str, Any]) -> Path:
     return path
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file below ``folder``, to show that a command changed nothing there."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
 def steps(run: Path) -> list[int]:
     return [int(p.name[5:]) for p in checkpoint_dirs(run)]
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_at_step(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
-    """Make the next run crash right after optimizer step ``step``."""
-    after_step = Trainer._after_step
-
-    def crash(self: Trainer) -> None:
-        after_step(self)
-        if self.pos.step == step:
-            raise Interrupt
-
-    monkeypatch.setattr(Trainer, "_after_step", crash)
-
-
-def _zoo(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "zoo", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +109,7 @@ def test_a_running_train_holds_its_directory_and_stops_on_sigterm(
         tiny(max_steps=5000, log_every=1, eval_every=10000, checkpoint_every=10000),
     )
     run = tmp_path / "run"
-    proc = _zoo("train", str(recipe), "--out", str(run))
+    proc = zoo_process("train", str(recipe), "--out", str(run), text=True)
     try:
         deadline = time.monotonic() + 120
         while not any(e["type"] == "train" for e in read_metrics(run)):

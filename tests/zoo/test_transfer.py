@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 import zoo
+from tests.zoo.helpers import crash_and_resume, tiny_vit
 from zoo.config import ConfigError, load_recipe, recipe_from_dict
 from zoo.engine import Trainer, train
 from zoo.errors import CheckpointError
@@ -221,18 +222,14 @@ def test_freeze_patterns_and_their_errors() -> None:
 
 
 def tiny(tmp_path: Path, train_: dict | None = None, **model: Any) -> dict[str, Any]:
-    """test_vit at depth 1 on 16 px synthetic images, a few steps."""
-    return {
-        "task": "classification",
-        "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2},
-                  **model},
-        "data": {"dataset": "synthetic",
-                 "options": {"num_train": 96, "num_val": 32, "num_test": 32, "native_size": 16}},
-        "optim": {"lr": 2e-3},
-        "schedule": {"name": "cosine", "warmup_steps": 1},
-        "train": {"max_steps": 6, "batch_size": 16, "eval_every": 3, "checkpoint_every": 3,
-                  "log_every": 2, "keep_last": 3, **(train_ or {})},
-    }  # fmt: skip
+    """test_vit at depth 1 on 16 px synthetic images, a few steps; ``model``: model section
+    settings (init_from, pretrained)."""
+    train_ = {"max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "log_every": 2,
+              "keep_last": 3, **(train_ or {})}
+    recipe = tiny_vit(data={"num_train": 96}, train=train_, optim={"lr": 2e-3},
+                      schedule={"name": "cosine", "warmup_steps": 1})
+    recipe["model"].update(model)
+    return recipe
 
 
 @pytest.fixture(scope="module")
@@ -290,21 +287,7 @@ def test_resume_of_a_frozen_run_equals_an_uninterrupted_one(
     recipe = recipe_from_dict(recipe)
     train(recipe, tmp_path / "full")
 
-    class Interrupt(Exception):
-        pass
-
-    after_step = Trainer._after_step
-
-    def crash_at_step_3(self: Trainer) -> None:
-        after_step(self)
-        if self.pos.step == 3:
-            raise Interrupt
-
-    monkeypatch.setattr(Trainer, "_after_step", crash_at_step_3)
-    with pytest.raises(Interrupt):
-        train(recipe, tmp_path / "cut")
-    monkeypatch.undo()
-    train(recipe, tmp_path / "cut", resume=True)
+    crash_and_resume(recipe, tmp_path / "cut", 3, monkeypatch)
     full, cut = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
     assert all(torch.equal(full[k], cut[k]) for k in full)
     kinds = [e["type"] for e in read_metrics(tmp_path / "cut")]

@@ -131,3 +131,15 @@ def masked_heads(model: nn.Module, masks: Mapping[str, Tensor]) -> Iterator[None
     finally:
         for name, mask in saved.items():
             modules[name].head_mask = mask
+
+
+def layer_index(layer: int, depth: int, stack: str) -> int:
+    """``layer`` (negative: from the end, as in Python) as an index into a stack of ``depth``
+    layers.
+
+    Raises:
+        ValueError: out of range, naming the ``stack`` ("encoder", "decoder") and its depth.
+    """
+    if not -depth <= layer < depth:
+        raise ValueError(f"--layer {layer} is out of range: the {stack} has {depth} layers")
+    return layer % depth

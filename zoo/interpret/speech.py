@@ -15,7 +15,7 @@ from tasks.base import Task
 from tasks.speech.audio import read_audio
 from tasks.speech.decoding import ctc_greedy
 from zoo.interpret import figures as fg
-from zoo.interpret.extract import AttentionExtract, original_heads
+from zoo.interpret.extract import AttentionExtract, layer_index, original_heads
 
 
 @dataclass
@@ -80,10 +80,7 @@ def speech_figures(
     Raises:
         ValueError: ``layer`` is not an encoder layer.
     """
-    depth = len(model.core.blocks)
-    if not -depth <= layer < depth:
-        raise ValueError(f"--layer {layer} is out of range: the encoder has {depth} layers")
-    layer %= depth
+    layer = layer_index(layer, len(model.core.blocks), "encoder")
     names = labels(task, model)
     heads = original_heads(model)[f"core.blocks.{layer}.attn"]
     written = []

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from tasks.base import Task
 from tasks.translation.tokenizer import BOS_ID, EOS_ID
 from zoo.interpret import figures as fg
-from zoo.interpret.extract import AttentionExtract, original_heads
+from zoo.interpret.extract import AttentionExtract, layer_index, original_heads
 from zoo.interpret.headview import head_view
 
 MAX_TOKENS = 80  # tokens per side drawn; longer sentences are cut, with a note
@@ -77,10 +77,7 @@ def translation_figures(
     Raises:
         ValueError: ``layer`` is not a decoder layer.
     """
-    depth = len(model.decoder.blocks)
-    if not -depth <= layer < depth:
-        raise ValueError(f"--layer {layer} is out of range: the decoder has {depth} layers")
-    layer %= depth
+    layer = layer_index(layer, len(model.decoder.blocks), "decoder")
     heads = original_heads(model)
     written = []
     for i, sentence in enumerate(sentences):

@@ -4,24 +4,12 @@ one sentence."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from tests.zoo.helpers import ROOT, snapshot, tiny_vit
 from zoo.cli import main
 
-ROOT = Path(__file__).resolve().parents[3]
-TINY = {
-    "task": "classification",
-    "model": {"name": "test_vit", "overrides": {"depth": 1, "dim": 32, "num_heads": 2}},
-    "data": {
-        "dataset": "synthetic",
-        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "native_size": 16},
-    },
-    "schedule": {"warmup_steps": 1},
-    "train": {"max_steps": 4, "batch_size": 16, "eval_every": 2, "checkpoint_every": 1,
-              "keep_last": 3},
-}  # fmt: skip
+TINY = tiny_vit(train={"max_steps": 4, "eval_every": 2, "checkpoint_every": 1, "keep_last": 3})
 
 
 def fails(args: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> str:
@@ -35,5 +23,4 @@ def fails(args: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> s
     return err[-1]
 
 
-def snapshot(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+__all__ = ["ROOT", "TINY", "fails", "snapshot"]

@@ -12,21 +12,14 @@ import yaml
 from PIL import Image
 
 from tests.zoo.cli.helpers import fails
+from tests.zoo.helpers import tiny_vit
 from zoo.cli import main
 from zoo.cli.interpret import HEAD_FUSIONS
 from zoo.interpret.extract import original_heads
 from zoo.pretrained import load_pretrained
 
-VISION = {
-    "task": "classification",
-    "model": {"name": "test_vit", "overrides": {"depth": 2, "dim": 32, "num_heads": 4}},
-    "data": {
-        "dataset": "synthetic",
-        "options": {"num_train": 64, "num_val": 32, "num_test": 32, "native_size": 16},
-    },
-    "schedule": {"warmup_steps": 1},
-    "train": {"max_steps": 2, "batch_size": 16, "eval_every": 2, "checkpoint_every": 2},
-}  # fmt: skip
+VISION = tiny_vit(model={"depth": 2, "num_heads": 4},
+                  train={"max_steps": 2, "eval_every": 2, "checkpoint_every": 2})
 TRANSLATION = {
     "task": "translation",
     "model": {"name": "test_mt_transformer"},

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tasks.speech.data import read_manifest
+from tests.zoo.tools.helpers import write_texts
 from zoo.cli import main
 from zoo.cli.tools import FLITE_VOICES
 
@@ -20,18 +21,7 @@ def test_the_parser_knows_the_synthesiser_voices() -> None:
 
 @pytest.fixture
 def texts(tmp_path: Path) -> Path:
-    path = tmp_path / "texts.txt"
-    path.write_text(
-        "A dog runs across the field.\n"
-        "Two children play in the snow.\n"
-        "a dog runs across the field\n"  # the first line again once normalised: kept
-        "The café opens at 9.\n"  # an accent and a digit: left out
-        "\n"
-        "Women's shoes, red and blue.\n"
-        "A man rides a bicycle down the street.\n",
-        encoding="utf-8",
-    )
-    return path
+    return write_texts(tmp_path / "texts.txt")
 
 
 def test_synthesize_command(

@@ -7,11 +7,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from safetensors.torch import load_file
-
-ROOT = Path(__file__).resolve().parents[3]
 
 TINY_CORE = {"size": "test", "depth": 1, "dim": 32, "num_heads": 2}
 SECTIONS = {
@@ -55,6 +51,4 @@ def write(path: Path, recipe: dict[str, Any]) -> Path:
     return path
 
 
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(path / "model.safetensors")
 

@@ -5,17 +5,22 @@ rates, exact resume (in process, and after kill -9) and data parallelism."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.zoo.multitask.helpers import ROOT, SECTIONS, TINY_CORE, tiny_multi, weights, write
+from tests.zoo.helpers import (
+    ROOT,
+    crash_and_resume,
+    kill_after_checkpoint,
+    weights,
+    zoo_process,
+)
+from tests.zoo.multitask.helpers import SECTIONS, TINY_CORE, tiny_multi, write
 from zoo.config import recipe_from_dict
 from zoo.engine import Trainer, train
 from zoo.records import read_metrics
@@ -28,9 +33,9 @@ def test_evaluation_reports_every_task_under_its_name(trained) -> None:
         assert key in metrics, key
     evals = [e for e in read_metrics(run) if e["type"] == "eval"]
     assert [e["step"] for e in evals] == [5, 10] and all("speech/cer" in e for e in evals)
-    # the score: mean of top1/100, bleu/100 and 2 - cer (no references given)
+    # the score: mean of top1/100, bleu/100 and 2 - cer/100 (no references given; all percent)
     expected = (metrics["vision/top1"] / 100 + metrics["translation/bleu"] / 100
-                + 2 - metrics["speech/cer"]) / 3
+                + 2 - metrics["speech/cer"] / 100) / 3
     assert metrics["score"] == pytest.approx(expected)
 
 
@@ -96,10 +101,6 @@ def test_lr_mult_gives_a_tasks_own_parameters_their_learning_rate(tmp_path: Path
     assert lrs["tasks.speech.head.1.weight"] == pytest.approx(5e-4)
 
 
-class Interrupt(Exception):
-    pass
-
-
 def resumable() -> dict[str, Any]:
     """Dropout in the core and accumulation: every RNG and the task streams must resume."""
     recipe = tiny_multi(steps=(4, 3, 3), grad_accum=2, checkpoint_every=3, eval_every=5,
@@ -111,43 +112,12 @@ def resumable() -> dict[str, Any]:
 def test_resume_in_process_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = recipe_from_dict(resumable())
     train(recipe, tmp_path / "full")
-    after_step = Trainer._after_step
-
-    def crash_at_step_4(self: Trainer) -> None:
-        after_step(self)
-        if self.pos.step == 4:
-            raise Interrupt
-
-    monkeypatch.setattr(Trainer, "_after_step", crash_at_step_4)
-    with pytest.raises(Interrupt):
-        train(recipe, tmp_path / "cut")
-    monkeypatch.undo()
-    train(recipe, tmp_path / "cut", resume=True)
+    crash_and_resume(recipe, tmp_path / "cut", 4, monkeypatch)
     for name in ("checkpoints/step_00000010", "best"):
         a, b = weights(tmp_path / "full" / name), weights(tmp_path / "cut" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     tasks = lambda run: [e["task"] for e in read_metrics(run) if e["type"] == "train"]
     assert tasks(tmp_path / "full") == tasks(tmp_path / "cut")
-
-
-def _zoo(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "zoo", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _kill_after_checkpoint(proc: subprocess.Popen, run: Path, past: int) -> int:
-    """SIGKILL ``proc`` once it has a checkpoint beyond step ``past``; return that step."""
-    deadline = time.monotonic() + 120
-    newest = lambda: max((int(p.name[5:]) for p in (run / "checkpoints").glob("step_*")),
-                         default=0)
-    while newest() <= past and proc.poll() is None:
-        assert time.monotonic() < deadline, "no new checkpoint within 120 s"
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    return newest()
 
 
 @pytest.mark.slow  # four `zoo train` processes: about a minute on a busy 2-core machine
@@ -159,12 +129,12 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path: Path) -> None:
     recipe["multitask"]["tasks"][0]["steps"] = 18
     path = write(tmp_path / "tiny.yaml", recipe)
     full, cut = tmp_path / "full", tmp_path / "cut"
-    uninterrupted = _zoo("train", str(path), "--out", str(full))
-    first = _kill_after_checkpoint(_zoo("train", str(path), "--out", str(cut)), cut, 0)
-    second = _kill_after_checkpoint(_zoo("train", str(path), "--out", str(cut), "--resume"),
+    uninterrupted = zoo_process("train", str(path), "--out", str(full))
+    first = kill_after_checkpoint(zoo_process("train", str(path), "--out", str(cut)), cut, 0)
+    second = kill_after_checkpoint(zoo_process("train", str(path), "--out", str(cut), "--resume"),
                                     cut, first)
     assert 0 < first < second < 30
-    for proc in (_zoo("train", str(path), "--out", str(cut), "--resume"), uninterrupted):
+    for proc in (zoo_process("train", str(path), "--out", str(cut), "--resume"), uninterrupted):
         out = proc.communicate(timeout=240)[0].decode()
         assert proc.returncode == 0, out
     for name in ("checkpoints/step_00000030", "best"):

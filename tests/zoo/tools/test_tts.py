@@ -13,6 +13,7 @@ from torchaudio.functional import detect_pitch_frequency
 
 from tasks.speech.data import build_splits, read_manifest
 from tasks.speech.vocab import read_sentences
+from tests.zoo.tools.helpers import write_texts
 from zoo.config import recipe_from_dict
 from zoo.tools.tts import ENGLISH, FLITE_VOICES, VARIANTS, Flite, synthesize_corpus
 
@@ -21,18 +22,7 @@ pytest.importorskip("espeakng_loader")
 
 @pytest.fixture
 def texts(tmp_path: Path) -> Path:
-    path = tmp_path / "texts.txt"
-    path.write_text(
-        "A dog runs across the field.\n"
-        "Two children play in the snow.\n"
-        "a dog runs across the field\n"  # the first line again once normalised: kept
-        "The café opens at 9.\n"  # an accent and a digit: left out
-        "\n"
-        "Women's shoes, red and blue.\n"
-        "A man rides a bicycle down the street.\n",
-        encoding="utf-8",
-    )
-    return path
+    return write_texts(tmp_path / "texts.txt")
 
 
 def test_sentences_are_normalised_and_within_the_alphabet(texts: Path) -> None:
