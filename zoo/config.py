@@ -54,6 +54,10 @@ from tasks.options import BOUNDS, SECTIONS
 
 log = logging.getLogger(__name__)
 
+# zoo's own tasks, made of the tasks package's (zoo/multitask): the checker knows them by name,
+# since they declare no sections of their own and their module imports this one
+ZOO_TASKS = ("multitask",)
+
 __all__ = [
     "ConfigError",
     "DataSection",
@@ -481,11 +485,14 @@ def _lookup(d: Any, dotted: str) -> Any:
 
 
 def _task_class(d: Any, where: str) -> type[Task]:
+    """The task class the recipe names; zoo's own tasks (`ZOO_TASKS`) may not be registered yet
+    (``import zoo.multitask`` does that) and are checked as tasks without sections of their own."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"the recipe in {where} must be a mapping, got {_show(d)}")
     if "task" not in d:
         raise ConfigError(f"missing required key 'task' in {where}")
-    return TASKS[_check_choice(d["task"], tuple(sorted(TASKS)), "task", where)]
+    names = tuple(sorted({*TASKS, *ZOO_TASKS}))
+    return TASKS.get(_check_choice(d["task"], names, "task", where), Task)
 
 
 def _section_type(task: type[Task], section: str, where: str) -> type:

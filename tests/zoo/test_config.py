@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -359,6 +362,26 @@ def test_every_shipped_recipe_loads_and_names_a_registered_model(path: Path) -> 
     assert recipe.model.name in zoo.list_models()
     zoo.get_config(recipe.model.name, **recipe.model.overrides)  # overrides are valid fields
     get_task(recipe.task)(recipe)  # the task accepts its data options
+
+
+def test_every_shipped_recipe_loads_in_a_fresh_interpreter() -> None:
+    """zoo train checks the recipe before anything registers zoo's models and own tasks (a
+    multitask recipe was refused there once, while it loaded in a process that had imported
+    zoo.multitask), so the recipes load in a fresh interpreter too."""
+    paths = sorted(str(p) for p in (REPO / "configs").rglob("*.yaml") if p.name != "results.yaml")
+    code = "import sys\nfrom zoo.config import load_recipe\nfor p in sys.argv[1:]: load_recipe(p)"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code, *paths], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_zoo_tasks_are_the_tasks_zoo_registers() -> None:
+    import zoo.multitask  # noqa: F401  (registers the multitask task)
+    from tasks.base import TASKS
+    from zoo.config import ZOO_TASKS
+
+    assert set(ZOO_TASKS) == {n for n, t in TASKS.items() if t.__module__.startswith("zoo.")}
 
 
 def test_the_multi30k_recipe_evaluates_as_the_paper_setups_do() -> None:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 import zoo
 from zoo.errors import CheckpointError
 
-# single-task families; the multitask model (its parts are these) has tests/zoo/test_multitask.py
+# single-task families; the multitask model (its parts are these) has tests/zoo/multitask/
 MODELS = [name for name in zoo.list_models() if name != "multitask"]
 
 
