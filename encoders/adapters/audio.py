@@ -100,9 +100,11 @@ class FrequencyWarp(nn.Module):
         if not 0.0 <= max_warp < 1.0:
             raise ValueError(f"freq_warp must be in [0, 1), got {max_warp}")
         self.max_warp = max_warp
-        top = _hz_to_mel(torch.tensor(sample_rate / 2.0))
+        # host constants even when the model is built under torch.device("meta") (the registry's
+        # size check): float() of a meta tensor raises
+        top = _hz_to_mel(torch.tensor(sample_rate / 2.0, device="cpu"))
         self.mel_step = float(top) / (n_mels + 1)
-        centres_mel = torch.arange(1, n_mels + 1, dtype=torch.float64) * self.mel_step
+        centres_mel = torch.arange(1, n_mels + 1, dtype=torch.float64, device="cpu") * self.mel_step
         # The filters' centres in Hz: a CPU attribute, not a buffer, so that warping computes
         # its read positions in float64 on the host without copying anything back per batch.
         self.centres = 700.0 * (10 ** (centres_mel / 2595.0) - 1)
