@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "speech" / "asr_conformer_ctc_fsdd_single.yaml"
 RECIPE_STEPS, RECIPE_WARMUP = 4000, 150  # the recipe's schedule, scaled to --steps
+TEST_SECONDS = 120  # the test evaluation of a run, even one stopped at the --budget deadline
 FSDD_NAME = re.compile(r"^\d_([A-Za-z0-9]+)_\d+\.wav$")  # {digit}_{speaker}_{index}.wav
 
 # Levers against an unseen voice, as recipe overrides. The recipe already normalises each
@@ -100,15 +101,26 @@ def _run(cmd: list[str], log: Path, deadline: float) -> str | None:
             proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=max(1.0, deadline - time.time()))
         except subprocess.TimeoutExpired:
-            return "stopped at the --budget deadline"
+            return "training stopped at the --budget deadline"
     if proc.returncode != 0:
         tail = log.read_text().strip().splitlines()[-1:]
         return f"exit {proc.returncode}: {tail[0] if tail else ''}"
     return None
 
 
+def best_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The step and validation accuracy of a run's best/ model, if it saved one."""
+    path = run_dir / "best" / "config.json"
+    if not path.is_file():
+        return None
+    best = json.loads(path.read_text())
+    return {"best_step": best.get("step"), "val_accuracy": best.get("metrics", {}).get("accuracy")}
+
+
 def run_one(args: argparse.Namespace, variant: str, speaker: str, deadline: float) -> dict:
-    """Train and test one (variant, held-out speaker); its result row."""
+    """Train and test one (variant, held-out speaker); its result row. A training stopped at
+    the deadline still has its best/ model (chosen on validation so far) tested, within
+    ``TEST_SECONDS``, and its row says so."""
     row: dict[str, Any] = {"variant": variant, "speaker": speaker}
     if time.time() >= deadline:
         return {**row, "status": "skipped: not started within --budget"}
@@ -120,14 +132,17 @@ def run_one(args: argparse.Namespace, variant: str, speaker: str, deadline: floa
     start = time.time()
     train = [*zoo, "train", str(args.recipe), *train_overrides(args, variant, speaker),
              "--out", str(run_dir)]  # fmt: skip
-    error = _run(train, log, deadline)
-    if error is None:
-        test = [*zoo, "eval", str(run_dir), "--split", "test", "--device", args.device]
-        error = _run(test, log, deadline)
-    row["seconds"] = round(time.time() - start, 1)
+    stopped = _run(train, log, deadline)
+    best = best_checkpoint(run_dir)
+    if best is None:
+        return {**row, "seconds": round(time.time() - start, 1), "status": stopped or "no best/"}
+    test = [*zoo, "eval", str(run_dir), "--split", "test", "--device", args.device]
+    error = _run(test, log, time.time() + TEST_SECONDS)
+    row.update(seconds=round(time.time() - start, 1), **best)
     if error is not None:
-        return {**row, "status": error}
-    return {**row, "status": "done", **read_transcripts(run_dir / "transcripts_test.tsv")}
+        return {**row, "status": f"test: {error}"}
+    status = "done" if stopped is None else f"partial: {stopped}, best/ tested"
+    return {**row, "status": status, **read_transcripts(run_dir / "transcripts_test.tsv")}
 
 
 def top_confusions(rows: list[dict[str, Any]], k: int = 5) -> list[tuple[str, int]]:
@@ -146,10 +161,11 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
              f"{meta['precision']}, seed {meta['seed']})", "",
              "| variant | " + " | ".join(speakers) + " | mean | top confusions (true->read) |",
              "|---|" + "---:|" * (len(speakers) + 1) + "---|"]  # fmt: skip
-    done = {(r["variant"], r["speaker"]): r for r in rows if r["status"] == "done"}
+    done = {(r["variant"], r["speaker"]): r for r in rows if "accuracy" in r}
+    mark = {k: "*" if r["status"] != "done" else "" for k, r in done.items()}
     for v in variants:
         accs = [done[v, s]["accuracy"] for s in speakers if (v, s) in done]
-        cells = [f"{100 * done[v, s]['accuracy']:.1f}" if (v, s) in done else "-"
+        cells = [f"{100 * done[v, s]['accuracy']:.1f}{mark[v, s]}" if (v, s) in done else "-"
                  for s in speakers]  # fmt: skip
         mean = f"{100 * sum(accs) / len(accs):.1f}" if accs else "-"
         if accs and len(accs) < len(speakers):
@@ -159,7 +175,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {v} | " + " | ".join(cells) + f" | {mean} | {conf} |")
     unfinished = [r for r in rows if r["status"] != "done"]
     if unfinished:
-        lines += ["", "Not finished:"]
+        lines += ["", "Not finished (* in the table: stopped early, its best/ so far tested):"]
         lines += [f"- {r['variant']} / {r['speaker']}: {r['status']}" for r in unfinished]
     lines += ["", "Variants (recipe overrides):"]
     lines += [f"- {v}: {' '.join(meta['overrides'][v]) or '(the recipe as is)'}"
@@ -186,7 +202,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--parallel", type=int, default=1, help="runs at once (child processes)")
     p.add_argument("--budget", type=float, default=None,
-                   help="seconds: runs not started by then are skipped, running ones stopped")
+                   help="seconds: runs not started by then are skipped; trainings still "
+                        "running are stopped and their best/ so far tested")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fsdd")
     p.add_argument("--out", type=Path, default=Path("results/fsdd_loso"))
     p.add_argument("--init-from", default=None, metavar="RUN",
