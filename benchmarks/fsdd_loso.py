@@ -95,8 +95,9 @@ def read_transcripts(path: Path) -> dict[str, Any]:
 
 def _run(cmd: list[str], log: Path, deadline: float) -> str | None:
     """Run ``cmd`` into ``log`` until ``deadline``; None when it succeeded, else why not."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get(
-        "OMP_NUM_THREADS", "1")}  # fmt: skip
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path,  # the repository first, then any wheels folder
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}  # fmt: skip
     with open(log, "a") as out:
         try:
             proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
