@@ -8,8 +8,8 @@ confusions (true digit -> predicted) are read from the run's ``transcripts_test.
 leaves what it measured.
 
     python benchmarks/fsdd_loso.py --steps 20 --speakers jackson theo --out /tmp/loso  # smoke
-    python benchmarks/fsdd_loso.py --device cuda --steps 1500 --parallel 20 --budget 400 \\
-        --out results/loso
+    OMP_NUM_THREADS=1 python benchmarks/fsdd_loso.py --device cuda --precision fp32 \\
+        --steps 2000 --parallel 20 --budget 330 --data .gpudata/fsdd --out /tmp/loso
     python benchmarks/fsdd_loso.py --variants baseline,init --init-from runs/kathleen ...
 """
 
