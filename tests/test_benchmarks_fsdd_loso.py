@@ -118,7 +118,7 @@ def test_runs_not_started_within_the_budget_are_skipped(loso, fsdd, tmp_path) ->
     assert "- aug / bob: skipped" in (out / "loso.md").read_text()
 
 
-@pytest.mark.slow  # two short trainings and evaluations in child processes: ~1 CPU minute
+@pytest.mark.slow  # two short trainings and evaluations in child processes: ~10 s
 def test_end_to_end_on_generated_wavs(loso, fsdd, tmp_path) -> None:
     out = tmp_path / "out"
     rows = loso.main(["--steps", "2", "--data", str(fsdd), "--out", str(out), "--device",
