@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from zoo.interpret.prune import kept_indices, plan_pruning, prune_heads, random_
 from zoo.interpret.runs import OpenRun, open_run, save_changed_model
 
 STEP = 0.1  # share of the heads removed per round, as Michel et al.
-VOCAB = "spm.model"  # a translation model's vocabulary, saved beside its weights
 
 
 def recipe(task: str, args: argparse.Namespace, steps: int) -> dict[str, Any]:
@@ -113,9 +111,6 @@ def finetune(task: str, run: OpenRun, pruned: torch.nn.Module, args: argparse.Na
     tuned["model"]["pretrained"] = str(saved)
     tuned["optim"]["lr"] *= args.finetune_lr
     tuned["schedule"] = {"name": "cosine", "warmup_steps": max(1, args.finetune_steps // 10)}
-    if (saved / VOCAB).is_file():  # the translation task reuses it instead of training it again
-        (folder / "tuned").mkdir(parents=True, exist_ok=True)
-        shutil.copy(saved / VOCAB, folder / "tuned" / VOCAB)
     train(recipe_from_dict(tuned), folder / "tuned")
     return load_pretrained(find_model_dir(folder / "tuned")).to(args.device)
 
