@@ -30,6 +30,7 @@ HEADS_TRAIN="${HEADS_TRAIN:-1500}"; HEADS_FT="${HEADS_FT:-50}"   # 20 fine-tunes
 HEADS_IMP="${HEADS_IMP:-8}"; HEADS_REPEATS="${HEADS_REPEATS:-10}"; HEADS_ITERS="${HEADS_ITERS:-3}"
 HEADS_EXTRA="${HEADS_EXTRA:-}"   # e.g. "--eval-batches 2 --fractions 0.0 0.5" (the check)
 LOSO_STEPS="${LOSO_STEPS:-1000}"; LOSO_PARALLEL="${LOSO_PARALLEL:-8}"; LOSO_EXTRA="${LOSO_EXTRA:-}"
+LOSO_PREC="${LOSO_PREC:-fp32}"   # bf16 measured slower than fp32 for the speech models
 MLM_PRE="${MLM_PRE:-2000}"; MLM_FT="${MLM_FT:-1000}"; MLM_BEAM="${MLM_BEAM:-4}"
 MAE_PRE="${MAE_PRE:-1500}"; MAE_FT="${MAE_FT:-600}"; MAE_PROBE="${MAE_PROBE:-600}"
 MAE_SEEDS="${MAE_SEEDS:-0 1}"
@@ -77,6 +78,10 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="${PYTHONPATH:-.}" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 DATA="$PWD/.gpudata"
+# FSDD may travel as .gpufsdd.tar.xz (10.5 MB instead of 21 MB of WAVs, under the 64 MiB carry)
+if [ -f .gpufsdd.tar.xz ] && [ ! -d "$DATA/fsdd" ]; then
+    mkdir -p "$DATA" && tar -xJf .gpufsdd.tar.xz -C "$DATA"
+fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
   python3 -c "import soundfile, jiwer, sacrebleu, sentencepiece, matplotlib; print('imports ok')"
@@ -99,12 +104,11 @@ for task in vision translation speech; do
         $HEADS_EXTRA --out "$R/heads_$task"
 done
 
-# --- 3. SLOT: FSDD leave-one-speaker-out (issue 28). benchmarks/fsdd_loso.py comes from the
-# branch `loso`; adjust its flags here (LOSO_* knobs) once it is merged.
+# --- 3. FSDD leave-one-speaker-out (issue 28): LOSO_EXTRA adds e.g. --variants and --init-from
 if ! want loso; then :
 elif [ -f benchmarks/fsdd_loso.py ]; then
     # shellcheck disable=SC2086
-    job loso python3 benchmarks/fsdd_loso.py --device "$DEVICE" --precision "$PREC" \
+    job loso python3 benchmarks/fsdd_loso.py --device "$DEVICE" --precision "$LOSO_PREC" \
         --data "$DATA/fsdd" --parallel "$LOSO_PARALLEL" --steps "$LOSO_STEPS" \
         --budget "$(left 30)" $LOSO_EXTRA --out "$R/loso"
 else
