@@ -2,8 +2,9 @@
 
 1. Pre-train ``bert_mini`` (configs/pretrain/bert_mini_multi30k.yaml: Multi30k's train.en +
    Tiny Shakespeare; ``--downstream-only``: train.en alone, the setting of Krishna et al. 2023),
-   or reuse a run (``--pretrained RUN``). Its vocabulary is the joint en+de one the translation
-   fine-tune reuses (copied into each translation run directory as spm.model).
+   or reuse a run (``--pretrained RUN``). Its vocabulary is the joint en+de one a translation
+   run trains, plus [MASK] (every id after it one higher): the translation runs train their
+   own, and the MLM's embedding rows are moved to its ids piece by piece.
 2. For each seed, build ``mt_transformer_mini`` twice from the same random draw and give one of
    them the masked LM's encoder (``src_adapter`` embeddings, shared with the target side and the
    output projection, and ``core``; ``--inits mlm_core``: the core alone); train both with the
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,10 @@ from masked_common import (  # benchmarks/masked_common.py, beside this script
 )
 
 import zoo
+from tasks.base import get_task
 from tasks.masked_lm import translation_encoder_state
-from tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from zoo.config import recipe_from_dict
 from zoo.saved_model import find_model_dir
 
 RECIPE = "configs/pretrain/bert_mini_multi30k.yaml"
@@ -60,18 +62,52 @@ def pretrain(args: argparse.Namespace) -> Path:
     return args.out / "pretrain"
 
 
-def init_dir(args: argparse.Namespace, mlm: torch.nn.Module, init: str, seed: int) -> Path:
-    """``mt_transformer_mini`` drawn from ``seed``, with the masked LM's encoder for "mlm"."""
+def translation_vocab(args: argparse.Namespace) -> Tokenizer:
+    """The vocabulary every translation run here trains at its start (the translation task's
+    own start-up, which writes the same file each time), made once into ``OUT/mt_vocab``.
+    A run cannot be handed the MLM's vocabulary: it trains its own in its start-up folder."""
+    folder = args.out / "mt_vocab"
+    if not (folder / VOCAB_FILE).is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        recipe = translation_recipe(args, folder, 0)
+        del recipe["model"]["pretrained"]
+        get_task("translation")(recipe_from_dict(recipe), run_dir=folder).prepare()
+    return Tokenizer.load(folder / VOCAB_FILE)
+
+
+def align_embeddings(state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor],
+                     mlm_vocab: Tokenizer, mt_vocab: Tokenizer) -> dict[str, torch.Tensor]:
+    """``state``'s token-embedding rows moved from the MLM's ids to ``mt_vocab``'s, piece by
+    piece (the MLM's [MASK] shifts every id by one); a piece the MLM lacks keeps its row of
+    ``fresh`` (the randomly initialised translation model's state)."""
+    mlm_ids = {mlm_vocab.sp.id_to_piece(i): i for i in range(len(mlm_vocab))}
+    pairs = [(new, mlm_ids[piece]) for new in range(len(mt_vocab))
+             if (piece := mt_vocab.sp.id_to_piece(new)) in mlm_ids]
+    new_ids, old_ids = (torch.tensor(ids) for ids in zip(*pairs))
+    out = dict(state)
+    for key, value in state.items():
+        if value.dim() == 2 and value.shape[0] == len(mlm_vocab):  # a token embedding
+            rows = fresh[key].clone()
+            rows[new_ids] = value[old_ids].to(rows.dtype)
+            out[key] = rows
+    logging.info("MLM embeddings: %d of %d translation pieces found", len(pairs), len(mt_vocab))
+    return out
+
+
+def init_dir(args: argparse.Namespace, mlm: torch.nn.Module, init: str, seed: int,
+             vocabs: tuple[Tokenizer, Tokenizer]) -> Path:
+    """``mt_transformer_mini`` drawn from ``seed``, with the masked LM's encoder for "mlm"
+    (its embeddings aligned with the translation vocabulary, ``vocabs``: MLM's, translation's)."""
     target = args.out / f"init_{init}_s{seed}"
     if not (target / "config.json").is_file():
         torch.manual_seed(seed)
-        mt = zoo.create_model(TARGET, vocab_size=mlm.cfg.vocab_size, pad_id=PAD_ID,
+        mt = zoo.create_model(TARGET, vocab_size=len(vocabs[1]), pad_id=PAD_ID,
                               bos_id=BOS_ID, eos_id=EOS_ID)
         if init != "random":
             state = translation_encoder_state(mlm.state_dict())
             if init == "mlm_core":
                 state = {k: v for k, v in state.items() if k.startswith("core.")}
-            load_part(mt, state)
+            load_part(mt, align_embeddings(state, mt.state_dict(), *vocabs))
         save_init(mt, target)
     return target
 
@@ -100,15 +136,16 @@ def main() -> None:
     mlm_run = pretrain(args)
     mlm_dir = find_model_dir(mlm_run)
     mlm = zoo.load_pretrained(mlm_dir)
+    vocabs = (Tokenizer.load(mlm_dir / VOCAB_FILE), translation_vocab(args))
     results = new_results(args)
     for seed in args.seeds:
         for init in args.inits:
             run_dir = args.out / f"mt_{init}_s{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not (run_dir / VOCAB_FILE).is_file():  # the translation task reuses it
-                shutil.copy(mlm_dir / VOCAB_FILE, run_dir / VOCAB_FILE)
-            recipe = translation_recipe(args, init_dir(args, mlm, init, seed), seed)
+            recipe = translation_recipe(args, init_dir(args, mlm, init, seed, vocabs), seed)
             metrics = run(recipe, run_dir, test_split="test")
+            expected = (args.out / "mt_vocab" / VOCAB_FILE).read_bytes()
+            if (run_dir / VOCAB_FILE).read_bytes() != expected:
+                raise RuntimeError(f"{run_dir} trained another vocabulary than mt_vocab/")
             record(results, run_dir, metrics, "bleu", "BLEU")
     write_results(args.out, "mlm_transfer", results, table(args, results["runs"]))
 

@@ -29,7 +29,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -327,12 +327,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      {k: float(v) for k, v in refs.items()})
     order = ["multitask", *(n for n in jobs if n != "multitask")]  # the longest run first
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:
-        futures = {n: pool.submit(launch, n, jobs[n], args.out, deadline) for n in order}
-        for name in jobs:
-            results["runs"][name] = futures[name].result()
+        futures = {pool.submit(launch, n, jobs[n], args.out, deadline): n for n in order}
+        for future in as_completed(futures):  # each result saved as soon as it is there
+            name = futures[future]
+            results["runs"][name] = future.result()
             if name.startswith("tune_") and "error" not in results["runs"][name]:
                 results["runs"][name]["steps"] = _task_steps(args.out / "runs" / name,
                                                              args.tune_tasks)
+            results["runs"] = {n: results["runs"][n] for n in jobs if n in results["runs"]}
             save(results, args.out)
     print(markdown(results))
     return results

@@ -3,12 +3,12 @@ must finish and write every row, so that the script does not rot between GPU run
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
 SMOKE_MODELS = {"test_vit", "test_mt_transformer", "test_asr_transformer"}
@@ -18,10 +18,7 @@ TIMED_ROWS = ("train_fp32", "train_bf16", "infer_bf16")
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, object]:
     """The script's in-process smoke run: its returned results, its JSON file, the module."""
-    spec = importlib.util.spec_from_file_location("benchmarks_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "benchmarks_gpu")
     out = tmp_path_factory.mktemp("gpu") / "gpu.json"
     results = module.main(["--smoke", "--out", str(out)])
     return results, json.loads(out.read_text()), module

@@ -3,22 +3,19 @@ evaluate it and write the table, so that the script does not rot between GPU run
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "multitask.py"
 
 
 @pytest.mark.slow  # seven small training runs in child processes: a few CPU minutes
 def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("benchmarks_multitask", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script(SCRIPT, "benchmarks_multitask")
     out = tmp_path / "out"
     argv = ["--smoke", "--out", str(out), "--steps-per-task", "6", "--tune-steps", "4",
             "--schedules", "weighted,uniform", "--evals", "1", "--parallel", "2"]

@@ -9,7 +9,6 @@ runs every block, in order, in a copy of the repository (the python blocks as on
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
 from zoo.cli import build_parser
 from zoo.cli.training import DEMO_NAMES
 from zoo.config import load_recipe
@@ -197,10 +197,7 @@ zoo train configs/demo/vision.yaml --out runs/vision --resume
 
 
 def test_the_examples_are_what_their_script_makes(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("make_examples", ROOT / "examples" /
-                                                  "make_examples.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(ROOT / "examples" / "make_examples.py", "make_examples")
     made = sorted(p.name for p in script.main(tmp_path))
     assert made == sorted(p.name for p in (ROOT / "examples").iterdir() if p.suffix != ".py")
     for name in made:

@@ -16,6 +16,7 @@ from encoders.positional import SinusoidalPositionalEmbedding
 
 FEATURES = ("waveform", "fbank")
 POSITIONS = ("sinusoidal", "none")
+FEATURE_NORMS = ("utterance", "mean", "none")  # see normalize_frames
 
 
 class LogMel(nn.Module):
@@ -100,9 +101,11 @@ class FrequencyWarp(nn.Module):
         if not 0.0 <= max_warp < 1.0:
             raise ValueError(f"freq_warp must be in [0, 1), got {max_warp}")
         self.max_warp = max_warp
-        top = _hz_to_mel(torch.tensor(sample_rate / 2.0))
+        # host constants even when the model is built under torch.device("meta") (the registry's
+        # size check): float() of a meta tensor raises
+        top = _hz_to_mel(torch.tensor(sample_rate / 2.0, device="cpu"))
         self.mel_step = float(top) / (n_mels + 1)
-        centres_mel = torch.arange(1, n_mels + 1, dtype=torch.float64) * self.mel_step
+        centres_mel = torch.arange(1, n_mels + 1, dtype=torch.float64, device="cpu") * self.mel_step
         # The filters' centres in Hz: a CPU attribute, not a buffer, so that warping computes
         # its read positions in float64 on the host without copying anything back per batch.
         self.centres = 700.0 * (10 ** (centres_mel / 2595.0) - 1)
@@ -150,8 +153,16 @@ class Conv2dSubsampling(nn.Module):
         return self.out(h.transpose(1, 2).reshape(b, t, c * f))  # (B, T', D*F') -> (B, T', D)
 
 
-def normalize_frames(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Per-utterance mean/variance normalisation over the real frames of (B, T, F)."""
+def normalize_frames(x: Tensor, mask: Tensor | None, norm: str = "utterance") -> Tensor:
+    """Per-utterance normalisation of (B, T, F) log-mel frames, per bin over the real frames
+    (padding ignored): ``"utterance"`` subtracts the mean and divides by the standard deviation
+    (CMVN), ``"mean"`` only subtracts the mean (CMN: Kaldi's ``apply-cmvn`` and ESPnet's
+    ``UtteranceMVN`` by default), so that bins with almost no energy (above the band of 8 kHz
+    audio played at 16 kHz) are not scaled up to unit variance; ``"none"`` returns ``x``."""
+    if norm not in FEATURE_NORMS:
+        raise ValueError(f"unknown feature_norm '{norm}'; expected one of {FEATURE_NORMS}")
+    if norm == "none":
+        return x
     if mask is None:
         mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
     else:
@@ -159,6 +170,8 @@ def normalize_frames(x: Tensor, mask: Tensor | None) -> Tensor:
         count = keep.sum(1, keepdim=True).clamp(min=1)
         mean = (x * keep).sum(1, keepdim=True) / count
         var = (((x - mean) * keep) ** 2).sum(1, keepdim=True) / count
+    if norm == "mean":
+        return x - mean
     return (x - mean) / torch.sqrt(var + 1e-5)
 
 
@@ -190,6 +203,8 @@ class AudioAdapter(nn.Module):
         wave_norm: scale each waveform to unit RMS over its real samples before the log-mel, so
             that a recording's level does not change the features (log-mel's 1e-6 floor
             otherwise makes a quiet voice look unlike a loud one).
+        feature_norm: per-utterance normalisation of the log-mel frames (``normalize_frames``):
+            "utterance" (mean and variance per bin), "mean" (mean only) or "none".
     """
 
     def __init__(
@@ -205,12 +220,18 @@ class AudioAdapter(nn.Module):
         dropout: float = 0.0,
         freq_warp: float = 0.0,
         wave_norm: bool = False,
+        feature_norm: str = "utterance",
     ) -> None:
         super().__init__()
         if features not in FEATURES:
             raise ValueError(f"unknown audio features '{features}'; expected one of {FEATURES}")
         if pos not in POSITIONS:
             raise ValueError(f"unknown position type '{pos}'; expected one of {POSITIONS}")
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(
+                f"unknown feature_norm '{feature_norm}'; expected one of {FEATURE_NORMS}"
+            )
+        self.feature_norm = feature_norm
         self.dim, self.n_mels, self.features = dim, n_mels, features
         self.wave_norm = wave_norm
         self.frontend = (
@@ -285,7 +306,7 @@ class AudioAdapter(nn.Module):
         feats, frame_lengths = self._features(x, lengths)
         out_lengths = Conv2dSubsampling.output_lengths(frame_lengths)
         mask = lengths_to_padding_mask(frame_lengths, feats.shape[1])
-        feats = self.specaug(normalize_frames(self.warp(feats), mask))
+        feats = self.specaug(normalize_frames(self.warp(feats), mask, self.feature_norm))
         h = self.subsample(feats) * math.sqrt(self.dim)  # ESPnet-style scale before positions
         if self.pos_embed is not None:
             h = self.pos_embed(h)

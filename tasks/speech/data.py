@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from tasks.files import check_file
 from tasks.speech.audio import AudioError, probe_audio, read_audio, resampled_length
+from tasks.speech.corpus import corpus_splits, held_out_keys, held_out_split_names
 from tasks.speech.options import DATASETS, SpeechData
 from tasks.speech.tones import ToneDigits
 from tasks.speech.vocab import normalize_text
@@ -171,12 +172,7 @@ def split_held_out(
 ) -> tuple[list[Utterance], list[Utterance]]:
     """Hold out about ``fraction`` of the distinct transcripts (prompts), chosen by ``seed``;
     every recording of a held-out prompt leaves the training side."""
-    prompts = sorted({u.text for u in utts})
-    random.Random(seed).shuffle(prompts)
-    n = round(len(prompts) * fraction)
-    if fraction > 0 and len(prompts) > 1:
-        n = min(max(n, 1), len(prompts) - 1)  # a tiny manifest still gets one of each
-    held = set(prompts[:n])
+    held = held_out_keys([u.text for u in utts], fraction, seed)
     return [u for u in utts if u.text not in held], [u for u in utts if u.text in held]
 
 
@@ -322,7 +318,7 @@ def build_splits(data: Any, sample_rate: int) -> dict[str, Dataset]:
         else:
             raise ValueError(f"unknown speech dataset '{data.dataset}'; expected one of {DATASETS}")
         splits = {k: AudioDataset(cap(v, data.max_samples), sample_rate, cache)
-                  for k, v in utts.items() if v or k != "test"}
+                  for k, v in utts.items() if v or not k.startswith("test")}
     for name, ds in splits.items():
         if len(ds) == 0:
             raise ValueError(f"the {name} split of dataset '{data.dataset}' is empty "
@@ -357,19 +353,36 @@ def _manifest_splits(
         split = {k: read(v) for k, v in opts.manifests.items()}
         if "val" not in split:
             split["train"], split["val"] = split_held_out(split["train"], data.val_fraction, seed)
-    else:
-        utts = read("" if root.is_file() else opts.manifest)
-        test: list[Utterance] = []
-        if opts.test_speakers:
-            utts, test = speaker_split(utts, list(opts.test_speakers))
-        elif opts.test_fraction:
-            utts, test = split_held_out(utts, opts.test_fraction, seed)
+    elif opts.test_speakers:
+        utts = [u for name in _manifest_files(root, opts.manifest) for u in read(name)]
+        utts, test = speaker_split(utts, list(opts.test_speakers))
         train, val = split_held_out(utts, data.val_fraction, seed + 1)
         split = {"train": train, "val": val, "test": test}
+    else:  # one corpus of one or more files, split by prompt (tasks/speech/corpus.py)
+        names = _manifest_files(root, opts.manifest)
+        split = corpus_splits([read(n) for n in names], held_out_split_names(names),
+                              opts.test_fraction, data.val_fraction, seed)
+    for name, utts in split.items():
+        minutes = sum(u.num_samples for u in utts) / sample_rate / 60
+        log.info("%s split: %d utterances, %.1f min", name, len(utts), minutes)
     if opts.extra_train:
         split["train"] = split["train"] + extra_train(
             opts.extra_train, opts.extra_train_count, split, sample_rate, seed, skip)
     return split
+
+
+def _manifest_files(root: Path, manifest: str | tuple[str, ...]) -> list[str]:
+    """The manifests to read, relative to ``root`` ("" when ``root`` is the manifest itself).
+
+    Raises:
+        ValueError: a list of manifests with a file for ``data.root``.
+    """
+    if not root.is_file():
+        return [manifest] if isinstance(manifest, str) else list(manifest)
+    if not isinstance(manifest, str):
+        raise ValueError(f"data.root {root} is a file, so data.options.manifest must not list "
+                         "files; make data.root their folder")
+    return [""]
 
 
 def extra_train(
@@ -377,7 +390,7 @@ def extra_train(
     sample_rate: int, seed: int, skip_bad: bool,
 ) -> list[Utterance]:
     """``count`` utterances (a seeded draw; all when None) of the manifest ``files`` for the
-    train split, leaving out any whose transcript is a val or test prompt.
+    train split, leaving out any whose transcript is a val or test (``test_*``) prompt.
 
     Raises:
         ValueError: ``count`` < 1, or no utterance left.
@@ -385,7 +398,7 @@ def extra_train(
     files = [files] if isinstance(files, str) else list(files)
     if count is not None and count < 1:
         raise ValueError(f"data.options.extra_train_count must be at least 1, got {count}")
-    held = {u.text for k in ("val", "test") for u in split.get(k, [])}
+    held = {u.text for k, utts in split.items() if k != "train" for u in utts}
     rows = [r for f in files for r in read_manifest(f) if r["text"] not in held]
     if not rows:
         raise ValueError(f"data.options.extra_train {files} has no utterance outside the val "

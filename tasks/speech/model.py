@@ -41,6 +41,9 @@ class ASRConfig:
     spec_augment: bool = True
     freq_warp: float = 0.0  # vocal tract length perturbation in training, e.g. 0.1
     wave_norm: bool = False  # scale each waveform to unit RMS first (level invariance)
+    # per-utterance log-mel normalisation per bin: "utterance" (mean and variance, CMVN),
+    # "mean" (mean only, CMN) or "none"
+    feature_norm: str = "utterance"
     decoder_depth: int = 0  # > 0 adds an attention decoder
     # after pruning (zoo prune): per decoder layer, the (self, cross) attention heads it kept
     decoder_heads: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None = None
@@ -100,6 +103,7 @@ class SpeechRecognizer(nn.Module):
             dropout=dropout,
             freq_warp=cfg.freq_warp,
             wave_norm=cfg.wave_norm,
+            feature_norm=cfg.feature_norm,
         )
         self.core = TransformerEncoder.from_config(cfg.core)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, cfg.vocab_size))

@@ -36,7 +36,9 @@ class SpeechData:
     test_speakers: str | tuple[str, ...] = setting((), datasets=ON_DISK)  # held out as test
     # manifest: the fraction of prompts held out as the test split (0: none)
     test_fraction: float = setting(0.0, ge=0, lt=1, datasets=MANIFESTS)
-    manifest: str = setting("transcripts.tsv", datasets=MANIFESTS)  # relative to data.root
+    # relative to data.root; a list is read as one corpus split by prompt, each later file's
+    # own held-out prompts a split test_<name> (tasks/speech/corpus.py)
+    manifest: str | tuple[str, ...] = setting("transcripts.tsv", datasets=MANIFESTS)
     # a manifest per split, {train: ..., val: ..., test: ...}; val is held out of train if absent
     manifests: dict[str, str] | None = setting(None, datasets=MANIFESTS)
     # manifest files (paths as given) whose utterances join the train split only, leaving out
@@ -52,6 +54,10 @@ class SpeechData:
     def __post_init__(self) -> None:
         self.test_speakers = _paths(self.test_speakers)
         self.extra_train = _paths(self.extra_train)
+        if not isinstance(self.manifest, str):
+            self.manifest = _paths(self.manifest)
+            if not self.manifest:
+                raise ValueError("manifest must name at least one file, got an empty list")
         if self.manifests is not None and (
             "train" not in self.manifests or set(self.manifests) - {"train", "val", "test"}
         ):
