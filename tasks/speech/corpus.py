@@ -23,10 +23,8 @@ import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # data.py imports this module
-    from tasks.speech.data import Utterance
+from tasks.speech.utterances import Utterance
 
 TAKE = re.compile(r"_take\d+$")  # the suffix of an earlier take's utterance id
 
