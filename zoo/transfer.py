@@ -13,7 +13,8 @@ neither optimized nor all-reduced. The presets:
 
 - ``linear_probe``: only what reads the core's output trains: ``head`` (and where there is a
   decoder: ``decoder``, ``decoder_head``, ``tgt_adapter``). In translation the source and target
-  embeddings are tied to the output projection, so that one table trains too.
+  embeddings are tied to the output projection, so that one table trains too. In a multitask
+  model the same parts of every task train (``tasks.<name>.head.*``, ...).
 - ``frozen_core``: the whole ``core`` (the encoder stack) is frozen; adapters, decoder and head
   train.
 - ``fpt``: the Frozen Pretrained Transformer (Lu et al. 2021): the core is frozen except its
@@ -44,9 +45,12 @@ from zoo.saved_model import WEIGHTS_NAME, find_model_dir, read_model_config
 
 logger = logging.getLogger(__name__)
 
+# what reads the core's output, in a single-task model and in each task of a multitask model
+# (``tasks.<name>.head.*``, ...)
+_READOUT = ("head.*", "decoder.*", "decoder_head.*", "tgt_adapter.*")
 # preset -> (patterns of parameters to freeze, patterns that stay trainable among those)
 PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "linear_probe": (("*",), ("head.*", "decoder.*", "decoder_head.*", "tgt_adapter.*")),
+    "linear_probe": (("*",), _READOUT + tuple(f"tasks.*.{p}" for p in _READOUT)),
     "frozen_core": (("core.*",), ()),
     "fpt": (("core.*",), ("core.*norm*",)),
 }
