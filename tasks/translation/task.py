@@ -112,12 +112,18 @@ class TranslationTask(Task):
         return text
 
     def prepare(self) -> dict[str, Any]:
-        """Read the text and train (or reload from the run directory) the joint vocabulary."""
+        """Read the text and train the joint vocabulary (or read ``tokenizer.model``, or reload
+        the run directory's)."""
         self._text = self._read_text()
         path = self.run_dir / TOKENIZER_FILE if self.run_dir is not None else None
         if path is not None and path.is_file():  # a resumed run keeps its vocabulary
             self.tokenizer = Tokenizer.load(path)
             logger.info("using the vocabulary in %s", path)
+        elif self.tokenizer_options.model is not None:  # a given vocabulary, e.g. an MLM's
+            self.tokenizer = Tokenizer.load(self.tokenizer_options.model)
+            logger.info("using the vocabulary %s", self.tokenizer_options.model)
+            if path is not None:
+                self.tokenizer.save(path)
         else:
             src, tgt = self._text["train"]
             options = self.tokenizer_options

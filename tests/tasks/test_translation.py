@@ -290,3 +290,17 @@ def test_max_length_forces_eos():
         # EOS is forced as the last of `limit` tokens, and is not part of the output.
         assert [len(h.tokens) for h in greedy] == [5, 3]
         assert [[len(h.tokens) for h in n] for n in beam] == [[5] * 3, [3] * 3]
+
+
+def test_a_given_vocabulary_is_used_and_kept_in_the_run(tmp_path):
+    given = Tokenizer.train(["a man rides a bike", "ein mann faehrt rad"] * 50, 40, "bpe", 1.0)
+    given.save(tmp_path / "given.model")
+    recipe = make_recipe()
+    recipe.tokenizer.model = str(tmp_path / "given.model")
+    task = get_task("translation")(recipe, run_dir=tmp_path / "run")
+    assert task.prepare()["vocab_size"] == len(given)
+    assert task.tokenizer.model_proto == given.model_proto
+    assert (tmp_path / "run" / "spm.model").read_bytes() == given.model_proto  # resume reads it
+    recipe.tokenizer.model = str(tmp_path / "missing.model")
+    with pytest.raises(FileNotFoundError, match="missing.model"):
+        get_task("translation")(recipe, run_dir=tmp_path / "run2").prepare()
