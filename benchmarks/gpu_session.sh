@@ -5,14 +5,14 @@
 #   1. multitask (issue 25): three single-task runs against one multitask run, same core,
 #      steps per task and seed; the sampling schedules on a vision + speech pair if they fit
 #   2. head pruning (issue 26): vision, translation, speech, one process each
-#   3. FSDD leave-one-speaker-out (issue 28): SLOT, runs only where benchmarks/fsdd_loso.py exists
+#   3. FSDD leave-one-speaker-out (issue 28): LOSO_EXTRA adds --variants and --init-from RUN
 #   4. pre-training (issue 27): MLM -> translation (seeds 0, 1 in parallel after the shared
 #      pre-training) and MAE -> Fashion-MNIST (one process per regime after the pre-training)
 # Each benchmark rewrites its own table as it goes (heads: its log holds every row); every
 # SNAP_EVERY seconds and at the end, all logs and result folders (weights excluded) are packed
 # into $OUT/results.tar.gz and each table is copied into $OUT/summary.txt, so a session stopped
 # from outside still returns what was measured.
-# Needs: the data in .gpudata/ (fashion-mnist, fsdd, multi30k, tinyshakespeare) and, where the
+# Needs: the data in .gpudata/ (fashion-mnist, multi30k; fsdd or .gpufsdd.tar.xz) and, where the
 # machine lacks them, wheels in .whl/ (soundfile, cffi, pycparser, jiwer, rapidfuzz, click).
 # Budgets are environment knobs (defaults sized for a ~500 s session on one H200), e.g.
 #   MT_STEPS=2000 HEADS_FT=100 bash benchmarks/gpu_session.sh
