@@ -37,14 +37,14 @@ class TranslationTokenizer:
     """``tokenizer``: the joint sentencepiece vocabulary, trained on the training pairs, or an
     existing one (``model``)."""
 
-    # an existing sentencepiece .model (ids 0-3 pad/bos/eos/unk), e.g. a masked LM's, used
-    # instead of training one; the other settings are then unused
-    model: str | None = None
     vocab_size: int = setting(8000, ge=1)  # an upper bound: a small corpus yields fewer pieces
     # unigram segments the small, repetitive built-in corpus poorly (e.g. "I ch"), and BPE does
     # as well on Multi30k
     model_type: Literal["bpe", "unigram"] = "bpe"
     character_coverage: float = setting(1.0, gt=0, le=1)
+    # an existing sentencepiece .model (ids 0-3 pad/bos/eos/unk), e.g. a masked LM's, used
+    # instead of training one; the other settings are then unused
+    model: str | None = None
 
 
 @dataclass
