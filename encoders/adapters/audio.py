@@ -164,15 +164,18 @@ def normalize_frames(x: Tensor, mask: Tensor | None, norm: str = "utterance") ->
     if norm == "none":
         return x
     if mask is None:
-        mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
+        centred = x - x.mean(1, keepdim=True)
+        if norm == "mean":
+            return centred
+        var = x.var(1, unbiased=False, keepdim=True)
     else:
         keep = (~mask).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         count = keep.sum(1, keepdim=True).clamp(min=1)
-        mean = (x * keep).sum(1, keepdim=True) / count
-        var = (((x - mean) * keep) ** 2).sum(1, keepdim=True) / count
-    if norm == "mean":
-        return x - mean
-    return (x - mean) / torch.sqrt(var + 1e-5)
+        centred = x - (x * keep).sum(1, keepdim=True) / count
+        if norm == "mean":
+            return centred
+        var = ((centred * keep) ** 2).sum(1, keepdim=True) / count
+    return centred / torch.sqrt(var + 1e-5)
 
 
 def normalize_wave(x: Tensor, lengths: Tensor) -> Tensor:
