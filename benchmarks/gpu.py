@@ -47,6 +47,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
+from zoo.atomic import atomic_write_bytes
 
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16 tensor-core FLOP/s (NVIDIA datasheet; 1979 sparse)
 PEAK_NOTE = "989 TFLOP/s: H100/H200 SXM dense bf16 datasheet peak"
@@ -515,13 +516,13 @@ def run(args: argparse.Namespace) -> dict:
             free_memory()
         print(json.dumps(results["models"][name]), flush=True)
         results["elapsed_s"] = time.perf_counter() - args.start
-        out.write_text(json.dumps(results, indent=1))
+        atomic_write_bytes(out, json.dumps(results, indent=1).encode())
     if args.compile:
         results["compile"] = run_compile(args, device)
         vit = results["models"].get(next(iter(MODELS)), {})
         add_rates({"units": {}, "flops": vit.get("flops", {}), **results["compile"]}, args)
     results["elapsed_s"] = time.perf_counter() - args.start
-    out.write_text(json.dumps(results, indent=1))
+    atomic_write_bytes(out, json.dumps(results, indent=1).encode())
     print(table(results), flush=True)
     return results
 

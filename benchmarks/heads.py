@@ -24,6 +24,7 @@ import torch
 from timing import interleaved  # benchmarks/timing.py, beside this script
 
 import zoo  # noqa: F401  (registers the models)
+from zoo.atomic import atomic_write_bytes
 from zoo.config import recipe_from_dict
 from zoo.engine import train
 from zoo.interpret.extract import original_heads
@@ -263,8 +264,8 @@ def main() -> None:
         results[task]["seconds"] = time.perf_counter() - start
         plot(task, results[task], out / f"heads_{task}.png")
         settings = {k: v for k, v in vars(args).items() if k != "runs"}
-        (out / "results.json").write_text(json.dumps({"settings": settings, **results},
-                                                     indent=1) + "\n")
+        record = json.dumps({"settings": settings, **results}, indent=1) + "\n"
+        atomic_write_bytes(out / "results.json", record.encode())
         lines = [f"Device {args.device}; {args.train_steps} training steps, fine-tune "
                  f"{args.finetune_steps} steps; importance on {args.importance_batches} train "
                  f"batches; metric on {args.eval_split}.", ""]

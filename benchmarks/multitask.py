@@ -256,9 +256,11 @@ def _task_steps(run_dir: Path, pair: list[str]) -> str:
 
 
 def save(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "multitask.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "multitask.md").write_text(markdown(results))
+    # atomic: runs still going read multitask.json (and a kill mid-write must not empty it)
+    from zoo.atomic import atomic_write_bytes
+
+    atomic_write_bytes(out / "multitask.json", (json.dumps(results, indent=1) + "\n").encode())
+    atomic_write_bytes(out / "multitask.md", markdown(results).encode())
 
 
 # ---------------------------------------------------------------------------------------------
