@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from timing import interleaved  # benchmarks/timing.py, beside this script
 
 import zoo  # noqa: F401  (registers the models)
@@ -32,6 +33,7 @@ from zoo.interpret.importance import head_importance
 from zoo.interpret.prune import kept_indices, plan_pruning, prune_heads, random_scorer
 from zoo.interpret.runs import OpenRun, open_run, save_changed_model
 from zoo.pretrained import load_pretrained
+from zoo.records import RECIPE_NAME
 from zoo.saved_model import find_model_dir
 
 STEP = 0.1  # share of the heads removed per round, as Michel et al.
@@ -103,17 +105,35 @@ def nested_plans(run: OpenRun, fractions: list[float], scorer) -> dict[float, di
     return {f: plans[round(f, 6)] for f in fractions}
 
 
+def finetune_recipe(task: str, run_dir: Path, saved: Path,
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe that fine-tunes the pruned model ``saved``: the run's own (its data, loss,
+    augmentation and decoding) when the run came from ``--run``, else the task's mini recipe;
+    ``--finetune-steps`` at ``--finetune-lr`` times its LR, cosine with 10% warm-up, no EMA (an
+    average with decay 0.999 would barely leave the pruned weights in a short fine-tune)."""
+    steps = args.finetune_steps
+    if task in args.runs:
+        tuned = yaml.safe_load((run_dir / RECIPE_NAME).read_text(encoding="utf-8"))
+        tuned["model"]["init_from"] = None
+        tuned["train"].update(max_steps=steps, eval_every=steps, checkpoint_every=steps,
+                              log_every=max(1, steps // 10), device=args.device, seed=args.seed)
+    else:
+        tuned = recipe(task, args, steps)
+    tuned["model"]["pretrained"] = str(saved)
+    tuned["optim"]["lr"] *= args.finetune_lr
+    tuned["optim"]["layer_decay"] = None
+    tuned["schedule"] = {"name": "cosine", "warmup_steps": max(1, steps // 10)}
+    tuned["train"]["ema_decay"] = None
+    return tuned
+
+
 def finetune(task: str, run: OpenRun, pruned: torch.nn.Module, args: argparse.Namespace,
              tag: str) -> torch.nn.Module:
     """``pruned`` trained on for ``--finetune-steps`` at ``--finetune-lr`` times the LR."""
     folder = Path(args.out) / task / tag
     saved = save_changed_model(pruned, run.model_dir, folder / "model", {"pruned": tag},
                                run.run_dir)
-    tuned = recipe(task, args, args.finetune_steps)
-    tuned["model"]["pretrained"] = str(saved)
-    tuned["optim"]["lr"] *= args.finetune_lr
-    tuned["schedule"] = {"name": "cosine", "warmup_steps": max(1, args.finetune_steps // 10)}
-    train(recipe_from_dict(tuned), folder / "tuned")
+    train(recipe_from_dict(finetune_recipe(task, run.run_dir, saved, args)), folder / "tuned")
     return load_pretrained(find_model_dir(folder / "tuned")).to(args.device)
 
 

@@ -1,0 +1,52 @@
+"""benchmarks/heads.py: the recipe a pruned model is fine-tuned with (the given run's own, or the
+task's mini recipe), and that it builds into a valid recipe."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.scripts import load_script
+from zoo.config import recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "heads.py"
+
+
+@pytest.fixture(scope="module")
+def heads():
+    return load_script(SCRIPT, "benchmarks_heads", siblings=True)
+
+
+def _args(runs: dict[str, str]) -> argparse.Namespace:
+    return argparse.Namespace(runs=runs, finetune_steps=40, finetune_lr=0.5, device="cpu",
+                              seed=3, data="../shared/data")
+
+
+def test_a_given_run_is_fine_tuned_on_its_own_recipe(heads, tmp_path: Path) -> None:
+    recipe = yaml.safe_load((ROOT / "configs/demo/speech.yaml").read_text())
+    recipe["train"]["ema_decay"] = 0.999
+    recipe["optim"]["layer_decay"] = 0.75
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(recipe))
+    tuned = heads.finetune_recipe("speech", tmp_path, tmp_path / "pruned", _args({"speech": "x"}))
+    assert tuned["data"] == recipe["data"] and tuned["task"] == recipe["task"]
+    assert tuned["model"]["pretrained"] == str(tmp_path / "pruned")
+    assert tuned["optim"]["lr"] == pytest.approx(0.5 * recipe["optim"]["lr"])
+    assert tuned["optim"]["layer_decay"] is None and tuned["train"]["ema_decay"] is None
+    train = tuned["train"]
+    assert (train["max_steps"], train["eval_every"], train["checkpoint_every"]) == (40, 40, 40)
+    assert (train["seed"], train["device"]) == (3, "cpu")
+    assert tuned["schedule"] == {"name": "cosine", "warmup_steps": 4}
+    recipe_from_dict(tuned)  # still a valid recipe
+
+
+def test_without_a_run_the_mini_recipe_is_used(heads, tmp_path: Path) -> None:
+    tuned = heads.finetune_recipe("speech", tmp_path, tmp_path / "pruned", _args({}))
+    assert tuned["model"] == {"name": "asr_transformer_ctc_mini",
+                              "pretrained": str(tmp_path / "pruned")}
+    assert tuned["data"]["dataset"] == "fsdd" and tuned["train"]["max_steps"] == 40
+    assert tuned["train"]["ema_decay"] is None
+    assert recipe_from_dict(tuned).train.max_steps == 40
