@@ -32,6 +32,7 @@ from zoo.interpret.extract import original_heads
 from zoo.interpret.importance import head_importance
 from zoo.interpret.prune import kept_indices, plan_pruning, prune_heads, random_scorer
 from zoo.interpret.runs import OpenRun, open_run, save_changed_model
+from zoo.model_card import model_flops
 from zoo.pretrained import load_pretrained
 from zoo.records import RECIPE_NAME
 from zoo.saved_model import find_model_dir
@@ -161,6 +162,7 @@ def measure(task: str, args: argparse.Namespace) -> dict[str, Any]:
             row = {"method": method, "fraction": fraction,
                    "heads": sum(len(h) for h in original_heads(pruned).values()),
                    "params": sum(p.numel() for p in pruned.parameters()),
+                   "flops": model_flops(pruned)[0],
                    metric: run.evaluate(pruned, eval_loader)[metric]}
             if args.finetune_steps:
                 tuned = finetune(task, run, pruned, args, f"{method}_{fraction:.1f}")
@@ -204,7 +206,7 @@ def table(task: str, result: dict[str, Any]) -> list[str]:
     tuned = f"{metric}_tuned" in result["rows"][0]
     head = ["pruned", "heads", "params", f"{metric} importance", f"{metric} random"]
     head += [f"{metric} importance + FT", f"{metric} random + FT"] if tuned else []
-    head += ["ms/batch (importance)", "speed-up"]
+    head += ["GFLOPs/sample (importance)", "ms/batch (importance)", "speed-up"]
     lines = [f"### {task}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     fractions = sorted({r["fraction"] for r in result["rows"]})
     base = ms.get(f"{fractions[0]:.1f}")
@@ -214,6 +216,7 @@ def table(task: str, result: dict[str, Any]) -> list[str]:
                  f"{rnd[metric]:.4g}"]
         if tuned:
             cells += [f"{imp[metric + '_tuned']:.4g}", f"{rnd[metric + '_tuned']:.4g}"]
+        cells.append(f"{imp['flops'] / 1e9:.3g}" if "flops" in imp else "-")
         t = ms.get(f"{f:.1f}")
         cells += [f"{t:.2f}", f"{base / t:.2f}x"] if t else ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -50,3 +50,14 @@ def test_without_a_run_the_mini_recipe_is_used(heads, tmp_path: Path) -> None:
     assert tuned["data"]["dataset"] == "fsdd" and tuned["train"]["max_steps"] == 40
     assert tuned["train"]["ema_decay"] is None
     assert recipe_from_dict(tuned).train.max_steps == 40
+
+
+def test_the_table_shows_each_fraction_with_its_flops_and_speed_up(heads) -> None:
+    rows = [{"method": m, "fraction": f, "heads": h, "params": p, "flops": fl, "cer": c}
+            for m in ("importance", "random")
+            for f, h, p, fl, c in ((0.0, 24, 1000, 4.0e9, 22.3), (0.5, 12, 900, 3.5e9, 22.6))]
+    lines = heads.table("speech", {"metric": "cer", "rows": rows,
+                                   "ms_per_batch": {"0.0": 200.0, "0.5": 160.0}})
+    assert lines[2].split(" | ")[-3:] == ["GFLOPs/sample (importance)", "ms/batch (importance)",
+                                          "speed-up |"]
+    assert lines[5] == "| 50% | 12 | 900 | 22.6 | 22.6 | 3.5 | 160.00 | 1.25x |"

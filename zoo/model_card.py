@@ -20,8 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent  # a source checkout: configs/ and
 def forward_flops(name: str) -> tuple[int, str]:
     """FLOPs of one inference forward pass of model ``name`` on one sample (a multiply-add
     counts 2), and the sample's description."""
-    model = create_model(name).eval()
+    return model_flops(create_model(name))
+
+
+def model_flops(model: torch.nn.Module) -> tuple[int, str]:
+    """FLOPs of one inference forward pass of ``model`` (a built or loaded model, a pruned one
+    too) on its task's example sample, and the sample's description."""
+    model = model.eval()
+    device = next(model.parameters()).device
     args, what = get_task(model.cfg.task).example_input(model.cfg)  # one sample
+    args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
     # the math backend: its matmuls are counted, while the CPU's fused attention kernel is not
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         with torch.no_grad():

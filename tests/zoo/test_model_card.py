@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.cli import main
-from zoo.model_card import forward_flops, recipe_results
+from zoo.interpret.prune import prune_heads
+from zoo.model_card import forward_flops, model_flops, recipe_results
+from zoo.pretrained import create_model
 
 
 def test_vit_flops_equal_the_analytic_count() -> None:
@@ -16,6 +18,16 @@ def test_vit_flops_equal_the_analytic_count() -> None:
     patch_embed = 2 * patches * (3 * 8 * 8) * d
     assert flops == patch_embed + depth * (linear + attention) + 2 * d * 10
     assert what == "one 32x32 image"
+
+
+def test_a_pruned_model_counts_the_flops_of_the_heads_it_kept() -> None:
+    model = create_model("test_vit")
+    full, _ = model_flops(model)
+    assert full == forward_flops("test_vit")[0]
+    pruned = prune_heads(model, {"core.blocks.0.attn": [0, 1, 2], "core.blocks.1.attn": [1]})
+    n, d, hd, removed = 17, 64, 16, 1 + 3  # tokens, width, head width, heads removed
+    per_head = 2 * n * d * 3 * hd + 2 * n * hd * d + 2 * 2 * n * n * hd  # qkv, proj, QK^T, AV
+    assert model_flops(pruned)[0] == full - removed * per_head
 
 
 def test_flops_are_counted_for_every_family() -> None:
