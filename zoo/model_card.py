@@ -25,7 +25,7 @@ def forward_flops(name: str) -> tuple[int, str]:
 
 def model_flops(model: torch.nn.Module) -> tuple[int, str]:
     """FLOPs of one inference forward pass of ``model`` (a built or loaded model, a pruned one
-    too) on its task's example sample, and the sample's description."""
+    too; put in evaluation mode) on its task's example sample, and the sample's description."""
     model = model.eval()
     device = next(model.parameters()).device
     args, what = get_task(model.cfg.task).example_input(model.cfg)  # one sample
