@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.scripts import load_script
@@ -61,3 +62,23 @@ def test_the_table_shows_each_fraction_with_its_flops_and_speed_up(heads) -> Non
     assert lines[2].split(" | ")[-3:] == ["GFLOPs/sample (importance)", "ms/batch (importance)",
                                           "speed-up |"]
     assert lines[5] == "| 50% | 12 | 900 | 22.6 | 22.6 | 3.5 | 160.00 | 1.25x |"
+
+
+def test_time_models_times_a_model_against_its_pruned_copy(tmp_path: Path, capsys) -> None:
+    import zoo
+    from zoo.interpret.prune import prune_heads
+
+    timer = load_script(ROOT / "benchmarks" / "time_models.py", "benchmarks_time_models",
+                        siblings=True)
+    model = zoo.create_model("test_vit")
+    zoo.save_pretrained(model, tmp_path / "full")
+    pruned = prune_heads(model, {"core.blocks.0.attn": [0], "core.blocks.1.attn": [1]})
+    zoo.save_pretrained(pruned, tmp_path / "pruned")
+    rows = timer.main([str(tmp_path / "full"), str(tmp_path / "pruned"), "--batch", "3",
+                       "--repeats", "2", "--iters", "1"])
+    assert [r["model"] for r in rows] == [str(tmp_path / "full"), str(tmp_path / "pruned")]
+    assert rows[0]["speed_up"] == 1.0 and rows[1]["ms"] > 0
+    assert rows[1]["flops"] < rows[0]["flops"]
+    assert "batch 3 x one 32x32 image" in capsys.readouterr().out
+    batch = timer.batch_of([torch.zeros(1, 5), 7], 4)
+    assert batch[0].shape == (4, 5) and batch[1] == 7
