@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from timing import interleaved  # benchmarks/timing.py, beside this script
 
 import zoo  # noqa: F401  (registers the models)
 from zoo.atomic import atomic_write_bytes
-from zoo.config import recipe_from_dict
+from zoo.config import recipe_from_dict, recipe_to_dict
 from zoo.engine import train
 from zoo.interpret.extract import original_heads
 from zoo.interpret.importance import head_importance
@@ -34,7 +33,6 @@ from zoo.interpret.prune import kept_indices, plan_pruning, prune_heads, random_
 from zoo.interpret.runs import OpenRun, open_run, save_changed_model
 from zoo.model_card import model_flops
 from zoo.pretrained import load_pretrained
-from zoo.records import RECIPE_NAME
 from zoo.saved_model import find_model_dir
 
 STEP = 0.1  # share of the heads removed per round, as Michel et al.
@@ -106,7 +104,7 @@ def nested_plans(run: OpenRun, fractions: list[float], scorer) -> dict[float, di
     return {f: plans[round(f, 6)] for f in fractions}
 
 
-def finetune_recipe(task: str, run_dir: Path, saved: Path,
+def finetune_recipe(task: str, run: OpenRun, saved: Path,
                     args: argparse.Namespace) -> dict[str, Any]:
     """The recipe that fine-tunes the pruned model ``saved``: the run's own (its data, loss,
     augmentation and decoding) when the run came from ``--run``, else the task's mini recipe;
@@ -114,7 +112,7 @@ def finetune_recipe(task: str, run_dir: Path, saved: Path,
     average with decay 0.999 would barely leave the pruned weights in a short fine-tune)."""
     steps = args.finetune_steps
     if task in args.runs:
-        tuned = yaml.safe_load((run_dir / RECIPE_NAME).read_text(encoding="utf-8"))
+        tuned = recipe_to_dict(run.recipe)
         tuned["model"]["init_from"] = None
         tuned["train"].update(max_steps=steps, eval_every=steps, checkpoint_every=steps,
                               log_every=max(1, steps // 10), device=args.device, seed=args.seed)
@@ -134,7 +132,7 @@ def finetune(task: str, run: OpenRun, pruned: torch.nn.Module, args: argparse.Na
     folder = Path(args.out) / task / tag
     saved = save_changed_model(pruned, run.model_dir, folder / "model", {"pruned": tag},
                                run.run_dir)
-    train(recipe_from_dict(finetune_recipe(task, run.run_dir, saved, args)), folder / "tuned")
+    train(recipe_from_dict(finetune_recipe(task, run, saved, args)), folder / "tuned")
     return load_pretrained(find_model_dir(folder / "tuned")).to(args.device)
 
 

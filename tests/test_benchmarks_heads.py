@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 
 from tests.scripts import load_script
-from zoo.config import recipe_from_dict
+from zoo.config import recipe_from_dict, recipe_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "heads.py"
@@ -31,9 +32,11 @@ def test_a_given_run_is_fine_tuned_on_its_own_recipe(heads, tmp_path: Path) -> N
     recipe = yaml.safe_load((ROOT / "configs/demo/speech.yaml").read_text())
     recipe["train"]["ema_decay"] = 0.999
     recipe["optim"]["layer_decay"] = 0.75
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(recipe))
-    tuned = heads.finetune_recipe("speech", tmp_path, tmp_path / "pruned", _args({"speech": "x"}))
-    assert tuned["data"] == recipe["data"] and tuned["task"] == recipe["task"]
+    run = SimpleNamespace(recipe=recipe_from_dict(recipe))  # as open_run reads it
+    tuned = heads.finetune_recipe("speech", run, tmp_path / "pruned", _args({"speech": "x"}))
+    assert tuned["data"] == recipe_to_dict(run.recipe)["data"]
+    assert tuned["data"]["dataset"] == recipe["data"]["dataset"]
+    assert tuned["task"] == recipe["task"]
     assert tuned["model"]["pretrained"] == str(tmp_path / "pruned")
     assert tuned["optim"]["lr"] == pytest.approx(0.5 * recipe["optim"]["lr"])
     assert tuned["optim"]["layer_decay"] is None and tuned["train"]["ema_decay"] is None
@@ -45,7 +48,7 @@ def test_a_given_run_is_fine_tuned_on_its_own_recipe(heads, tmp_path: Path) -> N
 
 
 def test_without_a_run_the_mini_recipe_is_used(heads, tmp_path: Path) -> None:
-    tuned = heads.finetune_recipe("speech", tmp_path, tmp_path / "pruned", _args({}))
+    tuned = heads.finetune_recipe("speech", SimpleNamespace(), tmp_path / "pruned", _args({}))
     assert tuned["model"] == {"name": "asr_transformer_ctc_mini",
                               "pretrained": str(tmp_path / "pruned")}
     assert tuned["data"]["dataset"] == "fsdd" and tuned["train"]["max_steps"] == 40
