@@ -8,7 +8,11 @@ core, steps per task, optimizer, schedule and seed. Each run's best
 checkpoint (singles: by their task's val metric; the multitask run: by its score, the tasks'
 val metrics relative to --references, or to 100 and 1 without) is evaluated on the test splits.
 With --tune-steps, a cheaper two-task pair (vision + speech) is also trained under every
-sampling schedule and compared on validation.
+sampling schedule and compared on validation; a schedule may carry section settings
+(``weighted:speech.lr_mult=2``: the speech section's own parameters at twice the LR), and
+``--set`` gives the three-task run the same. ``--singles-from DIR`` takes the single-task rows
+from an earlier invocation's multitask.json (same steps, seed, LR, precision) instead of
+training them again.
 
 Writes ``multitask.json`` and ``multitask.md`` into --out (rewritten as runs finish) and keeps
 the run directories in ``--out/runs``. Runs go in parallel processes (--parallel), so their
@@ -86,12 +90,46 @@ def single_recipe(section: dict[str, Any], core: Any, args: argparse.Namespace) 
     return {**recipe, **common}
 
 
+SECTION_SETTINGS = ("lr_mult", "loss_weight")
+
+
+def parse_settings(items: list[str], tasks: list[str], where: str) -> dict[str, dict[str, float]]:
+    """``["speech.lr_mult=2", ...]`` -> ``{"speech": {"lr_mult": 2.0}}``; one sentence naming the
+    item when it is not TASK.KEY=NUMBER of a task in ``tasks``."""
+    found: dict[str, dict[str, float]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        task, dot, setting = key.partition(".")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not (eq and dot) or task not in tasks or setting not in SECTION_SETTINGS \
+                or number is None:
+            raise SystemExit(f"{where}: {item!r} is not TASK.KEY=NUMBER with TASK one of "
+                             f"{', '.join(tasks)} and KEY one of {', '.join(SECTION_SETTINGS)}")
+        found.setdefault(task, {})[setting] = number
+    return found
+
+
+def parse_schedule(spec: str, tasks: list[str]) -> tuple[str, dict[str, dict[str, float]]]:
+    """``weighted:speech.lr_mult=2`` -> ("weighted", {"speech": {"lr_mult": 2.0}})."""
+    schedule, *items = spec.split(":")
+    if schedule not in SCHEDULES:
+        raise SystemExit(f"--schedules: unknown schedule {schedule!r} in {spec!r}; choose from "
+                         f"{', '.join(SCHEDULES)}")
+    return schedule, parse_settings(items, tasks, f"--schedules {spec!r}")
+
+
 def multi_recipe(parts: dict[str, dict], core: Any, steps: int, args: argparse.Namespace,
-                 schedule: str, references: dict[str, float] | None = None) -> dict:
-    """The tasks in ``parts`` on one core, ``steps`` each under ``schedule``."""
+                 schedule: str, references: dict[str, float] | None = None,
+                 settings: dict[str, dict[str, float]] | None = None) -> dict:
+    """The tasks in ``parts`` on one core, ``steps`` each under ``schedule``; ``settings`` adds
+    section keys (lr_mult, loss_weight) by task."""
     tasks = []
     for name, section in parts.items():
         entry = {"name": name, **copy.deepcopy(section), "steps": steps}
+        entry.update((settings or {}).get(name, {}))
         if references and name in references:
             entry["reference"] = references[name]
         tasks.append(entry)
@@ -272,10 +310,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps-per-task", type=int, default=None, help="default 3000 (smoke: 20)")
     p.add_argument("--tune-steps", type=int, default=None,
                    help="steps per task of the schedule comparison (0: none; smoke: 10)")
-    p.add_argument("--schedules", default=",".join(SCHEDULES), help="compared when tuning")
+    p.add_argument("--schedules", default=",".join(SCHEDULES),
+                   help="compared when tuning; each may carry section settings: "
+                        "weighted:speech.lr_mult=2:speech.loss_weight=2")
     p.add_argument("--tune-tasks", default="vision,speech", help="the pair the schedules train")
     p.add_argument("--schedule", default="weighted", choices=SCHEDULES,
                    help="the three-task run's schedule")
+    p.add_argument("--set", action="append", default=[], metavar="TASK.KEY=VALUE",
+                   help="a section setting of the three-task run (lr_mult, loss_weight)")
+    p.add_argument("--singles-from", type=Path, default=None,
+                   help="an earlier --out whose single-task rows are reused, not retrained")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     p.add_argument("--precision", default=None, help="default: bf16 on cuda, else fp32")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -307,6 +351,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+COMPARABLE = ("steps_per_task", "seed", "lr", "precision", "builtin", "smoke", "evals")
+
+
+def earlier_singles(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The single-task rows of an earlier run of this benchmark, if it ran them as this one
+    would (the keys of COMPARABLE); one sentence naming what differs otherwise."""
+    path = folder / "multitask.json"
+    try:
+        earlier = json.loads(path.read_text())
+        meta, runs = earlier["meta"], earlier["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"--singles-from: cannot read {path} ({e.__class__.__name__})") from None
+    for key in COMPARABLE:
+        if meta.get(key) != getattr(args, key):
+            raise SystemExit(f"--singles-from: {path} has {key}={meta.get(key)!r}, this run "
+                             f"{getattr(args, key)!r}; its single-task rows are not comparable")
+    found = {f"single_{t}": runs.get(f"single_{t}") for t in args.tasks}
+    missing = [name for name, run in found.items() if not run or "error" in run]
+    if missing:
+        raise SystemExit(f"--singles-from: {path} has no finished {missing[0]} row")
+    return found
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
     if args.job is not None:
@@ -318,25 +385,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     deadline = time.time() + args.budget
     every, core = sections(args.data, args.builtin, args.smoke)
     parts = {t: every[t] for t in args.tasks}
-    jobs = {f"single_{t}": single_recipe(parts[t], core, args) for t in args.tasks}
-    pair = {t: every[t] for t in args.tune_tasks}
-    for schedule in [s for s in args.schedules.split(",") if s] if args.tune_steps else []:
-        jobs[f"tune_{schedule}"] = multi_recipe(pair, core, args.tune_steps, args, schedule)
     results = {"meta": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                            if k not in ("job", "run", "result")}}, "runs": {}}
+    jobs: dict[str, dict] = {}
+    if args.singles_from is not None:
+        results["runs"].update(earlier_singles(args.singles_from, args))
+    else:
+        jobs.update({f"single_{t}": single_recipe(parts[t], core, args) for t in args.tasks})
     refs = dict(item.split("=") for item in args.references.split(",") if item)
     jobs["multitask"] = multi_recipe(parts, core, args.steps_per_task, args, args.schedule,
-                                     {k: float(v) for k, v in refs.items()})
+                                     {k: float(v) for k, v in refs.items()},
+                                     parse_settings(args.set, args.tasks, "--set"))
+    pair = {t: every[t] for t in args.tune_tasks}
+    same: dict[str, str] = {}  # a tune run identical to the multitask run is that run
+    for spec in [s for s in args.schedules.split(",") if s] if args.tune_steps else []:
+        schedule, settings = parse_schedule(spec, args.tune_tasks)
+        recipe = multi_recipe(pair, core, args.tune_steps, args, schedule, None, settings)
+        if recipe == jobs["multitask"]:
+            same[f"tune_{spec}"] = "multitask"
+        else:
+            jobs[f"tune_{spec}"] = recipe
+    names = [*results["runs"], *jobs, *same]
     order = ["multitask", *(n for n in jobs if n != "multitask")]  # the longest run first
     with ThreadPoolExecutor(max(1, args.parallel)) as pool:
         futures = {pool.submit(launch, n, jobs[n], args.out, deadline): n for n in order}
         for future in as_completed(futures):  # each result saved as soon as it is there
             name = futures[future]
-            results["runs"][name] = future.result()
-            if name.startswith("tune_") and "error" not in results["runs"][name]:
-                results["runs"][name]["steps"] = _task_steps(args.out / "runs" / name,
-                                                             args.tune_tasks)
-            results["runs"] = {n: results["runs"][n] for n in jobs if n in results["runs"]}
+            result = future.result()
+            for alias in [name, *(a for a, n in same.items() if n == name)]:
+                results["runs"][alias] = dict(result, **({"same_as": name} if alias != name
+                                                         else {}))
+                if alias.startswith("tune_") and "error" not in result:
+                    results["runs"][alias]["steps"] = _task_steps(args.out / "runs" / name,
+                                                                  args.tune_tasks)
+            results["runs"] = {n: results["runs"][n] for n in names if n in results["runs"]}
             save(results, args.out)
     print(markdown(results))
     return results
