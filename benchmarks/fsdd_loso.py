@@ -200,7 +200,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=4000, help="training steps per run")
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated, of {', '.join(VARIANTS)}")
-    p.add_argument("--speakers", nargs="*", default=None, help="held out in turn (default: all)")
+    p.add_argument("--speakers", nargs="*", default=None,
+                   help="held out in turn, space- or comma-separated (default: all)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--parallel", type=int, default=1, help="runs at once (child processes)")
@@ -226,6 +227,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 1 or args.parallel < 1:
         p.error("--steps and --parallel must be at least 1")
     args.data, args.out, args.recipe = args.data.resolve(), args.out.resolve(), args.recipe
+    if args.speakers is not None:  # "a,b" is two speakers, not one name for the override's list
+        args.speakers = [n for item in args.speakers for n in item.split(",") if n.strip()]
+        try:
+            found = fsdd_speakers(args.data)
+        except ValueError as e:
+            p.error(str(e))
+        unknown = [n for n in args.speakers if n not in found]
+        if unknown:
+            p.error(f"--speakers: no recordings of speaker {unknown[0]!r} in {args.data}; "
+                    f"the speakers there: {', '.join(found)}")
     return args
 
 

@@ -66,6 +66,17 @@ def test_bad_arguments_exit_with_status_2(loso, argv, message, capsys) -> None:
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_speakers_may_be_comma_separated_and_must_exist(loso, fsdd, capsys) -> None:
+    """A comma-separated list once went into test_speakers=[...] as one held-out "speaker", so
+    the run held out all of them; now it is several speakers, and a name not in the data stops."""
+    for given in (["bob,ann"], ["bob", "ann"]):
+        args = loso.parse_args(["--data", str(fsdd), "--speakers", *given])
+        assert args.speakers == ["bob", "ann"]
+    with pytest.raises(SystemExit) as stop:
+        loso.parse_args(["--data", str(fsdd), "--speakers", "bob,carol"])
+    assert stop.value.code == 2 and "no recordings of speaker 'carol'" in capsys.readouterr().err
+
+
 def test_transcripts_give_accuracy_and_confusions(loso, tmp_path: Path) -> None:
     tsv = tmp_path / "transcripts_test.tsv"
     rows = ["id\treference\thypothesis", "a\t5\t5", "b\t5\t6", "c\t9\t5", "d\t5\t6", "e\t8\t"]
