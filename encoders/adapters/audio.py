@@ -16,7 +16,7 @@ from encoders.positional import SinusoidalPositionalEmbedding
 
 FEATURES = ("waveform", "fbank")
 POSITIONS = ("sinusoidal", "none")
-FEATURE_NORMS = ("utterance", "mean", "none")  # see normalize_frames
+FEATURE_NORMS = ("utterance", "mean", "speaker", "none")  # see normalize_frames
 
 
 class LogMel(nn.Module):
@@ -153,16 +153,28 @@ class Conv2dSubsampling(nn.Module):
         return self.out(h.transpose(1, 2).reshape(b, t, c * f))  # (B, T', D*F') -> (B, T', D)
 
 
-def normalize_frames(x: Tensor, mask: Tensor | None, norm: str = "utterance") -> Tensor:
-    """Per-utterance normalisation of (B, T, F) log-mel frames, per bin over the real frames
-    (padding ignored): ``"utterance"`` subtracts the mean and divides by the standard deviation
+def normalize_frames(
+    x: Tensor, mask: Tensor | None, norm: str = "utterance", stats: Tensor | None = None
+) -> Tensor:
+    """Normalisation of (B, T, F) log-mel frames, per bin over the real frames (padding
+    ignored): ``"utterance"`` subtracts the mean and divides by the standard deviation
     (CMVN), ``"mean"`` only subtracts the mean (CMN: Kaldi's ``apply-cmvn`` and ESPnet's
     ``UtteranceMVN`` by default), so that bins with almost no energy (above the band of 8 kHz
-    audio played at 16 kHz) are not scaled up to unit variance; ``"none"`` returns ``x``."""
+    audio played at 16 kHz) are not scaled up to unit variance; ``"none"`` returns ``x``.
+    ``"speaker"`` uses ``stats`` (B, 2, F), each utterance's speaker's mean and standard
+    deviation per bin over all of that speaker's frames (``speaker_stats``; Kaldi's per-speaker
+    CMVN), so that one short utterance's own spectrum (a single word's vowel) is not
+    normalised away with the voice; without ``stats`` it is ``"utterance"``."""
     if norm not in FEATURE_NORMS:
         raise ValueError(f"unknown feature_norm '{norm}'; expected one of {FEATURE_NORMS}")
     if norm == "none":
         return x
+    if norm == "speaker" and stats is not None:
+        if stats.ndim != 3 or stats.shape[0] != x.shape[0] or stats.shape[1:] != (2, x.shape[2]):
+            raise ValueError(f"expected speaker statistics of shape ({x.shape[0]}, 2, "
+                             f"{x.shape[2]}), got {tuple(stats.shape)}")
+        stats = stats.to(x.dtype)
+        return (x - stats[:, :1]) / stats[:, 1:].clamp(min=1e-3)
     if mask is None:
         centred = x - x.mean(1, keepdim=True)
         if norm == "mean":
@@ -176,6 +188,16 @@ def normalize_frames(x: Tensor, mask: Tensor | None, norm: str = "utterance") ->
             return centred
         var = ((centred * keep) ** 2).sum(1, keepdim=True) / count
     return centred / torch.sqrt(var + 1e-5)
+
+
+def speaker_stats(frames: list[Tensor]) -> Tensor:
+    """(2, F): the mean and standard deviation per bin of one speaker's log-mel frames, each
+    item (T_i, F) one utterance's frames; every frame counts once, so a long utterance
+    weighs more than a short one."""
+    if not frames:
+        raise ValueError("speaker statistics need at least one utterance")
+    x = torch.cat([f.float() for f in frames])
+    return torch.stack([x.mean(0), x.std(0, unbiased=False)])
 
 
 def normalize_wave(x: Tensor, lengths: Tensor) -> Tensor:
@@ -206,8 +228,9 @@ class AudioAdapter(nn.Module):
         wave_norm: scale each waveform to unit RMS over its real samples before the log-mel, so
             that a recording's level does not change the features (log-mel's 1e-6 floor
             otherwise makes a quiet voice look unlike a loud one).
-        feature_norm: per-utterance normalisation of the log-mel frames (``normalize_frames``):
-            "utterance" (mean and variance per bin), "mean" (mean only) or "none".
+        feature_norm: normalisation of the log-mel frames (``normalize_frames``): per
+            utterance, "utterance" (mean and variance per bin) or "mean" (mean only); per
+            speaker, "speaker" (statistics given to ``forward``); or "none".
     """
 
     def __init__(
@@ -293,13 +316,27 @@ class AudioAdapter(nn.Module):
             x = normalize_wave(x, lengths)
         return self.frontend(x), self.frontend.num_frames(lengths)
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, feat_stats: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Args:
             x: waveforms (B, S) or log-mel features (B, T, n_mels).
             lengths: (B,) samples (or frames) per utterance; None means all full length.
+            feat_stats: (B, 2, n_mels) each utterance's speaker's log-mel mean and standard
+                deviation, for ``feature_norm="speaker"`` (ignored otherwise; None there
+                normalises each utterance by its own statistics).
         Returns:
             frames (B, T', D) and padding mask (B, T') True at padding (None if no padding).
         """
+        feats, frame_lengths = self.features(x, lengths, feat_stats)
+        return self.embed(self.specaug(feats), frame_lengths)
+
+    def features(
+        self, x: Tensor, lengths: Tensor | None = None, feat_stats: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The first half of ``forward`` (same arguments): checked input -> log-mel ->
+        frequency warping (training only) -> normalised frames (B, T, n_mels), and their
+        lengths (B,). No SpecAugment; masked pre-training masks these frames itself."""
         self.check_input(x)
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
@@ -307,9 +344,13 @@ class AudioAdapter(nn.Module):
         check_lengths(lengths, x.shape[0], x.shape[1], unit)
         self._check(x, lengths)
         feats, frame_lengths = self._features(x, lengths)
-        out_lengths = Conv2dSubsampling.output_lengths(frame_lengths)
         mask = lengths_to_padding_mask(frame_lengths, feats.shape[1])
-        feats = self.specaug(normalize_frames(self.warp(feats), mask, self.feature_norm))
+        return normalize_frames(self.warp(feats), mask, self.feature_norm, feat_stats), frame_lengths
+
+    def embed(self, feats: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The second half of ``forward``: normalised frames (B, T, n_mels) with lengths (B,)
+        -> subsampled tokens with positions (B, T', D) and padding mask (B, T') or None."""
+        out_lengths = Conv2dSubsampling.output_lengths(frame_lengths)
         h = self.subsample(feats) * math.sqrt(self.dim)  # ESPnet-style scale before positions
         if self.pos_embed is not None:
             h = self.pos_embed(h)

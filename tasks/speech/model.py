@@ -41,8 +41,9 @@ class ASRConfig:
     spec_augment: bool = True
     freq_warp: float = 0.0  # vocal tract length perturbation in training, e.g. 0.1
     wave_norm: bool = False  # scale each waveform to unit RMS first (level invariance)
-    # per-utterance log-mel normalisation per bin: "utterance" (mean and variance, CMVN),
-    # "mean" (mean only, CMN) or "none"
+    # log-mel normalisation per bin: per utterance, "utterance" (mean and variance, CMVN) or
+    # "mean" (mean only, CMN); "speaker" (mean and variance of the speaker's frames in the
+    # split, tasks/speech/speakers.py); or "none"
     feature_norm: str = "utterance"
     decoder_depth: int = 0  # > 0 adds an attention decoder
     # after pruning (zoo prune): per decoder layer, the (self, cross) attention heads it kept
@@ -125,21 +126,23 @@ class SpeechRecognizer(nn.Module):
         return self.adapter.output_lengths(lengths)
 
     def forward_features(
-        self, audio: Tensor, lengths: Tensor | None = None
+        self, audio: Tensor, lengths: Tensor | None = None, feat_stats: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Audio (B, S) or features (B, T, F) with lengths (B,) -> the core's output frames
-        (B, T', D) and their padding mask (B, T'), True at padding."""
-        return self._encode(audio, lengths)[:2]
+        (B, T', D) and their padding mask (B, T'), True at padding. ``feat_stats`` (B, 2, F):
+        each utterance's speaker's log-mel statistics, read when ``feature_norm="speaker"``."""
+        return self._encode(audio, lengths, feat_stats=feat_stats)[:2]
 
     def _encode(
-        self, audio: Tensor, lengths: Tensor | None, inter_layer: int = 0
+        self, audio: Tensor, lengths: Tensor | None, inter_layer: int = 0,
+        feat_stats: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
         """``forward_features``, the frame lengths (B,), and block ``inter_layer``'s
         normalised output (1 = the first block; 0: None)."""
         self.adapter.check_input(audio)  # a wrong rank or dtype, before its shape is read
         if lengths is None:
             lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
-        tokens, mask = self.adapter(audio, lengths)
+        tokens, mask = self.adapter(audio, lengths, feat_stats)
         out_lengths = self.adapter.output_lengths(lengths)
         if inter_layer == 0:
             return self.core(tokens, mask), mask, out_lengths, None
@@ -162,12 +165,14 @@ class SpeechRecognizer(nn.Module):
         return self.decoder_head(self.decoder(x, memory, memory_mask, cache=cache))
 
     def forward(
-        self, audio: Tensor, lengths: Tensor | None = None, tgt_in: Tensor | None = None
+        self, audio: Tensor, lengths: Tensor | None = None, tgt_in: Tensor | None = None,
+        feat_stats: Tensor | None = None,
     ) -> SpeechOutput:
         """CTC logits for audio (B, S) with sample lengths (B,); decoder logits too when target
-        inputs (B, U) are given and the model has a decoder."""
+        inputs (B, U) are given and the model has a decoder (``feat_stats``: see
+        ``forward_features``)."""
         inter_layer = self.cfg.inter_ctc_layer if self.training else 0
-        memory, mask, out_lengths, hidden = self._encode(audio, lengths, inter_layer)
+        memory, mask, out_lengths, hidden = self._encode(audio, lengths, inter_layer, feat_stats)
         inter = self.forward_head(hidden) if hidden is not None else None
         dec = None
         if tgt_in is not None and self.decoder is not None:
@@ -215,12 +220,12 @@ class CTCEnsemble(nn.Module):
         return self.adapter.output_lengths(lengths)
 
     def forward_features(
-        self, audio: Tensor, lengths: Tensor | None = None
+        self, audio: Tensor, lengths: Tensor | None = None, feat_stats: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Audio (B, S) -> mean CTC log-probabilities (B, T', V) and the mask (B, T')."""
         total, mask = None, None
         for m in self.members:
-            memory, mask = m.forward_features(audio, lengths)
+            memory, mask = m.forward_features(audio, lengths, feat_stats)
             log_probs = m.forward_head(memory).float().log_softmax(-1)
             total = log_probs if total is None else total + log_probs
         # decoding leaves out EOS and renormalises each frame; that removes the same constant
@@ -231,11 +236,11 @@ class CTCEnsemble(nn.Module):
         """The averaged log-probabilities are already the CTC scores."""
         return features
 
-    def forward(self, audio: Tensor, lengths: Tensor | None = None, tgt_in: Tensor | None = None
-                ) -> SpeechOutput:
+    def forward(self, audio: Tensor, lengths: Tensor | None = None, tgt_in: Tensor | None = None,
+                feat_stats: Tensor | None = None) -> SpeechOutput:
         if lengths is None:
             lengths = torch.full((audio.shape[0],), audio.shape[1], device=audio.device)
-        memory, _ = self.forward_features(audio, lengths)
+        memory, _ = self.forward_features(audio, lengths, feat_stats)
         return SpeechOutput(memory, self.output_lengths(lengths))
 
 

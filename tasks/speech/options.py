@@ -105,13 +105,28 @@ class SpeechDecoding:
     lm_lexicon_mix: float = setting(0.7, ge=0, lt=1)  # the lexicon's share of the predictions
 
 
+UNITS = ("char", "bpe", "unigram")
+
+
 @dataclass
 class SpeechTokenizer:
-    """``tokenizer``: the output characters (blank and EOS are added)."""
+    """``tokenizer``: the output units, characters or sentencepiece pieces trained on the
+    training transcripts (ESPnet's ``token_type: bpe``); blank and EOS are added."""
 
-    # exactly these characters; None: the digits for the digit datasets, else the training
-    # transcripts' characters
+    units: str = "char"  # one of UNITS
+    # exactly these characters (char units); None: the digits for the digit datasets, else the
+    # training transcripts' characters
     characters: str | None = None
+    # bpe/unigram: the most output ids, blank and EOS included (a small corpus yields fewer);
+    # 8 leaves room for a few characters only: a corpus needs one id per character at least
+    vocab_size: int = setting(128, ge=8)
+
+    def __post_init__(self) -> None:
+        if self.units not in UNITS:
+            raise ValueError(f"units must be one of {', '.join(UNITS)}; got {self.units!r}")
+        if self.units != "char" and self.characters is not None:
+            raise ValueError(f"characters applies to units=char only; units={self.units} learns "
+                             "its pieces from the training transcripts")
 
 
 MOVED = {

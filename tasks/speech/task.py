@@ -36,7 +36,8 @@ from tasks.speech.options import (
     SpeechLoss,
     SpeechTokenizer,
 )
-from tasks.speech.vocab import CharVocab
+from tasks.speech.speakers import SpeakerNormalized, log_mel_frontend, split_speaker_stats
+from tasks.speech.vocab import CharVocab, PieceVocab, SpeechVocab, load_speech_vocab
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,18 @@ class SpeechRecognitionTask(Task):
         self.opts: SpeechData = self.section("data.options")
         self.augment: SpeechAugment = self.section("augment")
         self.decode: SpeechDecoding = self.section("decode")
-        self.characters = self.section("tokenizer").characters
+        self.tokenizer: SpeechTokenizer = self.section("tokenizer")
+        self.characters = self.tokenizer.characters
         self.ctc_weight = self.section("loss").ctc_weight
         self._fusion: LMFusion | None = None
         model_sr = recipe.model.overrides.get("sample_rate") if hasattr(recipe, "model") else None
         self.sample_rate = int(model_sr or ASRConfig.sample_rate)
-        self.vocab: CharVocab | None = None
+        # feature_norm=speaker: per-speaker log-mel statistics travel with the items
+        over = recipe.model.overrides if hasattr(recipe, "model") else {}
+        self.speaker_norm = over.get("feature_norm") == "speaker"
+        self._mel_settings = (int(over.get("n_mels") or ASRConfig.n_mels),
+                              bool(over.get("wave_norm")), over.get("features") or "waveform")
+        self.vocab: SpeechVocab | None = None
         self.splits: dict[str, Dataset] | None = None
         self._checked = False
         # (id, reference, hypothesis) of the last evaluate() call, for write_report
@@ -92,17 +99,22 @@ class SpeechRecognitionTask(Task):
 
     # -- data ---------------------------------------------------------------------------------
     def prepare(self) -> dict[str, Any]:
-        """Build the splits, the character vocabulary (``tokenizer.characters``, else the
-        digits for the digit datasets, else the training transcripts' characters), check every
-        transcript against it, and build the character LM when ``decode.lm_weight`` > 0.
+        """Build the splits, the vocabulary (``tokenizer.units``: characters, from
+        ``tokenizer.characters``, else the digits for the digit datasets, else the training
+        transcripts' characters; or bpe/unigram pieces trained on the training transcripts, for
+        the digit datasets too), check every transcript against it, and build the character LM
+        when ``decode.lm_weight`` > 0.
 
         Returns:
             ``{"vocab_size": ...}``.
         """
-        self.splits = build_splits(self.data, self.sample_rate)
+        self.splits = self._build_splits()
         fixed = dataset_alphabet(self.data.dataset) if self.characters is None else self.characters
         if self.vocab is not None:
             pass  # a saved model's vocabulary (load_extra) is kept
+        elif self.tokenizer.units != "char":
+            self.vocab = PieceVocab.build(self.splits["train"].texts, self.tokenizer.vocab_size,
+                                          self.tokenizer.units)
         elif fixed is not None:
             self.vocab = CharVocab(dict.fromkeys(str(fixed)))  # exactly the characters given
         else:
@@ -110,8 +122,20 @@ class SpeechRecognitionTask(Task):
         for ds in self.splits.values():
             for text, utt in zip(ds.texts, ds.ids):
                 self.vocab.encode(text, utt)  # raises naming the character and utterance
-        self._lm()  # with an LM, a bad text file fails here, before any training
+        # with an LM, a bad text file fails here, before any training
+        if self._lm() is None and self.decode.lm_weight > 0:
+            log.warning("decode.lm_weight is unused: greedy decoding (decode.beam_size=1) uses "
+                        "no LM, and the character LM cannot score %s pieces", self.tokenizer.units)
         return {"vocab_size": len(self.vocab)}
+
+    def _build_splits(self) -> dict[str, Dataset]:
+        """``build_splits``; with ``feature_norm=speaker`` each split's items also carry
+        their speaker's log-mel statistics (tasks/speech/speakers.py)."""
+        splits = build_splits(self.data, self.sample_rate)
+        if not self.speaker_norm:
+            return splits
+        frontend = log_mel_frontend(self.sample_rate, *self._mel_settings)
+        return {k: SpeakerNormalized(ds, frontend) for k, ds in splits.items()}
 
     def datasets(self) -> dict[str, Dataset]:
         if self.splits is None:
@@ -129,9 +153,12 @@ class SpeechRecognitionTask(Task):
         tokens = torch.zeros(len(samples), max(1, int(token_lengths.max())), dtype=torch.long)
         for i, t in enumerate(ids):
             tokens[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-        return {"audio": audio, "audio_lengths": lengths, "tokens": tokens,
-                "token_lengths": token_lengths, "text": [s["text"] for s in samples],
-                "id": [s["id"] for s in samples]}
+        batch = {"audio": audio, "audio_lengths": lengths, "tokens": tokens,
+                 "token_lengths": token_lengths, "text": [s["text"] for s in samples],
+                 "id": [s["id"] for s in samples]}
+        if "feat_stats" in samples[0]:  # feature_norm=speaker: (B, 2, F)
+            batch["feat_stats"] = torch.stack([s["feat_stats"] for s in samples])
+        return batch
 
     def batches(
         self, dataset: Dataset, batch_size: int, shuffle: bool, epoch_seed: int
@@ -168,7 +195,7 @@ class SpeechRecognitionTask(Task):
         return len(batch["audio_lengths"])
 
     # -- model --------------------------------------------------------------------------------
-    def _vocab(self) -> CharVocab:
+    def _vocab(self) -> SpeechVocab:
         if self.vocab is None:
             raise RuntimeError("the vocabulary is not built yet: call prepare() or load_extra()")
         return self.vocab
@@ -176,13 +203,23 @@ class SpeechRecognitionTask(Task):
     def _lm(self) -> LMFusion | None:
         """The character LM for shallow fusion (``decode.lm_*``), built on first use from
         the training transcripts and the ``lm_texts`` files, with the ``lm_lexicon`` word list
-        mixed in when there is one; None when ``lm_weight`` is 0."""
+        mixed in when there is one; None when ``lm_weight`` is 0.
+
+        Raises:
+            ValueError: subword units with an LM that a beam search would use.
+        """
         opts = self.decode
         if opts.lm_weight == 0:
             return None
+        if not isinstance(self._vocab(), CharVocab):
+            if opts.beam_size == 1:
+                return None  # greedy decoding uses no LM (prepare() warned)
+            raise ValueError(f"decode.lm_weight > 0 needs tokenizer.units=char: the n-gram LM "
+                             f"scores characters, not {self._vocab().model_type} pieces (set "
+                             "decode.lm_weight=0 or decode.beam_size=1)")
         if self._fusion is None:
             if self.splits is None:  # a saved model being used: the recipe's data gives them
-                self.splits = build_splits(self.data, self.sample_rate)
+                self.splits = self._build_splits()
             self._fusion = build_fusion(opts, self._vocab(), self.splits["train"].texts)
         return self._fusion
 
@@ -193,13 +230,26 @@ class SpeechRecognitionTask(Task):
                 f"the model expects {cfg.sample_rate} Hz audio and {cfg.vocab_size} tokens, but "
                 f"the data is {self.sample_rate} Hz with {len(self._vocab())} tokens"
             )
+        if (cfg.feature_norm == "speaker") != self.speaker_norm:
+            said = "sets" if self.speaker_norm else "does not set"
+            raise ValueError(
+                f"the model's feature_norm is '{cfg.feature_norm}' but the recipe {said} "
+                "model.overrides.feature_norm=speaker, which prepares the speaker statistics"
+            )
+        used = (cfg.n_mels, cfg.wave_norm, cfg.features)
+        if self.speaker_norm and used != self._mel_settings:
+            raise ValueError(
+                f"the speaker statistics were computed with (n_mels, wave_norm, features) = "
+                f"{self._mel_settings}, read from the recipe's model.overrides, but the model "
+                f"has {used}; set them in model.overrides"
+            )
 
     def _forward(self, model: nn.Module, batch: Batch) -> SpeechOutput:
         """``model(...)`` itself, not its parts, so DDP sees the forward pass."""
         tgt_in = None
         if getattr(unwrap(model), "decoder", None) is not None:
             tgt_in = self._decoder_input(batch["tokens"])
-        return model(batch["audio"], batch["audio_lengths"], tgt_in)
+        return model(batch["audio"], batch["audio_lengths"], tgt_in, batch.get("feat_stats"))
 
     def _decoder_input(self, tokens: Tensor) -> Tensor:
         eos = torch.full_like(tokens[:, :1], self._vocab().eos_id)
@@ -267,7 +317,8 @@ class SpeechRecognitionTask(Task):
         try:
             for batch in iterate(loader, device):
                 # the parts of forward(), to keep the encoder output for rescoring
-                memory, mask = model.forward_features(batch["audio"], batch["audio_lengths"])
+                memory, mask = model.forward_features(batch["audio"], batch["audio_lengths"],
+                                                      batch.get("feat_stats"))
                 lengths = model.output_lengths(batch["audio_lengths"])
                 dec = None
                 if model.decoder is not None:
@@ -332,13 +383,19 @@ class SpeechRecognitionTask(Task):
             if (too_long := self._too_long(model, path, len(w))) is not None:
                 raise ValueError(too_long)
         beam_size = self.decode.beam_size if beam_size is None else beam_size
+        stats = None
+        if model.cfg.feature_norm == "speaker":  # the files of one call are one speaker
+            frontend = log_mel_frontend(sr, model.cfg.n_mels, model.cfg.wave_norm,
+                                        model.cfg.features)
+            stats = split_speaker_stats([""] * len(waves), waves.__getitem__, frontend)[""]
         out_texts: list[str] = [""] * len(waves)
         order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = self.collate([{"audio": waves[i], "text": "", "id": str(i)} for i in idx])
             audio, lengths = batch["audio"].to(device), batch["audio_lengths"].to(device)
-            memory, mask = model.forward_features(audio, lengths)
+            feat_stats = None if stats is None else stats.expand(len(idx), *stats.shape).to(device)
+            memory, mask = model.forward_features(audio, lengths, feat_stats)
             out_lengths = model.output_lengths(lengths)
             ids = decode_batch(model, memory, mask, model.forward_head(memory), out_lengths,
                                beam_size, self._rescore_weight(), self._lm())
@@ -372,14 +429,15 @@ class SpeechRecognitionTask(Task):
         :class:`CTCEnsemble`: frame log-probabilities averaged, decoded once.
 
         Raises:
-            ValueError: a member spells with other characters than ``model`` (named), or
+            ValueError: a member spells with other units than ``model`` (named), or
                 differs in sample rate or frame rate.
         """
         for directory, _, meta in others:
             vocab = meta.get("vocab") if isinstance(meta, dict) else None
-            if vocab is None or CharVocab.from_dict(vocab) != self._vocab():
+            if vocab is None or load_speech_vocab(vocab) != self._vocab():
                 raise ValueError(f"the model in {directory} does not spell with the same "
-                                 "characters as the first model, so it cannot join its ensemble")
+                                 "characters or pieces as the first model, so it cannot join its "
+                                 "ensemble")
         return CTCEnsemble([unwrap(model), *(unwrap(m) for _, m, _ in others)])
 
     # -- saved with the model -----------------------------------------------------------------
@@ -391,7 +449,7 @@ class SpeechRecognitionTask(Task):
         if not isinstance(meta, dict) or "vocab" not in meta:
             raise ValueError(f"the saved model in {directory} has no speech vocabulary in its "
                              "config.json (task_meta.vocab)")
-        self.vocab = CharVocab.from_dict(meta["vocab"])
+        self.vocab = load_speech_vocab(meta["vocab"])
         self.sample_rate = int(meta.get("sample_rate", self.sample_rate))
         if self._fusion is not None and self._fusion.vocab != self.vocab:
             self._fusion = None  # built for other characters: rebuilt for the saved model's

@@ -65,8 +65,8 @@ def test_default_adapter_path_is_utterance_cmvn() -> None:
 
 
 def test_unknown_feature_norm_is_refused_with_its_name() -> None:
-    with pytest.raises(ValueError, match="feature_norm 'speaker'"):
-        AudioAdapter(16, feature_norm="speaker")
+    with pytest.raises(ValueError, match="feature_norm 'global'"):
+        AudioAdapter(16, feature_norm="global")
     with pytest.raises(ValueError, match="feature_norm 'cmvn'"):
         ASRConfig(feature_norm="cmvn").build()
     with pytest.raises(ValueError, match="feature_norm 'x'"):

@@ -1,0 +1,88 @@
+"""Speaker-level feature normalisation (``model.overrides.feature_norm=speaker``): every
+utterance's log-mel frames are normalised by the mean and standard deviation of all frames of
+its speaker in its split, as Kaldi's per-speaker CMVN does, instead of by its own.
+
+The statistics are computed once per split from the audio alone (no transcript), so a held-out
+speaker's come from that speaker's test recordings: the model adapts to an unseen voice without
+labels, as a recogniser adapting to its user would. Utterances without a speaker name count as
+one speaker per split (a one-voice corpus). Speed perturbation in training leaves them as they
+are (they describe the unperturbed voice).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from encoders.adapters.audio import LogMel, normalize_wave, speaker_stats
+
+log = logging.getLogger(__name__)
+
+Frontend = Callable[[Tensor], Tensor]  # (S,) waveform or (T, F) features -> (T, F) log-mel
+
+
+def log_mel_frontend(
+    sample_rate: int, n_mels: int, wave_norm: bool = False, features: str = "waveform"
+) -> Frontend:
+    """The log-mel a speech model of these settings computes (``SpeechRecognizer``'s front end:
+    25 ms windows, 10 ms hop, optional unit-RMS scaling first); precomputed features (a 2-D
+    item, ``features="fbank"``) pass as they are."""
+    mel = LogMel(sample_rate, sample_rate * 25 // 1000, sample_rate * 10 // 1000, n_mels)
+
+    @torch.no_grad()
+    def frontend(x: Tensor) -> Tensor:
+        if features != "waveform" or x.ndim == 2:
+            return x.float()
+        wave = x.float().unsqueeze(0)
+        if wave_norm:
+            wave = normalize_wave(wave, torch.tensor([wave.shape[1]]))
+        return mel(wave)[0]
+
+    return frontend
+
+
+def split_speaker_stats(
+    speakers: Sequence[str], items: Callable[[int], Tensor], frontend: Frontend
+) -> dict[str, Tensor]:
+    """Speaker name -> (2, F) statistics over the utterances ``items(i)`` of each speaker."""
+    frames: dict[str, list[Tensor]] = defaultdict(list)
+    for i, spk in enumerate(speakers):
+        frames[spk].append(frontend(items(i)))
+    return {spk: speaker_stats(f) for spk, f in frames.items()}
+
+
+class SpeakerNormalized(Dataset):
+    """A speech dataset whose items also carry ``feat_stats`` (2, F), their speaker's log-mel
+    statistics in this dataset; every other attribute (``lengths``, ``texts``, ``ids``) is the
+    wrapped dataset's.
+
+    Args:
+        dataset: items ``{"audio", "text", "id"}``; speakers come from its ``utterances``
+            (``Utterance.speaker``) when it has them, else one speaker for all.
+        frontend: the model's log-mel (``log_mel_frontend``).
+    """
+
+    def __init__(self, dataset: Dataset, frontend: Frontend) -> None:
+        self.dataset = dataset
+        utts = getattr(dataset, "utterances", None)
+        self.speakers = [u.speaker for u in utts] if utts is not None else [""] * len(dataset)
+        self.stats = split_speaker_stats(self.speakers, lambda i: dataset[i]["audio"], frontend)
+        log.info("speaker statistics of %d speaker(s) over %d utterances", len(self.stats),
+                 len(self.speakers))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.dataset[i], "feat_stats": self.stats[self.speakers[i]]}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
