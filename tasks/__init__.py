@@ -1,7 +1,7 @@
 """Task packages: each combines an adapter, the shared core and a head, plus its data, loss,
 metrics and decoding. Imports ``encoders`` only, never ``zoo``."""
 
-from tasks import masked_image, masked_lm  # noqa: F401  (registers MLM and MAE pre-training)
+from tasks import masked_image, masked_lm, masked_speech  # noqa: F401  (MLM, MAE, masked speech)
 from tasks.classification import ImageClassifier, ViTConfig
 from tasks.language_modeling import GPT, GPTConfig
 from tasks.speech import ASRConfig, SpeechOutput, SpeechRecognizer

@@ -328,10 +328,10 @@ class AudioAdapter(nn.Module):
         Returns:
             frames (B, T', D) and padding mask (B, T') True at padding (None if no padding).
         """
-        feats, frame_lengths = self.features(x, lengths, feat_stats)
+        feats, frame_lengths = self.frames(x, lengths, feat_stats)
         return self.embed(self.specaug(feats), frame_lengths)
 
-    def features(
+    def frames(
         self, x: Tensor, lengths: Tensor | None = None, feat_stats: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """The first half of ``forward`` (same arguments): checked input -> log-mel ->
@@ -345,7 +345,8 @@ class AudioAdapter(nn.Module):
         self._check(x, lengths)
         feats, frame_lengths = self._features(x, lengths)
         mask = lengths_to_padding_mask(frame_lengths, feats.shape[1])
-        return normalize_frames(self.warp(feats), mask, self.feature_norm, feat_stats), frame_lengths
+        feats = normalize_frames(self.warp(feats), mask, self.feature_norm, feat_stats)
+        return feats, frame_lengths
 
     def embed(self, feats: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         """The second half of ``forward``: normalised frames (B, T, n_mels) with lengths (B,)

@@ -21,6 +21,7 @@ from tasks.classification import ViTConfig
 from tasks.language_modeling import GPTConfig
 from tasks.masked_image import MAEConfig
 from tasks.masked_lm import BertConfig
+from tasks.masked_speech import MaskedSpeechConfig
 from tasks.options import SECTIONS
 from tasks.speech import ASRConfig
 from tasks.translation import Seq2SeqConfig
@@ -42,6 +43,7 @@ TINY = {
     "masked_lm": (BertConfig, {"vocab_size": 100}),
     "masked_image": (MAEConfig, {"img_size": 32, "patch_size": 8, "decoder_dim": 32,
                                  "decoder_depth": 1, "decoder_num_heads": 4}),
+    "masked_speech": (MaskedSpeechConfig, {"n_mels": 40}),
 }
 
 

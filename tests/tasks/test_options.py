@@ -14,6 +14,7 @@ from tasks.base import TASKS, get_task
 from tasks.classification import transforms as classification_transforms
 from tasks.classification.model import ViTConfig
 from tasks.masked_image import MAEConfig
+from tasks.masked_speech import MaskedSpeechConfig
 from tasks.options import SECTIONS, setting
 from tasks.speech.model import ASRConfig
 from tasks.speech.options import SpeechAugment, SpeechData, SpeechDecoding
@@ -30,6 +31,7 @@ MODEL_CONFIGS = {
     "translation": Seq2SeqConfig,
     "speech_recognition": ASRConfig,
     "masked_image": MAEConfig,
+    "masked_speech": MaskedSpeechConfig,
 }
 
 

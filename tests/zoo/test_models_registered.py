@@ -57,6 +57,9 @@ def _inputs(model: nn.Module) -> tuple:
     if cfg.task == "masked_image":  # and the masking scores, so that two calls agree
         images = torch.randn(2, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen)
         return images, torch.rand(2, (cfg.img_size // cfg.patch_size) ** 2, generator=gen)
+    if cfg.task == "masked_speech":  # and the frame mask, so that two calls agree
+        audio, lengths = torch.randn(2, 4000, generator=gen), torch.tensor([4000, 3000])
+        return audio, lengths, model.draw_mask(audio, lengths, gen)
     assert cfg.task == "speech_recognition", cfg.task
     if cfg.features == "waveform":
         audio, lengths = torch.randn(2, 4000, generator=gen), torch.tensor([4000, 3000])
@@ -69,7 +72,7 @@ def _inputs(model: nn.Module) -> tuple:
 
 def _outputs(model: nn.Module, inputs: tuple) -> list[Tensor]:
     out = model(*inputs)
-    if model.cfg.task == "masked_image":
+    if model.cfg.task in ("masked_image", "masked_speech"):
         return [out.pred]
     if model.cfg.task != "speech_recognition":
         return [out]
@@ -88,6 +91,8 @@ def _expected_shapes(model: nn.Module, inputs: tuple, classes: int) -> list[tupl
         return [(2, inputs[0].shape[1], classes)]
     if cfg.task == "masked_image":  # pixels per patch
         return [(2, inputs[1].shape[1], cfg.patch_size**2 * cfg.in_chans)]
+    if cfg.task == "masked_speech":  # log-mel frames 4t..4t+3 of each output frame t
+        return [(2, 4 * int(model.adapter.output_lengths(inputs[1]).max()), cfg.n_mels)]
     frames = int(model.adapter.output_lengths(inputs[1]).max())
     shapes = [(2, frames, classes)]
     return shapes + ([(2, inputs[2].shape[1], classes)] if inputs[2] is not None else [])
@@ -127,7 +132,9 @@ def test_save_load_round_trip_gives_identical_outputs(name: str, tmp_path: Path)
                 torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if zoo.get_config(n).task != "masked_image"])
+@pytest.mark.parametrize(
+    "name", [n for n in MODELS if zoo.get_config(n).task not in ("masked_image", "masked_speech")]
+)
 def test_num_classes_or_vocab_size_override_reaches_the_head(name: str) -> None:
     key = "num_classes" if zoo.get_config(name).task == "classification" else "vocab_size"
     model = _create(name, **{key: 7}).eval()

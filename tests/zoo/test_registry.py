@@ -20,6 +20,7 @@ FAMILIES = {
     "language_modeling": ("text", "gpt_"),
     "masked_lm": ("text", "bert_"),
     "masked_image": ("vision", "mae_"),
+    "masked_speech": ("speech", "masked_asr_"),
 }
 
 
@@ -117,8 +118,8 @@ def test_list_models_filters() -> None:
     assert on_224 == [n for n in vits if n.endswith("_224")]
     assert zoo.list_models("vit_*", task="translation") == []
     assert zoo.list_models("test_*") == [
-        "test_asr_transformer", "test_bert", "test_gpt", "test_mae", "test_mt_transformer",
-        "test_vit"
+        "test_asr_transformer", "test_bert", "test_gpt", "test_mae", "test_masked_asr",
+        "test_mt_transformer", "test_vit"
     ]
     assert zoo.list_models("nothing*") == []
 

@@ -29,6 +29,7 @@ VARIANTS = {
     "language_modeling": "test_gpt",
     "masked_lm": "test_bert",
     "masked_image": "test_mae",
+    "masked_speech": "test_masked_asr",
 }
 
 

@@ -65,6 +65,18 @@ def test_init_from_loads_exactly_the_named_part(tmp_path: Path, target: str) -> 
     assert event["fresh"] == [] and event["source_model"] == "test_vit"
 
 
+def test_a_masked_speech_encoder_initialises_the_conformer_recognizer_exactly(
+    tmp_path: Path,
+) -> None:
+    """configs/pretrain/masked_speech_kathleen_74min.yaml's fine-tune: parts [adapter, core]."""
+    source, weights = saved(tmp_path, "masked_asr_conformer_tiny")
+    model = create("asr_conformer_ctc_tiny")
+    event = init_from(model, source, ["adapter", "core"])
+    encoder = [k for k in model.state_dict() if k.startswith(("adapter.", "core."))]
+    assert event["loaded"] == encoder and event["fresh"] == []
+    assert all(torch.equal(model.state_dict()[k], weights[k]) for k in encoder)
+
+
 def test_init_from_a_translation_model_takes_core_and_decoder(tmp_path: Path) -> None:
     source, weights = saved(tmp_path, "test_mt_transformer")
     model, fresh = create("test_mt_transformer"), create("test_mt_transformer").state_dict()

@@ -10,7 +10,7 @@ from zoo.cli.base import command
 # the values of the family configs' ``task`` and ``modality`` (tests check they are complete)
 TASKS = (
     "classification", "translation", "speech_recognition", "language_modeling", "masked_lm",
-    "masked_image", "multitask",
+    "masked_image", "masked_speech", "multitask",
 )
 MODALITIES = ("vision", "text", "speech", "multi")
 
