@@ -50,6 +50,10 @@ class SpeechData:
     eval_utterances: int | None = setting(None, ge=1, datasets=GENERATED)
     # [min, max] digits per generated utterance; None: synthetic [1, 5], fsdd_connected [2, 7]
     digits: tuple[int, int] | None = setting(None, ge=1, datasets=GENERATED)
+    # model.overrides.feature_norm=speaker: each speaker's statistics from at most this many of
+    # its utterances in the split (a seeded draw, data_seed; None: all), e.g. the few
+    # recordings a new voice enrols with
+    speaker_stats_utterances: int | None = setting(None, ge=1)
 
     def __post_init__(self) -> None:
         self.test_speakers = _paths(self.test_speakers)

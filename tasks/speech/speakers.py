@@ -12,6 +12,7 @@ are (they describe the unperturbed voice).
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,13 +49,19 @@ def log_mel_frontend(
 
 
 def split_speaker_stats(
-    speakers: Sequence[str], items: Callable[[int], Tensor], frontend: Frontend
+    speakers: Sequence[str], items: Callable[[int], Tensor], frontend: Frontend,
+    limit: int | None = None, seed: int = 0,
 ) -> dict[str, Tensor]:
-    """Speaker name -> (2, F) statistics over the utterances ``items(i)`` of each speaker."""
-    frames: dict[str, list[Tensor]] = defaultdict(list)
+    """Speaker name -> (2, F) statistics over the utterances ``items(i)`` of each speaker, at
+    most ``limit`` of them per speaker (drawn with ``seed``; None: all)."""
+    chosen: dict[str, list[int]] = defaultdict(list)
     for i, spk in enumerate(speakers):
-        frames[spk].append(frontend(items(i)))
-    return {spk: speaker_stats(f) for spk, f in frames.items()}
+        chosen[spk].append(i)
+    if limit is not None:
+        rng = random.Random(seed)
+        chosen = {spk: sorted(rng.sample(idx, min(limit, len(idx))))
+                  for spk, idx in sorted(chosen.items())}
+    return {spk: speaker_stats([frontend(items(i)) for i in idx]) for spk, idx in chosen.items()}
 
 
 class SpeakerNormalized(Dataset):
@@ -66,15 +73,19 @@ class SpeakerNormalized(Dataset):
         dataset: items ``{"audio", "text", "id"}``; speakers come from its ``utterances``
             (``Utterance.speaker``) when it has them, else one speaker for all.
         frontend: the model's log-mel (``log_mel_frontend``).
+        limit, seed: each speaker's statistics from at most ``limit`` of its utterances,
+            drawn with ``seed`` (None: all).
     """
 
-    def __init__(self, dataset: Dataset, frontend: Frontend) -> None:
+    def __init__(self, dataset: Dataset, frontend: Frontend, limit: int | None = None,
+                 seed: int = 0) -> None:
         self.dataset = dataset
         utts = getattr(dataset, "utterances", None)
         self.speakers = [u.speaker for u in utts] if utts is not None else [""] * len(dataset)
-        self.stats = split_speaker_stats(self.speakers, lambda i: dataset[i]["audio"], frontend)
-        log.info("speaker statistics of %d speaker(s) over %d utterances", len(self.stats),
-                 len(self.speakers))
+        self.stats = split_speaker_stats(self.speakers, lambda i: dataset[i]["audio"], frontend,
+                                         limit, seed)
+        log.info("speaker statistics of %d speaker(s) over %d utterances (%s per speaker)",
+                 len(self.stats), len(self.speakers), "all" if limit is None else f"<= {limit}")
 
     def __len__(self) -> int:
         return len(self.dataset)

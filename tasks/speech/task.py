@@ -135,7 +135,8 @@ class SpeechRecognitionTask(Task):
         if not self.speaker_norm:
             return splits
         frontend = log_mel_frontend(self.sample_rate, *self._mel_settings)
-        return {k: SpeakerNormalized(ds, frontend) for k, ds in splits.items()}
+        limit, seed = self.opts.speaker_stats_utterances, self.opts.data_seed
+        return {k: SpeakerNormalized(ds, frontend, limit, seed) for k, ds in splits.items()}
 
     def datasets(self) -> dict[str, Dataset]:
         if self.splits is None:

@@ -78,6 +78,21 @@ def test_items_carry_their_speakers_statistics() -> None:
     assert abs(gap.mean() - 4.605) < 0.05 and (gap - 4.605).abs().max() < 0.4
 
 
+def test_statistics_from_a_few_utterances_per_speaker() -> None:
+    frontend = log_mel_frontend(SR, 40)
+    full = SpeakerNormalized(Fake(), frontend)
+    one = SpeakerNormalized(Fake(), frontend, limit=1, seed=3)
+    again = SpeakerNormalized(Fake(), frontend, limit=1, seed=3)
+    data = Fake()
+    for spk, idx in (("a", [0, 2, 4]), ("b", [1, 3, 5])):
+        assert torch.equal(one.stats[spk], again.stats[spk])  # the seed fixes the draw
+        singles = [speaker_stats([frontend(data[i]["audio"])]) for i in idx]
+        assert any(torch.equal(one.stats[spk], s) for s in singles)  # one utterance's own
+        assert not torch.equal(one.stats[spk], full.stats[spk])
+    # more than a speaker has: all of them
+    assert torch.equal(SpeakerNormalized(Fake(), frontend, limit=50).stats["a"], full.stats["a"])
+
+
 def test_training_and_evaluation_read_the_statistics(fsdd_root) -> None:
     from tasks.base import get_task
 
@@ -128,3 +143,18 @@ def test_predict_treats_the_files_of_one_call_as_one_speaker(fsdd_root) -> None:
     together = seen[-1]  # three digits' tones share one set of statistics: offsets remain
     assert together.shape[0] == 3
     assert together[0].mean(0).abs().max() > 0.1
+
+
+def test_the_recipe_limits_the_utterances_behind_the_statistics(fsdd_root) -> None:
+    from tasks.base import get_task
+
+    def test_stats(**options):
+        data = {"dataset": "fsdd", "root": str(fsdd_root),
+                "options": {"test_speakers": ["cid"], **options}}
+        task = get_task("speech_recognition")(
+            make_recipe("speech_recognition", data, {"overrides": SPEAKER}))
+        task.prepare()
+        return task.datasets()["test"].stats["cid"]
+
+    few, full = test_stats(speaker_stats_utterances=2), test_stats()
+    assert few.shape == full.shape == (2, 40) and not torch.allclose(few, full)
