@@ -5,42 +5,33 @@ from each subsampled output; the loss is the L1 error on the masked frames only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from encoders import AudioAdapter, TransformerEncoder
+from encoders import TransformerEncoder
 from encoders.attention import lengths_to_padding_mask
-from encoders.core import CoreConfig, rotary_positions
+from encoders.core import rotary_positions
+from tasks.speech.model import SpeechEncoderConfig
 
 SUBSAMPLING = 4  # Conv2dSubsampling: two convolutions of stride 2 over time
 POSITIONS = ("sinusoidal", "rotary")
 
 
 @dataclass
-class MaskedSpeechConfig:
+class MaskedSpeechConfig(SpeechEncoderConfig):
     """Masked acoustic model hyperparameters. The encoder (``adapter`` + ``core``) is the
-    speech recogniser's (``ASRConfig`` with the same core, ``n_mels``, ``features``,
+    speech recogniser's (``SpeechEncoderConfig``: the same core, ``n_mels``, ``features``,
     ``sample_rate``...): its keys and shapes equal a ``SpeechRecognizer``'s, so
     ``model.init_from.parts=[adapter,core]`` moves it. SpecAugment is always off here: the
-    masking is the objective."""
+    masking is the objective; with ``feature_norm`` the masked frames are set to 0."""
 
     task: ClassVar[str] = "masked_speech"
     modality: ClassVar[str] = "speech"
 
-    core: CoreConfig = field(
-        default_factory=lambda: CoreConfig(dim=144, depth=12, num_heads=4, dropout=0.1)
-    )
-    pos: str = "sinusoidal"  # "sinusoidal" (added to frames) or "rotary" (= core.rotary)
-    n_mels: int = 80
-    sample_rate: int = 16000
-    features: str = "waveform"  # "waveform" or "fbank" (precomputed log-mel)
-    freq_warp: float = 0.0  # vocal tract length perturbation in training, e.g. 0.1
-    wave_norm: bool = False  # scale each waveform to unit RMS first
-    feature_norm: str = "utterance"  # as ASRConfig's; the masked frames are set to 0
     # share of each utterance's real input frames (10 ms) that are masked, in spans whose
     # lengths are drawn uniformly from mask_span (inclusive); a span of 7 or more hides every
     # input of at least one subsampled frame (the two convolutions see 7 input frames)
@@ -115,13 +106,7 @@ class MaskedSpeechModel(nn.Module):
         if cfg.pos not in POSITIONS:
             raise ValueError(f"unknown position type '{cfg.pos}'; expected one of {POSITIONS}")
         self.cfg = cfg
-        sr = cfg.sample_rate
-        n_fft, hop = sr * 25 // 1000, sr * 10 // 1000  # 25 ms windows, 10 ms hop, as ASR
-        self.adapter = AudioAdapter(
-            cfg.core.dim, cfg.n_mels, sr, n_fft, hop, cfg.features, spec_augment=False,
-            pos="none" if cfg.core.rotary else "sinusoidal", dropout=cfg.core.dropout,
-            freq_warp=cfg.freq_warp, wave_norm=cfg.wave_norm, feature_norm=cfg.feature_norm,
-        )
+        self.adapter = cfg.build_adapter(spec_augment=False)
         self.core = TransformerEncoder.from_config(cfg.core)
         self.head = nn.Linear(cfg.core.dim, SUBSAMPLING * cfg.n_mels)
 

@@ -22,15 +22,11 @@ POSITIONS = ("sinusoidal", "rotary")
 
 
 @dataclass
-class ASRConfig:
-    """Speech recogniser hyperparameters: the audio adapter, CTC head and optional attention
-    decoder around a shared ``core``. Token 0 is the CTC blank (and the decoder's padding);
-    token ``eos_id`` starts and ends decoder sequences."""
+class SpeechEncoderConfig:
+    """The settings of a speech encoder, the audio adapter and the shared ``core``, that every
+    speech model family shares (``ASRConfig``, the masked acoustic model's config), so that an
+    encoder moves between them with ``model.init_from.parts=[adapter,core]``."""
 
-    task: ClassVar[str] = "speech_recognition"
-    modality: ClassVar[str] = "speech"
-
-    vocab_size: int = 32
     core: CoreConfig = field(
         default_factory=lambda: CoreConfig(dim=144, depth=12, num_heads=4, dropout=0.1)
     )
@@ -38,13 +34,36 @@ class ASRConfig:
     n_mels: int = 80
     sample_rate: int = 16000
     features: str = "waveform"  # "waveform" or "fbank" (precomputed log-mel)
-    spec_augment: bool = True
     freq_warp: float = 0.0  # vocal tract length perturbation in training, e.g. 0.1
     wave_norm: bool = False  # scale each waveform to unit RMS first (level invariance)
     # log-mel normalisation per bin: per utterance, "utterance" (mean and variance, CMVN) or
     # "mean" (mean only, CMN); "speaker" (mean and variance of the speaker's frames in the
     # split, tasks/speech/speakers.py); or "none"
     feature_norm: str = "utterance"
+
+    def build_adapter(self, spec_augment: bool) -> AudioAdapter:
+        """The audio adapter of these settings: 25 ms windows, 10 ms hop, the core's width and
+        dropout, positions unless the core is rotary."""
+        sr = self.sample_rate
+        return AudioAdapter(
+            self.core.dim, self.n_mels, sr, sr * 25 // 1000, sr * 10 // 1000, self.features,
+            spec_augment, pos="none" if self.core.rotary else "sinusoidal",
+            dropout=self.core.dropout, freq_warp=self.freq_warp, wave_norm=self.wave_norm,
+            feature_norm=self.feature_norm,
+        )
+
+
+@dataclass
+class ASRConfig(SpeechEncoderConfig):
+    """Speech recogniser hyperparameters: the audio adapter, CTC head and optional attention
+    decoder around a shared ``core`` (``SpeechEncoderConfig``). Token 0 is the CTC blank (and
+    the decoder's padding); token ``eos_id`` starts and ends decoder sequences."""
+
+    task: ClassVar[str] = "speech_recognition"
+    modality: ClassVar[str] = "speech"
+
+    vocab_size: int = 32
+    spec_augment: bool = True
     decoder_depth: int = 0  # > 0 adds an attention decoder
     # after pruning (zoo prune): per decoder layer, the (self, cross) attention heads it kept
     decoder_heads: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None = None
@@ -90,22 +109,7 @@ class SpeechRecognizer(nn.Module):
         self.cfg = cfg
         dim, dropout = cfg.core.dim, cfg.core.dropout
         pos = "none" if cfg.core.rotary else "sinusoidal"
-        sr, mels = cfg.sample_rate, cfg.n_mels
-        n_fft, hop = sr * 25 // 1000, sr * 10 // 1000  # 25 ms windows, 10 ms hop
-        self.adapter = AudioAdapter(
-            dim,
-            mels,
-            sr,
-            n_fft,
-            hop,
-            cfg.features,
-            cfg.spec_augment,
-            pos=pos,
-            dropout=dropout,
-            freq_warp=cfg.freq_warp,
-            wave_norm=cfg.wave_norm,
-            feature_norm=cfg.feature_norm,
-        )
+        self.adapter = cfg.build_adapter(cfg.spec_augment)
         self.core = TransformerEncoder.from_config(cfg.core)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, cfg.vocab_size))
         self.decoder = None
