@@ -43,9 +43,10 @@ class MaskedSpeechTask(SpeechRecognitionTask):
 
     def _check_model(self, model: nn.Module) -> None:
         if (model.cfg.feature_norm == "speaker") != self.speaker_norm:
+            said = "sets" if self.speaker_norm else "does not set"
             raise ValueError(
-                f"the model's feature_norm is '{model.cfg.feature_norm}' but the recipe's "
-                "model.overrides.feature_norm (which prepares the speaker statistics) is not"
+                f"the model's feature_norm is '{model.cfg.feature_norm}' but the recipe {said} "
+                "model.overrides.feature_norm=speaker, which prepares the speaker statistics"
             )
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:

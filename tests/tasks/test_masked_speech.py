@@ -106,3 +106,18 @@ def test_bad_settings_are_refused_in_one_sentence() -> None:
     model = tiny_model("masked_speech")
     with pytest.raises(ValueError, match="expected a frame mask of shape"):
         model(torch.randn(1, 8000), None, torch.zeros(1, 3, dtype=torch.bool))
+
+
+def test_speaker_normalisation_must_agree_between_recipe_and_model() -> None:
+    data = {"dataset": "synthetic", "options": {"train_utterances": 8, "eval_utterances": 4}}
+    recipe = make_recipe("masked_speech", data, {"overrides": {"feature_norm": "speaker",
+                                                               "n_mels": 40}})
+    task = get_task("masked_speech")(recipe)
+    task.prepare()
+    assert "feat_stats" in task.datasets()["train"][0]
+    batch = task.collate([task.datasets()["train"][i] for i in range(4)])
+    loss, _ = task.loss(tiny_model("masked_speech", feature_norm="speaker").train(), batch)
+    assert torch.isfinite(loss)
+    task._checked = False
+    with pytest.raises(ValueError, match="feature_norm is 'utterance' but the recipe sets"):
+        task.loss(tiny_model("masked_speech").train(), batch)
