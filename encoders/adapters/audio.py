@@ -19,6 +19,11 @@ POSITIONS = ("sinusoidal", "none")
 FEATURE_NORMS = ("utterance", "mean", "speaker", "none")  # see normalize_frames
 
 
+def stft_sizes(sample_rate: int) -> tuple[int, int]:
+    """(n_fft, hop_length) in samples of the speech front end's 25 ms windows and 10 ms hop."""
+    return sample_rate * 25 // 1000, sample_rate * 10 // 1000
+
+
 class LogMel(nn.Module):
     """Log mel filterbank (torchaudio). Frames are not centred, so a frame only ever sees samples
     of its own utterance and padding cannot change real frames."""

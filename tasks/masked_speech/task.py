@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from tasks.base import Batch, Task, iterate, register_task, unwrap
 from tasks.masked_speech.model import masked_frame_loss
-from tasks.speech.audio import add_noise, read_audio, speed_perturb
+from tasks.speech.audio import read_audio
 from tasks.speech.task import SpeechRecognitionTask
 
 
@@ -42,12 +42,7 @@ class MaskedSpeechTask(SpeechRecognitionTask):
         return settings
 
     def _check_model(self, model: nn.Module) -> None:
-        if (model.cfg.feature_norm == "speaker") != self.speaker_norm:
-            said = "sets" if self.speaker_norm else "does not set"
-            raise ValueError(
-                f"the model's feature_norm is '{model.cfg.feature_norm}' but the recipe {said} "
-                "model.overrides.feature_norm=speaker, which prepares the speaker statistics"
-            )
+        self._check_speaker_norm(model.cfg)  # the recogniser's vocabulary checks do not apply
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         """L1 error of the masked frames, fresh masks every step (speed perturbation and
@@ -55,12 +50,9 @@ class MaskedSpeechTask(SpeechRecognitionTask):
         if not self._checked:
             self._check_model(unwrap(model))
             self._checked = True
-        audio, lengths, aug = batch["audio"], batch["audio_lengths"], self.augment
-        if aug.speed_perturb and model.training:
-            audio, lengths = speed_perturb(audio, lengths, aug.speed_perturb)
-        if aug.noise_snr is not None and model.training:
-            audio = add_noise(audio, lengths, aug.noise_snr, aug.noise_prob)
-        out = model(audio, lengths, None, batch.get("feat_stats"))  # the wrapper, for DDP
+        batch = self._augment(model, batch)
+        lengths = batch["audio_lengths"]
+        out = model(batch["audio"], lengths, None, batch.get("feat_stats"))  # for DDP
         loss, count = masked_frame_loss(out)
         return loss, {"loss": loss.item(), "masked": count.item() / len(lengths)}
 

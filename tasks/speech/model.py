@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from encoders import AudioAdapter, TextAdapter, TransformerDecoder, TransformerEncoder
+from encoders.adapters.audio import stft_sizes
 from encoders.core import CoreConfig, kept_heads, rotary_positions
 from encoders.positional import (
     LearnedPositionalEmbedding,
@@ -44,9 +45,9 @@ class SpeechEncoderConfig:
     def build_adapter(self, spec_augment: bool) -> AudioAdapter:
         """The audio adapter of these settings: 25 ms windows, 10 ms hop, the core's width and
         dropout, positions unless the core is rotary."""
-        sr = self.sample_rate
         return AudioAdapter(
-            self.core.dim, self.n_mels, sr, sr * 25 // 1000, sr * 10 // 1000, self.features,
+            self.core.dim, self.n_mels, self.sample_rate, *stft_sizes(self.sample_rate),
+            self.features,
             spec_augment, pos="none" if self.core.rotary else "sinusoidal",
             dropout=self.core.dropout, freq_warp=self.freq_warp, wave_norm=self.wave_norm,
             feature_norm=self.feature_norm,

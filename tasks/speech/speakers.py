@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from encoders.adapters.audio import LogMel, normalize_wave, speaker_stats
+from encoders.adapters.audio import LogMel, normalize_wave, speaker_stats, stft_sizes
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def log_mel_frontend(
     """The log-mel a speech model of these settings computes (``SpeechRecognizer``'s front end:
     25 ms windows, 10 ms hop, optional unit-RMS scaling first); precomputed features (a 2-D
     item, ``features="fbank"``) pass as they are."""
-    mel = LogMel(sample_rate, sample_rate * 25 // 1000, sample_rate * 10 // 1000, n_mels)
+    mel = LogMel(sample_rate, *stft_sizes(sample_rate), n_mels)
 
     @torch.no_grad()
     def frontend(x: Tensor) -> Tensor:

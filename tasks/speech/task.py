@@ -231,18 +231,23 @@ class SpeechRecognitionTask(Task):
                 f"the model expects {cfg.sample_rate} Hz audio and {cfg.vocab_size} tokens, but "
                 f"the data is {self.sample_rate} Hz with {len(self._vocab())} tokens"
             )
-        if (cfg.feature_norm == "speaker") != self.speaker_norm:
-            said = "sets" if self.speaker_norm else "does not set"
-            raise ValueError(
-                f"the model's feature_norm is '{cfg.feature_norm}' but the recipe {said} "
-                "model.overrides.feature_norm=speaker, which prepares the speaker statistics"
-            )
+        self._check_speaker_norm(cfg)
         used = (cfg.n_mels, cfg.wave_norm, cfg.features)
         if self.speaker_norm and used != self._mel_settings:
             raise ValueError(
                 f"the speaker statistics were computed with (n_mels, wave_norm, features) = "
                 f"{self._mel_settings}, read from the recipe's model.overrides, but the model "
                 f"has {used}; set them in model.overrides"
+            )
+
+    def _check_speaker_norm(self, cfg: Any) -> None:
+        """Refuse a model whose ``feature_norm`` is "speaker" when the recipe's is not (no
+        statistics are prepared), or the other way round."""
+        if (cfg.feature_norm == "speaker") != self.speaker_norm:
+            said = "sets" if self.speaker_norm else "does not set"
+            raise ValueError(
+                f"the model's feature_norm is '{cfg.feature_norm}' but the recipe {said} "
+                "model.overrides.feature_norm=speaker, which prepares the speaker statistics"
             )
 
     def _forward(self, model: nn.Module, batch: Batch) -> SpeechOutput:
@@ -289,6 +294,13 @@ class SpeechRecognitionTask(Task):
         if not self._checked:
             self._check_model(unwrap(model))
             self._checked = True
+        batch = self._augment(model, batch)
+        inter_weight = unwrap(model).cfg.inter_ctc_weight  # used when inter_ctc_layer > 0
+        return self._losses(self._forward(model, batch), batch, inter_weight)
+
+    def _augment(self, model: nn.Module, batch: Batch) -> Batch:
+        """``batch`` with the ``augment`` section's waveform augmentation (speed perturbation,
+        then noise) when ``model`` is training; as it is otherwise."""
         aug = self.augment
         if aug.speed_perturb and model.training:
             audio, lengths = speed_perturb(batch["audio"], batch["audio_lengths"],
@@ -298,8 +310,7 @@ class SpeechRecognitionTask(Task):
             noisy = add_noise(batch["audio"], batch["audio_lengths"], aug.noise_snr,
                               aug.noise_prob)
             batch = {**batch, "audio": noisy}
-        inter_weight = unwrap(model).cfg.inter_ctc_weight  # used when inter_ctc_layer > 0
-        return self._losses(self._forward(model, batch), batch, inter_weight)
+        return batch
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
